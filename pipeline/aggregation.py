@@ -1,0 +1,148 @@
+"""Metric values, kept apart from any registry or exposition format.
+
+The hot path updates plain Python state keyed by a tuple of label values (no `.labels()` call,
+no locks per observation: callers hold `Aggregation.lock` once per batch). The Prometheus
+exporter turns a snapshot of this state into metric families at scrape time.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from dataclasses import dataclass, field
+
+OTHER = "__other__"
+
+# Bucket boundaries: the GenAI semantic conventions' advice.
+DURATION_BUCKETS = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)
+TOKEN_BUCKETS = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)
+TIME_PER_CHUNK_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+)
+
+
+@dataclass(slots=True)
+class Exemplar:
+    trace_id: str
+    span_id: str
+    value: float
+    timestamp: float
+
+
+@dataclass(slots=True)
+class HistogramSeries:
+    counts: list[int]  # per bucket, not cumulative; the last is +Inf
+    exemplars: list[Exemplar | None]
+    total: float = 0.0
+    count: int = 0
+
+
+@dataclass(slots=True)
+class CounterSeries:
+    value: float = 0.0
+    exemplar: Exemplar | None = None
+
+
+@dataclass
+class _Family:
+    name: str
+    documentation: str
+    label_names: tuple[str, ...]
+    max_series: int
+    # Labels whose values survive folding into the overflow series.
+    keep_on_overflow: tuple[str, ...] = ()
+    overflowed: int = 0
+    _keep_idx: tuple[int, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        self._keep_idx = tuple(
+            i for i, n in enumerate(self.label_names) if n in self.keep_on_overflow
+        )
+
+    def _overflow_key(self, key: tuple[str, ...]) -> tuple[str, ...]:
+        self.overflowed += 1
+        keep = self._keep_idx
+        return tuple(v if i in keep else OTHER for i, v in enumerate(key))
+
+
+@dataclass
+class HistogramFamily(_Family):
+    bounds: tuple[float, ...] = ()
+    series: dict[tuple[str, ...], HistogramSeries] = field(default_factory=dict)
+
+    def observe(
+        self, key: tuple[str, ...], value: float, exemplar: Exemplar | None = None
+    ) -> None:
+        s = self.series.get(key)
+        if s is None:
+            if len(self.series) >= self.max_series:
+                key = self._overflow_key(key)
+                s = self.series.get(key)
+            if s is None:
+                n = len(self.bounds) + 1
+                s = self.series[key] = HistogramSeries([0] * n, [None] * n)
+        i = bisect_left(self.bounds, value)
+        s.counts[i] += 1
+        s.total += value
+        s.count += 1
+        if exemplar is not None:
+            s.exemplars[i] = exemplar
+
+
+@dataclass
+class CounterFamily(_Family):
+    series: dict[tuple[str, ...], CounterSeries] = field(default_factory=dict)
+
+    def add(self, key: tuple[str, ...], amount: float, exemplar: Exemplar | None = None) -> None:
+        s = self.series.get(key)
+        if s is None:
+            if len(self.series) >= self.max_series:
+                key = self._overflow_key(key)
+                s = self.series.get(key)
+            if s is None:
+                s = self.series[key] = CounterSeries()
+        s.value += amount
+        if exemplar is not None:
+            s.exemplar = exemplar
+
+
+class Aggregation:
+    """All metric families of one sidecar, behind one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.families: list[HistogramFamily | CounterFamily] = []
+
+    def histogram(
+        self,
+        name: str,
+        documentation: str,
+        label_names: tuple[str, ...],
+        bounds: tuple[float, ...],
+        max_series: int = 2000,
+        keep_on_overflow: tuple[str, ...] = (),
+    ) -> HistogramFamily:
+        fam = HistogramFamily(
+            name, documentation, label_names, max_series, keep_on_overflow, bounds=bounds
+        )
+        self.families.append(fam)
+        return fam
+
+    def counter(
+        self,
+        name: str,
+        documentation: str,
+        label_names: tuple[str, ...],
+        max_series: int = 2000,
+        keep_on_overflow: tuple[str, ...] = (),
+    ) -> CounterFamily:
+        fam = CounterFamily(name, documentation, label_names, max_series, keep_on_overflow)
+        self.families.append(fam)
+        return fam

@@ -1,0 +1,259 @@
+"""Typed configuration: dataclasses with defaults, `validate()`, and strict YAML loading.
+
+With no file at all the sidecar runs on the embedded defaults: OTLP on 127.0.0.1:4317/4318,
+/metrics on 127.0.0.1:9464, traces and logs to OTLP-JSON-lines files under ./pipeline-data.
+Unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .processors.cost import PriceOverride
+from .processors.dedupe import DedupeConfig
+from .processors.fallback import FallbackConfig
+from .processors.redact import RedactConfig
+
+T = TypeVar("T")
+
+KNOWN_PROCESSORS = ("normalize", "dedupe", "ttft", "cost", "fallback", "redact", "enrich", "metrics")
+DEFAULT_PROCESSORS = list(KNOWN_PROCESSORS)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the path of the offending key."""
+
+
+def _check_endpoint(name: str, value: str) -> None:
+    if not value:
+        return
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name}: expected HOST:PORT, got {value!r}")
+
+
+@dataclass
+class ReceiversConfig:
+    grpc_endpoint: str = "127.0.0.1:4317"  # "" disables
+    http_endpoint: str = "127.0.0.1:4318"
+    max_request_bytes: int = 16 * 1024 * 1024  # as received (compressed)
+    max_decompressed_bytes: int = 64 * 1024 * 1024  # gzip bombs stop here
+    auth_token: str | None = None  # bearer token required when set
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    def validate(self) -> None:
+        _check_endpoint("receivers.grpc_endpoint", self.grpc_endpoint)
+        _check_endpoint("receivers.http_endpoint", self.http_endpoint)
+        if not self.grpc_endpoint and not self.http_endpoint:
+            raise ConfigError("receivers: at least one of grpc_endpoint/http_endpoint is needed")
+        if self.max_request_bytes <= 0 or self.max_decompressed_bytes <= 0:
+            raise ConfigError("receivers: size limits must be > 0")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("receivers: tls_cert_file and tls_key_file go together")
+
+
+@dataclass
+class MetricsEndpointConfig:
+    endpoint: str = "127.0.0.1:9464"  # "" disables /metrics
+    max_series: int = 2000
+    auth_token: str | None = None
+
+    def validate(self) -> None:
+        _check_endpoint("metrics.endpoint", self.endpoint)
+        if self.max_series < 1:
+            raise ConfigError("metrics.max_series must be >= 1")
+
+
+@dataclass
+class ExporterConfig:
+    protocol: str = "file"  # grpc | http | file
+    endpoint: str = ""  # grpc: HOST:PORT; http: base URL (…/v1/traces is appended)
+    headers: dict[str, str] = field(default_factory=dict)
+    insecure: bool = True
+    timeout_s: float = 10.0
+    compression: str = "gzip"  # gzip | none
+
+    def validate(self, name: str = "exporter") -> None:
+        if self.protocol not in ("grpc", "http", "file"):
+            raise ConfigError(f"{name}.protocol: expected grpc, http or file, got {self.protocol!r}")
+        if self.protocol != "file" and not self.endpoint:
+            raise ConfigError(f"{name}.endpoint is required for protocol {self.protocol}")
+        if self.protocol == "grpc":
+            _check_endpoint(f"{name}.endpoint", self.endpoint.removeprefix("http://"))
+        if self.protocol == "http" and not self.endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"{name}.endpoint: expected an http(s):// URL")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"{name}.timeout_s must be > 0")
+        if self.compression not in ("gzip", "none"):
+            raise ConfigError(f"{name}.compression: expected gzip or none")
+
+
+@dataclass
+class ExportersConfig:
+    traces: ExporterConfig = field(default_factory=ExporterConfig)
+    logs: ExporterConfig = field(default_factory=ExporterConfig)
+    # Received metrics are passed through unchanged; with no destination they go to a file.
+    metrics: ExporterConfig = field(default_factory=ExporterConfig)
+
+    def validate(self) -> None:
+        self.traces.validate("exporters.traces")
+        self.logs.validate("exporters.logs")
+        self.metrics.validate("exporters.metrics")
+
+
+@dataclass
+class QueueConfig:
+    max_items: int = 200_000  # spans / log records / points waiting per signal
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+    max_elapsed_s: float = 300.0  # give up on a batch after this (0 = never)
+    shutdown_timeout_s: float = 10.0  # SIGTERM drains the queue for at most this long
+    spool_directory: str | None = None  # on-disk spool that survives a restart
+
+    def validate(self) -> None:
+        if self.max_items < 1:
+            raise ConfigError("queue.max_items must be >= 1")
+        if self.retry_initial_s <= 0 or self.retry_max_s < self.retry_initial_s:
+            raise ConfigError("queue: need 0 < retry_initial_s <= retry_max_s")
+        if self.max_elapsed_s < 0 or self.shutdown_timeout_s < 0:
+            raise ConfigError("queue: timeouts must be >= 0")
+
+
+@dataclass
+class FileSinkConfig:
+    directory: str = "./pipeline-data"
+    max_bytes: int = 100 * 1024 * 1024  # rotate a file past this size
+    max_files: int = 10  # rotated files kept per signal
+
+    def validate(self) -> None:
+        if self.max_bytes < 1024 or self.max_files < 1:
+            raise ConfigError("file: max_bytes must be >= 1024 and max_files >= 1")
+
+
+@dataclass
+class Config:
+    receivers: ReceiversConfig = field(default_factory=ReceiversConfig)
+    metrics: MetricsEndpointConfig = field(default_factory=MetricsEndpointConfig)
+    processors: list[str] = field(default_factory=lambda: list(DEFAULT_PROCESSORS))
+    exporters: ExportersConfig = field(default_factory=ExportersConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    file: FileSinkConfig = field(default_factory=FileSinkConfig)
+    price_overrides: dict[str, PriceOverride] = field(default_factory=dict)
+    redact: RedactConfig = field(default_factory=RedactConfig)
+    fallback: FallbackConfig = field(default_factory=FallbackConfig)
+    dedupe: DedupeConfig = field(default_factory=DedupeConfig)
+    log_level: str = "info"
+
+    def validate(self) -> None:
+        for name in ("receivers", "metrics", "exporters", "queue", "file"):
+            getattr(self, name).validate()
+        unknown = [p for p in self.processors if p not in KNOWN_PROCESSORS]
+        if unknown:
+            raise ConfigError(
+                f"processors: unknown {unknown}; known: {', '.join(KNOWN_PROCESSORS)}"
+            )
+        if len(set(self.processors)) != len(self.processors):
+            raise ConfigError("processors: each processor may appear once")
+        if "normalize" not in self.processors and len(self.processors) > 0:
+            needs = {"dedupe", "ttft", "cost", "fallback", "enrich", "metrics"}
+            if needs & set(self.processors):
+                raise ConfigError("processors: normalize must run before the LLM processors")
+        for model, o in self.price_overrides.items():
+            for k, v in dataclasses.asdict(o).items():
+                if v is not None and (v != v or v < 0):
+                    raise ConfigError(f"price_overrides.{model}.{k} must be >= 0")
+        for name in ("redact", "fallback", "dedupe"):
+            try:
+                getattr(self, name).validate()
+            except ValueError as e:
+                raise ConfigError(f"{name}: {e}") from e
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _convert(non_none[0], value, path)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, path)  # type: ignore[arg-type]
+    if origin is dict:
+        _, vt = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping")
+        return {str(k): _convert(vt, v, f"{path}.{k}") for k, v in value.items()}
+    if origin is list or origin is tuple:
+        (et, *_) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list")
+        items = [_convert(et, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is set or origin is frozenset:
+        (et,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list")
+        return origin(_convert(et, v, path) for v in value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = path or "config"
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    kwargs = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{path or 'config'}: {e}") from e
+
+
+def load(path: str | Path | None) -> Config:
+    """The validated config from a YAML file, or the embedded defaults when path is None."""
+    if path is None:
+        cfg = Config()
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        cfg = from_dict(Config, data)
+    cfg.validate()
+    return cfg

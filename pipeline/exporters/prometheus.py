@@ -1,0 +1,115 @@
+"""Prometheus exposition, built at scrape time from the aggregation's state.
+
+Serves the text format, or OpenMetrics with exemplars when the scraper asks for it (Prometheus
+does when exemplar storage is on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.samples import Exemplar as PromExemplar
+
+from ..aggregation import Aggregation, Exemplar, HistogramFamily
+from ..telemetry import Telemetry, __version__
+
+
+def _ex(e: Exemplar | None) -> PromExemplar | None:
+    if e is None:
+        return None
+    return PromExemplar({"trace_id": e.trace_id, "span_id": e.span_id}, e.value, e.timestamp)
+
+
+def _fmt_bound(b: float) -> str:
+    return str(int(b)) if float(b).is_integer() and b >= 1 else repr(float(b))
+
+
+class AggregationCollector:
+    """A prometheus_client collector over an `Aggregation` (no registry state of its own)."""
+
+    def __init__(self, agg: Aggregation, telemetry: Telemetry | None = None) -> None:
+        self.agg = agg
+        self.telemetry = telemetry
+
+    def _snapshot(self) -> tuple[list[tuple[Any, list[Any]]], list[tuple[str, int]]]:
+        """Copy the state under the lock; build families outside it."""
+        with self.agg.lock:
+            out: list[tuple[Any, list[Any]]] = []
+            for fam in self.agg.families:
+                if isinstance(fam, HistogramFamily):
+                    rows: list[Any] = [
+                        (k, list(s.counts), list(s.exemplars), s.total)
+                        for k, s in fam.series.items()
+                    ]
+                else:
+                    rows = [(k, s.value, s.exemplar) for k, s in fam.series.items()]
+                out.append((fam, rows))
+            overflow = [(f.name, f.overflowed) for f in self.agg.families]
+        return out, overflow
+
+    def collect(self) -> Iterator[Metric]:
+        families, overflow = self._snapshot()
+        for fam, rows in families:
+            if isinstance(fam, HistogramFamily):
+                h = HistogramMetricFamily(fam.name, fam.documentation, labels=fam.label_names)
+                for key, counts, exemplars, total in rows:
+                    buckets: list[Any] = []
+                    acc = 0
+                    for i, bound in enumerate((*fam.bounds, float("inf"))):
+                        acc += counts[i]
+                        le = "+Inf" if bound == float("inf") else _fmt_bound(bound)
+                        ex = _ex(exemplars[i])
+                        buckets.append((le, acc, ex) if ex is not None else (le, acc))
+                    h.add_metric(list(key), buckets, total)
+                yield h
+            else:
+                c = CounterMetricFamily(fam.name, fam.documentation, labels=fam.label_names)
+                for key, value, ex in rows:
+                    c.add_metric(list(key), value, exemplar=_ex(ex))
+                yield c
+        if self.telemetry is None:
+            return
+        of = CounterMetricFamily(
+            "llm_pipeline_cardinality_overflow",
+            "Observations folded into the __other__ series by the cardinality guard.",
+            labels=["metric"],
+        )
+        for name, n in overflow:
+            if n:
+                of.add_metric([name], float(n))
+        yield of
+        info = GaugeMetricFamily(
+            "llm_pipeline_build_info", "Sidecar build information.", labels=["version"]
+        )
+        info.add_metric([__version__], 1.0)
+        yield info
+        for name, (doc, labels, readers) in self.telemetry.gauges.items():
+            g = GaugeMetricFamily(name, doc, labels=list(labels))
+            for read in readers:
+                for key, value in read():
+                    g.add_metric(list(key), value)
+            yield g
+
+
+def render(collector: AggregationCollector, accept: str) -> tuple[bytes, str]:
+    """The exposition body and content type for an `Accept` header."""
+    encoder, content_type = choose_encoder(accept)
+    return encoder(_Registry(collector)), content_type
+
+
+class _Registry:
+    """The one method prometheus_client's encoders call on a registry."""
+
+    def __init__(self, collector: AggregationCollector) -> None:
+        self._collector = collector
+
+    def collect(self) -> Iterator[Metric]:
+        return self._collector.collect()

@@ -1,0 +1,199 @@
+"""cost: the USD price of each LLM call, from genai-prices (offline) or `price_overrides`.
+
+genai-prices' own calculation costs ~100 µs a call, so prices are resolved once per
+(provider, model) and kept as per-token rates; a call is priced from the rates when they are
+plain or tiered token prices (the same arithmetic as genai-prices' `calc_unit_price`), and by
+genai-prices itself in any other case. Rates are re-resolved hourly (prices can have dates).
+Priced by the response model (what was billed) when known, else the request model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from genai_prices import Usage
+from genai_prices.data_snapshot import get_snapshot
+from genai_prices.types import TieredPrices
+
+from ..model import LLMCall, TraceBatch
+
+# `gen_ai.provider.name` -> genai-prices provider id; others are matched by model alone.
+PROVIDER_IDS: dict[str, str] = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "aws.bedrock": "aws",
+    "azure.ai.openai": "azure",
+    "azure.ai.inference": "azure",
+    "gcp.gemini": "google",
+    "gcp.vertex_ai": "google",
+    "gcp.gen_ai": "google",
+    "mistral_ai": "mistral",
+    "x_ai": "x-ai",
+    "groq": "groq",
+    "deepseek": "deepseek",
+    "cohere": "cohere",
+    "perplexity": "perplexity",
+    "together_ai": "together",
+    "fireworks_ai": "fireworks",
+}
+_UNITS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+_REFRESH_S = 3600.0
+_MTOK = Decimal(1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceOverride:
+    """USD per million tokens for a custom or fine-tuned model; wins over genai-prices."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+    cache_read_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None
+
+    def price(self, call: LLMCall) -> float:
+        inp = call.input_tokens or 0
+        cr = call.cache_read_tokens or 0
+        cw = call.cache_creation_tokens or 0
+        cr_rate = self.input_per_mtok if self.cache_read_per_mtok is None else self.cache_read_per_mtok
+        cw_rate = (
+            self.input_per_mtok if self.cache_write_per_mtok is None else self.cache_write_per_mtok
+        )
+        uncached = max(0, inp - cr - cw)
+        return (
+            uncached * self.input_per_mtok
+            + cr * cr_rate
+            + cw * cw_rate
+            + (call.output_tokens or 0) * self.output_per_mtok
+        ) / 1e6
+
+
+@dataclass(slots=True)
+class _Rates:
+    """A model's resolved price: per-unit token prices, or the ModelPrice for the slow path."""
+
+    model_price: Any
+    units: dict[str, Decimal | TieredPrices | None]
+    per_request: Decimal  # requests_kcount / 1000
+    simple: bool  # only token units (plain or tiered) and per-request prices
+    resolved_at: float
+
+
+def _unit_rate(price: Decimal | TieredPrices, total_input: int) -> Decimal:
+    if isinstance(price, TieredPrices):
+        for tier in reversed(price.tiers):
+            if total_input > tier.start:
+                return Decimal(tier.price)
+        return Decimal(price.base)
+    return price
+
+
+@dataclass
+class CostConfig:
+    price_overrides: dict[str, PriceOverride] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for model, o in self.price_overrides.items():
+            rates = [o.input_per_mtok, o.output_per_mtok, o.cache_read_per_mtok,
+                     o.cache_write_per_mtok]
+            if any(r is not None and (r != r or r < 0) for r in rates):
+                raise ValueError(f"price_overrides.{model}: prices must be >= 0")
+
+
+class CostProcessor:
+    """Sets `LLMCall.cost_usd`; counts calls it could not price via `on_unpriced`."""
+
+    def __init__(self, config: CostConfig | None = None, on_unpriced: Any = None) -> None:
+        self.config = config or CostConfig()
+        self.config.validate()
+        self._rates: dict[tuple[str, str], _Rates | None] = {}
+        self._on_unpriced = on_unpriced
+
+    def _resolve(self, provider: str, model: str) -> _Rates | None:
+        key = (provider, model)
+        now = time.monotonic()
+        cached = self._rates.get(key, False)
+        if cached is not False and (cached is None or now - cached.resolved_at < _REFRESH_S):
+            return cached
+        rates: _Rates | None
+        try:
+            _, info = get_snapshot().find_provider_model(
+                model, None, PROVIDER_IDS.get(provider), None
+            )
+            mp = info.get_prices(datetime.now(tz=UTC))
+        except LookupError:
+            rates = None
+        else:
+            fields = {k: v for k, v in vars(mp).items() if not k.startswith("_") and v is not None}
+            per_request = fields.pop("requests_kcount", Decimal(0)) / 1000
+            units = {u: fields.pop(u, None) for u in _UNITS}
+            # Units left in `fields` (audio, web searches, ...) are never in our usage: zero.
+            rates = _Rates(mp, units, Decimal(per_request), True, now)
+        if len(self._rates) > 10_000:  # a flood of unique model names must not grow memory
+            self._rates.clear()
+        self._rates[key] = rates
+        return rates
+
+    def price(self, call: LLMCall) -> float | None:
+        """USD for the call, or None when neither an override nor genai-prices knows it."""
+        models = [m for m in (call.response_model, call.request_model) if m]
+        for m in models:
+            override = self.config.price_overrides.get(m)
+            if override is not None:
+                return override.price(call)
+        for m in models:
+            rates = self._resolve(call.provider, m)
+            if rates is not None:
+                return self._price_with(rates, call)
+        return None
+
+    @staticmethod
+    def _price_with(rates: _Rates, call: LLMCall) -> float:
+        inp = call.input_tokens or 0
+        out = call.output_tokens or 0
+        cr = call.cache_read_tokens or 0
+        cw = call.cache_creation_tokens or 0
+        u = rates.units
+        in_rate, out_rate = u["input_mtok"], u["output_mtok"]
+        cr_rate, cw_rate = u["cache_read_mtok"], u["cache_write_mtok"]
+        fast = (
+            rates.simple
+            and (in_rate is not None or inp == 0)
+            and (out_rate is not None or out == 0)
+            and (cr_rate is not None or cr == 0)
+            and (cw_rate is not None or cw == 0)
+            and inp >= cr + cw
+        )
+        if not fast:
+            usage = Usage(
+                input_tokens=inp,
+                output_tokens=out,
+                cache_read_tokens=cr,
+                cache_write_tokens=cw,
+            )
+            return float(rates.model_price.calc_price(usage)["total_price"])
+        total = rates.per_request
+        if in_rate is not None:
+            total += _unit_rate(in_rate, inp) * (inp - cr - cw) / _MTOK
+        if out_rate is not None:
+            total += _unit_rate(out_rate, inp) * out / _MTOK
+        if cr_rate is not None:
+            total += _unit_rate(cr_rate, inp) * cr / _MTOK
+        if cw_rate is not None:
+            total += _unit_rate(cw_rate, inp) * cw / _MTOK
+        return float(total)
+
+    def __call__(self, batch: TraceBatch) -> TraceBatch:
+        for call in batch.calls:
+            if call.input_tokens is None and call.output_tokens is None:
+                continue
+            reported = call.cost_usd  # e.g. LiteLLM's gen_ai.cost.*: used only as a last resort
+            price = self.price(call)
+            if price is not None:
+                call.cost_usd = price
+            elif reported is None and self._on_unpriced is not None:
+                self._on_unpriced(call)
+        return batch
