@@ -23,7 +23,16 @@ from .processors.redact import RedactConfig
 
 T = TypeVar("T")
 
-KNOWN_PROCESSORS = ("normalize", "dedupe", "ttft", "cost", "fallback", "redact", "enrich", "metrics")
+KNOWN_PROCESSORS = (
+    "normalize",
+    "dedupe",
+    "ttft",
+    "cost",
+    "fallback",
+    "redact",
+    "enrich",
+    "metrics",
+)
 DEFAULT_PROCESSORS = list(KNOWN_PROCESSORS)
 
 
@@ -83,7 +92,9 @@ class ExporterConfig:
 
     def validate(self, name: str = "exporter") -> None:
         if self.protocol not in ("grpc", "http", "file"):
-            raise ConfigError(f"{name}.protocol: expected grpc, http or file, got {self.protocol!r}")
+            raise ConfigError(
+                f"{name}.protocol: expected grpc, http or file, got {self.protocol!r}"
+            )
         if self.protocol != "file" and not self.endpoint:
             raise ConfigError(f"{name}.endpoint is required for protocol {self.protocol}")
         if self.protocol == "grpc":

@@ -79,7 +79,9 @@ class GrpcSender:
             )
         except grpc.RpcError as e:
             code = e.code() if hasattr(e, "code") else None
-            msg = f"gRPC {code.name if code else '?'}: {e.details() if hasattr(e, 'details') else e}"
+            msg = (
+                f"gRPC {code.name if code else '?'}: {e.details() if hasattr(e, 'details') else e}"
+            )
             if code in _RETRYABLE_GRPC:
                 raise RetryableError(msg) from e
             raise PermanentError(msg) from e

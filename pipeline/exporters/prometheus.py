@@ -113,3 +113,60 @@ class _Registry:
 
     def collect(self) -> Iterator[Metric]:
         return self._collector.collect()
+
+
+class MetricsServer:
+    """GET /metrics (text or OpenMetrics by Accept) and GET /health."""
+
+    def __init__(
+        self,
+        collector: AggregationCollector,
+        endpoint: str,
+        auth_token: str | None = None,
+    ) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from ..receivers._common import bearer_ok
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path in ("/health", "/healthz", "/ready"):
+                    body, ctype, code = b"ok\n", "text/plain", 200
+                elif path == "/metrics":
+                    if not bearer_ok(auth_token, self.headers.get("Authorization")):
+                        body, ctype, code = b"unauthorized\n", "text/plain", 401
+                    else:
+                        body, ctype = render(collector, self.headers.get("Accept", ""))
+                        code = 200
+                else:
+                    body, ctype, code = b"not found: try /metrics\n", "text/plain", 404
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        host, _, port = endpoint.rpartition(":")
+        self._server = Server((host.strip("[]"), int(port)), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-http", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -135,7 +135,9 @@ class SendingQueue:
             except PermanentError as e:
                 self.stats.on_failure()
                 self.stats.on_dropped(p.items, "rejected")
-                log.warning("export rejected, dropped", queue=self.name, items=p.items, error=str(e))
+                log.warning(
+                    "export rejected, dropped", queue=self.name, items=p.items, error=str(e)
+                )
                 return
             except Exception as e:  # retryable, including network errors we did not classify
                 self.stats.on_failure()
@@ -151,7 +153,10 @@ class SendingQueue:
                 if attempt == 1 or attempt % 10 == 0:
                     log.warning(
                         "export failed, retrying",
-                        queue=self.name, attempt=attempt, delay_s=round(delay, 2), error=str(e)
+                        queue=self.name,
+                        attempt=attempt,
+                        delay_s=round(delay, 2),
+                        error=str(e),
                     )
                 self._backoff_until = time.monotonic() + delay
                 if self._stop.is_set():

@@ -112,9 +112,13 @@ def read_span(span: Any, service_name: str) -> LLMCall | None:
         if v is not None and v >= 0:
             setattr(call, f, v)
     total = fields.get("total_tokens")
-    if call.output_tokens is None and total is not None and call.input_tokens is not None:
-        if total >= call.input_tokens:
-            call.output_tokens = total - call.input_tokens
+    if (
+        call.output_tokens is None
+        and total is not None
+        and call.input_tokens is not None
+        and total >= call.input_tokens
+    ):
+        call.output_tokens = total - call.input_tokens
     call.streaming = bool(fields.get("streaming", False))
     ttft = fields.get("ttft_s")
     if ttft is not None and ttft >= 0:
@@ -123,8 +127,10 @@ def read_span(span: Any, service_name: str) -> LLMCall | None:
     call.error_type = _error_type(span, fields)
     server_ttft = fields.get("server_ttft_s")
     server_duration = fields.get("server_duration_s")
-    if server_ttft is not None or server_duration is not None or (
-        fields.get("span_kind_hint") == "server" or span.kind == _SPAN_KIND_SERVER
+    if (
+        server_ttft is not None
+        or server_duration is not None
+        or (fields.get("span_kind_hint") == "server" or span.kind == _SPAN_KIND_SERVER)
     ):
         call.server_side = True
         call.server_ttft_s = server_ttft

@@ -201,8 +201,9 @@ def decode(
     if enc == "gzip":
         body = gunzip(body, limits.max_decompressed_bytes)
     elif enc not in ("", "identity"):
-        raise DecodeError(f"unsupported Content-Encoding {content_encoding!r}",
-                          "unsupported_media_type")
+        raise DecodeError(
+            f"unsupported Content-Encoding {content_encoding!r}", "unsupported_media_type"
+        )
     ctype = content_type.split(";", 1)[0].strip().lower()
     if ctype == "application/x-protobuf":
         return parse_protobuf(signal, body)

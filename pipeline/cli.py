@@ -1,0 +1,144 @@
+"""llm-pipeline run | demo | validate | bench."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Any
+
+import structlog
+
+from .config import ConfigError, load
+from .telemetry import configure_logging
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load(args.config)
+    except ConfigError as e:
+        print(f"llm-pipeline: invalid config: {e}", file=sys.stderr)
+        return 2
+    if args.otlp_grpc is not None:
+        cfg.receivers.grpc_endpoint = args.otlp_grpc
+    if args.otlp_http is not None:
+        cfg.receivers.http_endpoint = args.otlp_http
+    if args.metrics is not None:
+        cfg.metrics.endpoint = args.metrics
+    try:
+        cfg.validate()
+    except ConfigError as e:
+        print(f"llm-pipeline: invalid config: {e}", file=sys.stderr)
+        return 2
+    configure_logging(cfg.log_level, json=args.log_json)
+    from .sidecar import Sidecar
+
+    try:
+        sidecar = Sidecar(cfg)
+    except OSError as e:
+        print(f"llm-pipeline: cannot start: {e}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        structlog.get_logger("pipeline").info("signal received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sidecar.start()
+    if cfg.exporters.traces.protocol == "file":
+        structlog.get_logger("pipeline").info(
+            "where to look",
+            metrics=sidecar.addresses().get("metrics", ""),
+            traces_file=sidecar.service.destinations()["traces"],
+            demo="llm-pipeline demo  # sends LLM traffic here",
+        )
+    while not stop.wait(0.5):
+        pass
+    sidecar.shutdown()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    configure_logging("info")
+    from .demo import run_demo
+
+    stats = run_demo(
+        endpoint=args.endpoint,
+        rate=args.rate,
+        duration=args.duration,
+        protocol=args.protocol,
+        seed=args.seed,
+    )
+    structlog.get_logger("pipeline.demo").info("demo finished", **_summary(stats))
+    return 0
+
+
+def _summary(stats: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in ("spans", "log_records", "requests", "llm_calls", "errors", "fallbacks", "retries"):
+        v = getattr(stats, k, None)
+        if v is not None:
+            out[k] = v if not isinstance(v, dict) else sum(v.values())
+    return out
+
+
+def _validate(args: argparse.Namespace) -> int:
+    try:
+        cfg = load(args.config)
+    except ConfigError as e:
+        print(f"llm-pipeline: invalid config: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.config}: ok (processors: {', '.join(cfg.processors)})")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
+    if not script.exists():
+        print("llm-pipeline: bench/bench.py is only in a source checkout", file=sys.stderr)
+        return 2
+    sys.argv = [str(script), *args.rest]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llm-pipeline", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the sidecar")
+    r.add_argument("--config", help="YAML config (default: embedded defaults)")
+    r.add_argument("--otlp-grpc", metavar="HOST:PORT", help="default 127.0.0.1:4317")
+    r.add_argument("--otlp-http", metavar="HOST:PORT", help="default 127.0.0.1:4318")
+    r.add_argument("--metrics", metavar="HOST:PORT", help="default 127.0.0.1:9464")
+    r.add_argument("--log-json", action="store_true", help="JSON log lines")
+    r.set_defaults(func=_run)
+    d = sub.add_parser("demo", help="send realistic LLM traffic through the OTel SDK")
+    d.add_argument("--endpoint", default="http://127.0.0.1:4317")
+    d.add_argument("--rate", type=float, default=5.0, help="requests per second")
+    d.add_argument("--duration", type=float, default=30.0, help="seconds (0 = until Ctrl-C)")
+    d.add_argument("--protocol", choices=["grpc", "http/protobuf"], default=None)
+    d.add_argument("--seed", type=int, default=None)
+    d.set_defaults(func=_demo)
+    v = sub.add_parser("validate", help="check a config file")
+    v.add_argument("--config", required=True)
+    v.set_defaults(func=_validate)
+    b = sub.add_parser("bench", help="run the benchmark (source checkout)")
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.set_defaults(func=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

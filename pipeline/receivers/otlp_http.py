@@ -1,0 +1,172 @@
+"""OTLP/HTTP receiver: POST /v1/traces, /v1/logs, /v1/metrics.
+
+application/x-protobuf and application/json, optionally gzip; the response uses the request's
+content type. Errors carry a google.rpc.Status body: 400 malformed, 401 unauthenticated,
+413 too large, 415 unsupported media type, 503 with Retry-After when the queue is full.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import structlog
+from google.protobuf import json_format
+from google.rpc import status_pb2
+
+from ..exporters.queue import QueueFull
+from ..service import Service
+from ._common import bearer_ok, export_response
+from .decode import DecodeError, Limits, decode
+
+log = structlog.get_logger("pipeline.receivers")
+
+_PATHS = {"/v1/traces": "traces", "/v1/logs": "logs", "/v1/metrics": "metrics"}
+_STATUS_FOR_REASON = {"malformed": 400, "too_large": 413, "unsupported_media_type": 415}
+_GRPC_CODE = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14, 500: 13, 404: 5, 405: 12}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class OtlpHttpReceiver:
+    def __init__(
+        self,
+        service: Service,
+        endpoint: str,
+        limits: Limits,
+        auth_token: str | None = None,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
+        host, _, port = endpoint.rpartition(":")
+        handler = _make_handler(service, limits, auth_token)
+        self._server = _Server((host.strip("[]"), int(port)), handler)
+        if tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(tls[0], tls[1])
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="otlp-http", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _make_handler(service: Service, limits: Limits, auth_token: str | None) -> Any:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "llm-pipeline"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # access logs would drown the sidecar's own
+
+        def _reply(
+            self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+        ) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _error(
+            self, code: int, message: str, as_json: bool, headers: dict[str, str] | None = None
+        ) -> None:
+            status = status_pb2.Status(code=_GRPC_CODE.get(code, 2), message=message)
+            if as_json:
+                body = json.dumps(json_format.MessageToDict(status)).encode()
+                self._reply(code, body, "application/json", headers)
+            else:
+                self._reply(code, status.SerializeToString(), "application/x-protobuf", headers)
+
+        def do_POST(self) -> None:
+            signal = _PATHS.get(self.path.split("?", 1)[0])
+            ctype = self.headers.get("Content-Type", "")
+            as_json = ctype.split(";", 1)[0].strip().lower() == "application/json"
+            if signal is None:
+                self._drain()
+                self._error(
+                    404, f"unknown path {self.path}; use /v1/traces, /v1/logs, /v1/metrics", as_json
+                )
+                return
+            if not bearer_ok(auth_token, self.headers.get("Authorization")):
+                self._drain()
+                service.reject(signal, "unauthenticated")
+                self._error(
+                    401, "missing or invalid bearer token", as_json, {"WWW-Authenticate": "Bearer"}
+                )
+                return
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                self.close_connection = True
+                self._error(411, "Content-Length is required", as_json)
+                return
+            if length < 0 or length > limits.max_request_bytes:
+                self.close_connection = True  # do not read a body we refuse
+                service.reject(signal, "too_large")
+                self._error(
+                    413,
+                    f"request body of {length} bytes exceeds {limits.max_request_bytes}",
+                    as_json,
+                )
+                return
+            body = self.rfile.read(length)
+            try:
+                request = decode(
+                    signal, body, ctype, self.headers.get("Content-Encoding", ""), limits
+                )
+            except DecodeError as e:
+                service.reject(signal, e.reason)
+                self._error(_STATUS_FOR_REASON.get(e.reason, 400), str(e), as_json)
+                return
+            try:
+                result = service.accept(signal, request, None, "http")
+            except QueueFull as e:
+                service.reject(signal, "queue_full")
+                self._error(
+                    503,
+                    "sending queue full; retry later",
+                    as_json,
+                    {"Retry-After": str(max(1, int(e.retry_after_s)))},
+                )
+                return
+            except Exception as e:
+                log.exception("processing failed", signal=signal)
+                self._error(500, f"processing failed: {type(e).__name__}", as_json)
+                return
+            resp = export_response(signal, result)
+            if as_json:
+                body = json.dumps(json_format.MessageToDict(resp)).encode()
+                self._reply(200, body, "application/json")
+            else:
+                self._reply(200, resp.SerializeToString(), "application/x-protobuf")
+
+        def _drain(self) -> None:
+            try:
+                length = int(self.headers.get("Content-Length", "0"))
+            except ValueError:
+                length = 0
+            if 0 < length <= limits.max_request_bytes:
+                self.rfile.read(length)
+            elif length:
+                self.close_connection = True
+
+        def do_GET(self) -> None:
+            self._error(405, "use POST", False, {"Allow": "POST"})
+
+    return Handler

@@ -1,0 +1,250 @@
+"""The service: receivers -> processor chain -> exporters, with a start/shutdown lifecycle.
+
+Admission first: a request's items are reserved in its signal's sending queue before any
+processor sees it, so a full queue answers 503/UNAVAILABLE and the sender's retry is not
+counted twice. The chain runs under one lock (processors keep state: dedupe, fallback,
+aggregation); the GIL would serialize it anyway.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from .aggregation import Aggregation
+from .config import Config
+from .exporters.file import FileSink
+from .exporters.otlp import GrpcSender, HttpSender
+from .exporters.queue import QueueStats, SendingQueue
+from .model import LLMCall, LogBatch, MetricBatch, TraceBatch
+from .processors.cost import CostConfig, CostProcessor
+from .processors.dedupe import Dedupe
+from .processors.enrich import enrich
+from .processors.fallback import FallbackDetector
+from .processors.metrics import LLMMetrics, MetricsConfig
+from .processors.normalize import normalize
+from .processors.redact import Redactor
+from .processors.ttft import ttft
+from .receivers.decode import count_items, drop_invalid_spans, to_json
+from .telemetry import Telemetry
+
+log = structlog.get_logger("pipeline")
+SIGNALS = ("traces", "logs", "metrics")
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What the receiver tells the sender: items rejected (partial_success) and why."""
+
+    rejected: int = 0
+    message: str = ""
+
+
+class Service:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.agg = Aggregation()
+        self.telemetry = Telemetry(self.agg, config.metrics.max_series)
+        self.llm_metrics = LLMMetrics(self.agg, MetricsConfig(config.metrics.max_series))
+        self._lock = threading.Lock()
+        self._fallback: FallbackDetector | None = None
+        self.trace_chain = self._build_trace_chain()
+        self.log_chain: list[Callable[[Any], Any]] = (
+            [self._redactor] if "redact" in config.processors else []
+        )
+        self.queues = {s: self._build_queue(s) for s in SIGNALS}
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="fallback-ticker", daemon=True)
+        self._register_gauges()
+
+    # -- construction ---------------------------------------------------------------------
+
+    def _build_trace_chain(self) -> list[Callable[[TraceBatch], TraceBatch]]:
+        cfg = self.config
+        tel = self.telemetry
+
+        def unpriced(call: LLMCall) -> None:
+            tel.unpriced.add((call.provider, call.request_model), 1)
+
+        def redacted(kind: str, n: int) -> None:
+            with self.agg.lock:
+                tel.redactions.add((kind,), n)
+
+        self._redactor = Redactor(cfg.redact, on_redact=redacted)
+        cost = CostProcessor(CostConfig(dict(cfg.price_overrides)), on_unpriced=unpriced)
+        factories: dict[str, Callable[[], Callable[[TraceBatch], TraceBatch]]] = {
+            "normalize": lambda: normalize,
+            "dedupe": lambda: Dedupe(cfg.dedupe),
+            "ttft": lambda: ttft,
+            "cost": lambda: cost,
+            "fallback": self._make_fallback,
+            "redact": lambda: self._redactor,
+            "enrich": lambda: enrich,
+            "metrics": lambda: self.llm_metrics,
+        }
+        return [factories[name]() for name in cfg.processors]
+
+    def _make_fallback(self) -> Callable[[TraceBatch], TraceBatch]:
+        self._fallback = FallbackDetector(self.config.fallback, self.llm_metrics)
+        return self._fallback
+
+    def _build_queue(self, signal: str) -> SendingQueue:
+        cfg = self.config
+        ex = getattr(cfg.exporters, signal)
+        sender: Callable[[bytes], None]
+        if ex.protocol == "grpc":
+            sender = GrpcSender(
+                signal, ex.endpoint, ex.headers, ex.insecure, ex.timeout_s, ex.compression
+            )
+            name = f"otlp_grpc/{signal}"
+        elif ex.protocol == "http":
+            sender = HttpSender(signal, ex.endpoint, ex.headers, ex.timeout_s, ex.compression)
+            name = f"otlp_http/{signal}"
+        else:
+            sender = FileSink(cfg.file.directory, signal, cfg.file.max_bytes, cfg.file.max_files)
+            name = f"file/{signal}"
+        tel = self.telemetry
+        agg = self.agg
+
+        def exported(n: int) -> None:
+            with agg.lock:
+                tel.exported.add((signal, name), n)
+
+        def failed() -> None:
+            with agg.lock:
+                tel.export_failures.add((signal, name), 1)
+
+        def dropped(n: int, reason: str) -> None:
+            with agg.lock:
+                tel.dropped.add((signal, name, reason), n)
+
+        q = cfg.queue
+        return SendingQueue(
+            name,
+            sender,
+            q.max_items,
+            q.retry_initial_s,
+            q.retry_max_s,
+            q.max_elapsed_s,
+            QueueStats(exported, failed, dropped),
+        )
+
+    def _register_gauges(self) -> None:
+        queues = self.queues
+
+        def sizes() -> list[tuple[tuple[str, ...], float]]:
+            return [((s, q.name), float(q.size)) for s, q in queues.items()]
+
+        def capacities() -> list[tuple[tuple[str, ...], float]]:
+            return [((s, q.name), float(q.max_items)) for s, q in queues.items()]
+
+        self.telemetry.gauge(
+            "llm_pipeline_queue_size",
+            "Items waiting to be exported.",
+            ("signal", "exporter"),
+            sizes,
+        )
+        self.telemetry.gauge(
+            "llm_pipeline_queue_capacity",
+            "Sending queue capacity in items.",
+            ("signal", "exporter"),
+            capacities,
+        )
+
+    def destinations(self) -> dict[str, str]:
+        out = {}
+        for s in SIGNALS:
+            ex = getattr(self.config.exporters, s)
+            out[s] = (
+                f"{ex.protocol}://{ex.endpoint}"
+                if ex.protocol != "file"
+                else f"{self.config.file.directory}/{s}.jsonl"
+            )
+        return out
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for q in self.queues.values():
+            q.start()
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            if self._fallback is not None:
+                with self._lock:
+                    self._fallback.flush()
+
+    def shutdown(self) -> dict[str, int]:
+        """Close fallback windows, drain the queues within the timeout; items left per signal."""
+        self._stop.set()
+        if self._fallback is not None:
+            with self._lock:
+                self._fallback.flush(force=True)
+        deadline = time.monotonic() + self.config.queue.shutdown_timeout_s
+        left = {}
+        for s, q in self.queues.items():
+            left[s] = q.shutdown(max(0.0, deadline - time.monotonic()))
+            close = getattr(q._send, "close", None)
+            if close is not None:
+                close()
+        return left
+
+    # -- the data path ----------------------------------------------------------------------
+
+    def accept(self, signal: str, request: Any, raw: bytes | None, transport: str) -> Accepted:
+        """Process one decoded request and enqueue it; raises QueueFull when there is no room."""
+        items = count_items(signal, request)
+        queue = self.queues[signal]
+        queue.reserve(items)
+        try:
+            rejected, message = 0, ""
+            if signal == "traces":
+                rejected, message = drop_invalid_spans(request)
+                batch = TraceBatch(request, raw=None if rejected else raw)
+                with self._lock:
+                    for step in self.trace_chain:
+                        batch = step(batch)
+                data = self._encode(queue, batch.request, batch.raw, batch.modified)
+                if batch.calls:
+                    with self.agg.lock:
+                        for call in batch.calls:
+                            self.telemetry.llm_spans.add((call.convention,), 1)
+            elif signal == "logs":
+                lbatch = LogBatch(request, items, raw=raw)
+                with self._lock:
+                    for lstep in self.log_chain:
+                        lbatch = lstep(lbatch)
+                data = self._encode(queue, lbatch.request, lbatch.raw, lbatch.modified)
+            else:
+                mbatch = MetricBatch(request, items, raw)
+                data = self._encode(queue, mbatch.request, mbatch.raw, False)
+        except BaseException:
+            queue.release(items)
+            raise
+        accepted = items - rejected
+        if rejected:
+            queue.release(rejected)
+            self.telemetry.inc(self.telemetry.rejected, (signal, "invalid_item"), rejected)
+        if accepted:
+            queue.put(data, accepted)
+        else:
+            queue.release(0)
+        self.telemetry.inc(self.telemetry.received, (signal, transport), accepted)
+        return Accepted(rejected, message)
+
+    @staticmethod
+    def _encode(queue: SendingQueue, request: Any, raw: bytes | None, modified: bool) -> bytes:
+        if queue.name.startswith("file/"):
+            return to_json(request).encode()
+        if raw is not None and not modified:
+            return raw
+        return bytes(request.SerializeToString())
+
+    def reject(self, signal: str, reason: str, items: int = 0) -> None:
+        self.telemetry.inc(self.telemetry.rejected, (signal, reason), max(items, 1))

@@ -1,0 +1,90 @@
+"""The running sidecar: a Service plus its receivers and /metrics endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+
+from .config import Config
+from .exporters.prometheus import AggregationCollector, MetricsServer
+from .receivers.decode import Limits
+from .receivers.otlp_grpc import OtlpGrpcReceiver
+from .receivers.otlp_http import OtlpHttpReceiver
+from .service import Service
+
+log = structlog.get_logger("pipeline")
+
+
+class Sidecar:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.service = Service(config)
+        rc = config.receivers
+        limits = Limits(rc.max_request_bytes, rc.max_decompressed_bytes)
+        tls_files = (rc.tls_cert_file, rc.tls_key_file) if rc.tls_cert_file else None
+        self.grpc: OtlpGrpcReceiver | None = None
+        self.http: OtlpHttpReceiver | None = None
+        self.metrics: MetricsServer | None = None
+        if rc.grpc_endpoint:
+            tls = None
+            if tls_files is not None and tls_files[1]:
+                tls = (Path(tls_files[0]).read_bytes(), Path(tls_files[1]).read_bytes())
+            self.grpc = OtlpGrpcReceiver(
+                self.service, rc.grpc_endpoint, rc.max_request_bytes, rc.auth_token, tls
+            )
+        if rc.http_endpoint:
+            http_tls = (tls_files[0], tls_files[1]) if tls_files and tls_files[1] else None
+            self.http = OtlpHttpReceiver(
+                self.service,
+                rc.http_endpoint,
+                limits,
+                rc.auth_token,
+                http_tls,  # type: ignore[arg-type]
+            )
+        if config.metrics.endpoint:
+            self.metrics = MetricsServer(
+                AggregationCollector(self.service.agg, self.service.telemetry),
+                config.metrics.endpoint,
+                config.metrics.auth_token,
+            )
+
+    def addresses(self) -> dict[str, str]:
+        def host(ep: str) -> str:
+            return ep.rpartition(":")[0]
+
+        rc = self.config.receivers
+        out = {}
+        if self.grpc:
+            out["otlp_grpc"] = f"{host(rc.grpc_endpoint)}:{self.grpc.port}"
+        if self.http:
+            out["otlp_http"] = f"http://{host(rc.http_endpoint)}:{self.http.port}"
+        if self.metrics:
+            out["metrics"] = (
+                f"http://{host(self.config.metrics.endpoint)}:{self.metrics.port}/metrics"
+            )
+        return out
+
+    def start(self) -> None:
+        self.service.start()
+        for part in (self.metrics, self.grpc, self.http):
+            if part is not None:
+                part.start()
+        log.info(
+            "llm-pipeline started",
+            **self.addresses(),
+            **{f"{s}_to": d for s, d in self.service.destinations().items()},
+            processors=",".join(self.config.processors),
+        )
+
+    def shutdown(self) -> dict[str, int]:
+        """Stop receiving, flush what is queued (bounded by queue.shutdown_timeout_s)."""
+        if self.grpc is not None:
+            self.grpc.shutdown(grace_s=2.0)
+        if self.http is not None:
+            self.http.shutdown()
+        left = self.service.shutdown()
+        if self.metrics is not None:
+            self.metrics.shutdown()
+        log.info("llm-pipeline stopped", undelivered=sum(left.values()), **left)
+        return left

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: set-up (idempotent), lint, type-check, then the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+PY=${PYTHON:-python3}
+$PY -m ruff check pipeline tests bench
+$PY -m ruff format --check pipeline || echo "note: ruff format would reformat files"
+$PY -m mypy
+$PY -m pytest -q -p no:cacheprovider "$@"
