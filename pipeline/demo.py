@@ -405,6 +405,10 @@ class DemoStats:
         return t
 
     @property
+    def llm_calls(self) -> int:
+        return self.llm_spans
+
+    @property
     def cpu_per_request_ms(self) -> float:
         return 1000.0 * self.cpu_s / self.requests if self.requests else 0.0
 
