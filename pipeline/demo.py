@@ -9,9 +9,30 @@ correlated with the spans. It returns a `DemoStats` with what it sent, so tests 
 sidecar's metrics with it.
 
 Every span carries explicit start/end timestamps laid out backwards from "now", so a request
-that "took" 30 seconds costs microseconds to produce and the generator can drive benchmarks.
+that "took" 30 seconds costs ~0.2 ms of CPU to produce and the generator can drive benchmarks.
 The traffic is drawn from a seeded `random.Random`, so a seed reproduces the mix (trace and span
 ids come from the SDK and differ between runs).
+
+The mix (`SERVICES`, `SCENARIOS`): every request is a `POST /...` SERVER span with the LLM
+calls (CLIENT spans named "{operation} {model}") under it.
+
+- chat-api (50%): chat on gpt-4o-mini / gpt-4o / claude-sonnet-4-5 / o3-mini (reasoning
+  tokens), text_completion on gpt-3.5-turbo-instruct (3%), retries (5%), fallbacks
+  (OpenAI -> Anthropic under a `chain llm-router` INTERNAL span, 4%), failed requests (5%).
+- rag-worker (30%): embeddings (text-embedding-3-small) then chat on claude-sonnet-4-5
+  (prompt caching: cache_read / cache_creation) / gemini-2.0-flash / Bedrock nova-lite;
+  embedding-only ingests; retries; failures.
+- support-bot (20%): an `invoke_agent support-agent` INTERNAL span with chat on the fine-tuned
+  `ft:acme-support-v2` (no known price) or claude-3-5-haiku, often a tool call and a second
+  chat; fallbacks (8%), retries, failures. Always records prompts (some with e-mail addresses
+  and phone numbers for the redaction processor).
+
+Per call: 40% of successful chats stream (TTFT as `gen_ai.response.time_to_first_chunk` or
+only as `gen_ai.choice.chunk` events); 30% of plain OpenAI chat calls use the deprecated names
+(`gen_ai.system`, `gen_ai.usage.prompt_tokens` / `completion_tokens`); errors are rate limits,
+server errors and timeouts as the provider SDKs raise them (status ERROR, an `exception`
+event, and in 35% of cases `error.type` = the HTTP status). One log record per LLM call, in
+its span's context: INFO on success, WARN before a retry or fallback, ERROR when giving up.
 
     python -m pipeline.demo --endpoint http://127.0.0.1:4317 --rate 5 --duration 30
 """
@@ -597,6 +618,7 @@ def _plan_call(
     else:
         call.finish = spec.finish_stop
     call.output_tokens = out
+    call.reasoning = min(call.reasoning, out)
     if not spec.reasoning:
         call.temperature = rng.choice((0.0, 0.2, 0.7, 1.0))
     # TTFT grows with the prompt; a reasoning model thinks before its first visible token.
@@ -805,7 +827,6 @@ class _Emitter:
                 "exception.type": exc_type,
                 "exception.message": message,
                 "exception.stacktrace": _STACK + f"{exc_type}: {message}\n",
-                "exception.escaped": "False",
             }
             span.add_event("exception", exc_attrs, timestamp=end_ns)
             span.set_status(Status(StatusCode.ERROR, message))
@@ -822,7 +843,7 @@ class _Emitter:
                 )
             else:
                 body = f"llm call failed: {message}"
-                if c is not None and c.email and rng.random() < 0.5:
+                if self.logger is not None and c is not None and c.email and rng.random() < 0.5:
                     body += f" (customer {c.email})"
                     stats.pii_in_logs["email"] += 1
                 self.log(ctx, end_ns, SeverityNumber.ERROR, body, log_attrs)
