@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, ConfigError, load
+
+DATA = Path(__file__).parent / "testdata" / "configs"
+
+
+def test_defaults_are_the_embedded_local_setup() -> None:
+    cfg = load(None)
+    assert cfg.receivers.grpc_endpoint == "127.0.0.1:4317"
+    assert cfg.receivers.http_endpoint == "127.0.0.1:4318"
+    assert cfg.metrics.endpoint == "127.0.0.1:9464"
+    assert cfg.exporters.traces.protocol == "file"
+    assert cfg.file.directory == "./pipeline-data"
+    assert cfg.processors[0] == "normalize" and cfg.processors[-1] == "metrics"
+
+
+def test_full_file_loads_typed() -> None:
+    cfg = load(DATA / "full.yaml")
+    assert cfg.metrics.max_series == 500
+    assert cfg.exporters.logs.headers == {"X-Scope-OrgID": "demo"}
+    o = cfg.price_overrides["ft:acme-support-v2"]
+    assert (o.input_per_mtok, o.output_per_mtok, o.cache_read_per_mtok) == (3.0, 12.0, 0.3)
+    assert o.cache_write_per_mtok is None
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "needle"),
+    [
+        ("receivers: {grpc_endpoint: nope}", "receivers.grpc_endpoint: expected HOST:PORT"),
+        ("recievers: {}", "unknown key(s) ['recievers']"),
+        ("processors: [normalize, tokenize]", "unknown ['tokenize']"),
+        ("exporters: {traces: {protocol: grpc}}", "exporters.traces.endpoint is required"),
+        ("exporters: {traces: {protocol: kafka, endpoint: x:1}}", "expected grpc, http or file"),
+        ("queue: {max_items: 0}", "queue.max_items must be >= 1"),
+        ("queue: {max_items: lots}", "queue.max_items: expected an integer"),
+        ("metrics: {max_series: 0}", "metrics.max_series must be >= 1"),
+        ("price_overrides: {m: {input_per_mtok: -1, output_per_mtok: 1}}", "must be >= 0"),
+        ("- just a list", "the top level must be a mapping"),
+        ("receivers: {grpc_endpoint: [", "invalid YAML"),
+    ],
+)
+def test_bad_configs_fail_with_the_key_named(tmp_path: Path, yaml_text: str, needle: str) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load(p)
+    assert needle in str(e.value)
+
+
+def test_validate_command_exit_codes(tmp_path: Path) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "validate", "--config", str(DATA / "full.yaml")],
+        capture_output=True, text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("queue: {max_items: -5}\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "validate", "--config", str(bad)],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 2
+    assert "queue.max_items must be >= 1" in r.stderr
+
+
+def test_config_dataclass_validate_catches_programmatic_mistakes() -> None:
+    cfg = Config()
+    cfg.processors = ["metrics", "metrics"]
+    with pytest.raises(ConfigError, match="once"):
+        cfg.validate()
