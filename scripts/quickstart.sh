@@ -15,6 +15,10 @@ for _ in $(seq 1 100); do
   curl -fsS http://127.0.0.1:9464/health >/dev/null 2>&1 && break
   sleep 0.1
 done
+if ! kill -0 "$SIDECAR" 2>/dev/null || ! curl -fsS http://127.0.0.1:9464/health >/dev/null 2>&1; then
+  echo "llm-pipeline did not start (ports 4317/4318/9464 busy?)" >&2
+  exit 1
+fi
 cat <<MSG
 
   llm-pipeline is running with demo traffic.
