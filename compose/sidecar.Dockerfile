@@ -24,6 +24,6 @@ USER 10001:10001
 # 4317 OTLP gRPC, 4318 OTLP HTTP, 9464 /metrics
 EXPOSE 4317 4318 9464
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=6 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/metrics', timeout=3)"]
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/health', timeout=3)"]
 ENTRYPOINT []
 CMD ["llm-pipeline", "run", "--config", "/etc/llm-pipeline/config.yaml"]

@@ -1,0 +1,11 @@
+"""tests/stack: the compose stack's files checked against each other, and its queries and rules
+against real Prometheus / promtool / amtool (Debian packages prometheus and
+prometheus-alertmanager)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# The helpers beside this file (_prom, _queries) import as top-level modules here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
