@@ -17,6 +17,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.samples import Exemplar as PromExemplar
+from prometheus_client.utils import floatToGoString
 
 from ..aggregation import Aggregation, Exemplar, HistogramFamily
 from ..telemetry import Telemetry, __version__
@@ -29,7 +30,9 @@ def _ex(e: Exemplar | None) -> PromExemplar | None:
 
 
 def _fmt_bound(b: float) -> str:
-    return str(int(b)) if float(b).is_integer() and b >= 1 else repr(float(b))
+    # Canonical float form ("1.0", "67108864.0"), as prometheus_client writes it and as
+    # Prometheus 3 normalizes `le` on ingestion, so queries read the same on v2 and v3.
+    return floatToGoString(b)
 
 
 class AggregationCollector:

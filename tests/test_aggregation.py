@@ -1,0 +1,52 @@
+"""aggregation + exposition: cumulative buckets, exemplars, the cardinality guard."""
+
+from __future__ import annotations
+
+from pipeline.aggregation import OTHER, Aggregation, Exemplar
+from pipeline.exporters.prometheus import AggregationCollector, render
+from pipeline.telemetry import Telemetry
+from tests.helpers.metrics import find, value
+
+OM = "application/openmetrics-text; version=1.0.0"
+
+
+def test_histogram_buckets_are_cumulative_with_exemplars() -> None:
+    agg = Aggregation()
+    h = agg.histogram("t_seconds", "doc", ("m",), (0.1, 1.0, 10.0))
+    for v, tid in ((0.05, "a" * 32), (0.1, "b" * 32), (0.5, "c" * 32), (50.0, "d" * 32)):
+        h.observe(("x",), v, Exemplar(tid, "1" * 16, v, 1700000000.0))
+    body, ctype = render(AggregationCollector(agg), OM)
+    text = body.decode()
+    assert ctype.startswith("application/openmetrics-text")
+    assert value(text, "t_seconds_bucket", m="x", le="0.1") == 2  # 0.1 is inclusive
+    assert value(text, "t_seconds_bucket", m="x", le="1.0") == 3
+    assert value(text, "t_seconds_bucket", m="x", le="+Inf") == 4
+    assert value(text, "t_seconds_count", m="x") == 4
+    assert value(text, "t_seconds_sum", m="x") == 50.65
+    [b] = find(text, "t_seconds_bucket", m="x", le="1.0")
+    assert b.exemplar.labels["trace_id"] == "c" * 32 and b.exemplar.value == 0.5
+
+
+def test_text_format_without_exemplars_for_plain_scrapers() -> None:
+    agg = Aggregation()
+    agg.counter("c", "doc", ("m",)).add(("x",), 3, Exemplar("a" * 32, "1" * 16, 3, 1.0))
+    body, ctype = render(AggregationCollector(agg), "text/plain")
+    assert ctype.startswith("text/plain")
+    assert 'c_total{m="x"} 3.0' in body.decode()
+    assert "trace_id" not in body.decode()
+
+
+def test_cardinality_guard_folds_and_counts() -> None:
+    agg = Aggregation()
+    tel = Telemetry(agg)
+    c = agg.counter("tok", "doc", ("model", "gen_ai_token_type"), max_series=3,
+                    keep_on_overflow=("gen_ai_token_type",))
+    for i in range(1000):
+        c.add((f"m{i}", "input"), 1)
+        c.add((f"m{i}", "output"), 2)
+    assert len(c.series) <= 5  # 3 real + the two folded token types
+    assert c.series[(OTHER, "input")].value == 1000 - 2
+    assert c.series[(OTHER, "output")].value == 2 * (1000 - 1)
+    text = render(AggregationCollector(agg, tel), OM)[0].decode()
+    assert value(text, "llm_pipeline_cardinality_overflow_total", metric="tok") == c.overflowed
+    assert c.overflowed == 2000 - 3
