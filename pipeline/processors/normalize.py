@@ -83,7 +83,11 @@ def read_span(span: Any, service_name: str) -> LLMCall | None:
 
     model = fields.get("request_model") or fields.get("response_model")
     if not model:
-        return None
+        # vLLM's v1 server span (`llm_request`) names no model, but its server-side latencies
+        # say it is one model call. The model stays "" (not made up, so enrich writes none).
+        if "server_ttft_s" not in fields and "server_duration_s" not in fields:
+            return None
+        model = ""
     if not (
         marked
         or "provider" in fields

@@ -8,6 +8,9 @@ one dict lookup per attribute, whatever convention wrote the span.
 from __future__ import annotations
 
 from ._table import Convention, Mapping
+from .litellm import LITELLM, LITELLM_FALLBACK
+from .openinference import OPENINFERENCE, OPENINFERENCE_FALLBACK
+from .openllmetry import OPENLLMETRY
 from .semconv import (
     COST_ATTRIBUTE,
     CURRENT,
@@ -16,8 +19,20 @@ from .semconv import (
     TTFT_ATTRIBUTE,
     normalize_provider,
 )
+from .vllm import VLLM, VLLM_FALLBACK
 
-CONVENTIONS: tuple[Convention, ...] = (CURRENT, DEPRECATED)
+# Highest priority first (the order is informational: `priority` decides).
+CONVENTIONS: tuple[Convention, ...] = (
+    CURRENT,  # 100
+    DEPRECATED,  # 90
+    OPENLLMETRY,  # 80
+    VLLM,  # 75
+    LITELLM,  # 70
+    OPENINFERENCE,  # 60
+    OPENINFERENCE_FALLBACK,  # 55
+    LITELLM_FALLBACK,  # 20
+    VLLM_FALLBACK,  # 5
+)
 
 
 def _compile(

@@ -6,13 +6,30 @@ transition period often do) is read by its current names.
 
 from __future__ import annotations
 
-from ._table import Convention, Mapping, to_float, to_int, to_str
+from typing import Any
+
+from ._table import Convention, Mapping, to_bool, to_float, to_int, to_str
+
+# `gen_ai.operation.name` values as some libraries write them -> the semconv well-known value.
+# LiteLLM (default mode) writes its call type there: `embedding`, `acompletion`, `aembedding`.
+OPERATION_ALIASES: dict[str, str] = {
+    "acompletion": "chat",
+    "embedding": "embeddings",
+    "aembedding": "embeddings",
+    "atext_completion": "text_completion",
+}
+
+
+def to_operation(v: Any) -> str:
+    s = to_str(v)
+    return OPERATION_ALIASES.get(s, s)
+
 
 CURRENT = Convention(
     name="otel_genai",
     priority=100,
     mappings=(
-        Mapping("gen_ai.operation.name", "operation", to_str),
+        Mapping("gen_ai.operation.name", "operation", to_operation),
         Mapping("gen_ai.provider.name", "provider", to_str),
         Mapping("gen_ai.request.model", "request_model", to_str),
         Mapping("gen_ai.response.model", "response_model", to_str),
@@ -22,6 +39,7 @@ CURRENT = Convention(
         Mapping("gen_ai.usage.cache_creation.input_tokens", "cache_creation_tokens", to_int),
         Mapping("gen_ai.usage.reasoning.output_tokens", "reasoning_tokens", to_int),
         Mapping("gen_ai.response.time_to_first_chunk", "ttft_s", to_float),
+        Mapping("gen_ai.request.stream", "streaming", to_bool),
         Mapping("error.type", "error_type", to_str),
     ),
     chunk_events=("gen_ai.choice.chunk",),
@@ -34,6 +52,8 @@ DEPRECATED = Convention(
         Mapping("gen_ai.system", "provider", to_str),
         Mapping("gen_ai.usage.prompt_tokens", "input_tokens", to_int),
         Mapping("gen_ai.usage.completion_tokens", "output_tokens", to_int),
+        # Not a semconv name: opentelemetry-util-genai >= 1.0 writes it for cache writes.
+        Mapping("gen_ai.usage.cache_write.input_tokens", "cache_creation_tokens", to_int),
     ),
 )
 
@@ -91,6 +111,11 @@ PROVIDER_ALIASES: dict[str, str] = {
     "togetherai": "together_ai",
     "fireworks_ai": "fireworks_ai",
     "huggingface": "huggingface",
+    "hugging_face": "huggingface",  # OpenLLMetry's GenAISystem.HUGGINGFACE
+    "fireworks": "fireworks_ai",  # OpenLLMetry's GenAISystem.FIREWORKS
+    "azure_ai": "azure.ai.inference",  # LiteLLM's provider for Azure AI Foundry
+    "text-completion-openai": "openai",  # LiteLLM
+    "hosted_vllm": "vllm",  # LiteLLM's provider for a self-hosted vLLM
 }
 
 
