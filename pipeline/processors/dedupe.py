@@ -1,0 +1,142 @@
+"""dedupe: count the tokens and cost of one model call once, however many spans describe it.
+
+Frameworks and proxies nest spans (agent -> chain -> client call; proxy request -> raw request),
+and two instrumentations can see the same call. Two rules set `LLMCall.counted = False`:
+
+1. Nesting. An LLM-call span is counted unless an LLM-call span below it in the same trace (a
+   descendant, possibly through non-LLM spans) is counted: the innermost call is the one
+   nearest the provider's bill. Server spans (vLLM) are LLM calls like any other, so a client
+   span above a vLLM server span is not counted and the server span is. Spans usually arrive
+   children first (the SDK exports a span when it ends), but a child and its ancestors may come
+   in different batches, so every span of every batch feeds a bounded LRU of the
+   (trace_id, span_id) of spans not seen yet that have an LLM descendant: when such a span
+   arrives, it is not counted if it is an LLM call, and the flag moves on to its parent.
+   Within a batch the order of spans does not matter (no sort: a skewed clock between services
+   cannot break it). An ancestor that arrived in an earlier batch than its LLM descendant was
+   already counted; it stays counted (metrics cannot be taken back), so keep exporters'
+   batching intact for nested calls.
+2. The same response seen twice. LiteLLM writes its span after the call returned, so an
+   instrumented openai client beneath it is not its descendant (another trace, or a sibling).
+   Two counted LLM calls with the same `gen_ai.response.id` written by different
+   instrumentation scopes are one call: within a batch the innermost (latest start) is counted;
+   across batches, the first one seen. Same-scope repeats are left alone (servers that reuse
+   ids), and `match_response_ids: false` turns the rule off.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from ..model import LLMCall, TraceBatch
+
+RESPONSE_ID_KEYS = frozenset({"gen_ai.response.id"})
+
+
+@dataclass
+class DedupeConfig:
+    # Spans not yet arrived that have an LLM descendant, and response ids seen: at most this
+    # many of each are remembered (about 100 bytes an entry).
+    max_entries: int = 100_000
+    match_response_ids: bool = True
+
+    def validate(self) -> None:
+        if self.max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
+
+
+def response_id(call: LLMCall) -> str:
+    for kv in call.span.attributes:
+        if kv.key in RESPONSE_ID_KEYS:
+            return str(kv.value.string_value)
+    return ""
+
+
+class Dedupe:
+    """The dedupe processor: `batch -> batch`, keeping state across batches."""
+
+    def __init__(self, config: DedupeConfig | None = None) -> None:
+        self.config = config or DedupeConfig()
+        self.config.validate()
+        # trace_id + span_id of spans not yet seen that have an LLM-call descendant.
+        self._pending: OrderedDict[bytes, None] = OrderedDict()
+        # response id -> instrumentation scope of the counted call that had it.
+        self._responses: OrderedDict[str, str] = OrderedDict()
+
+    def __call__(self, batch: TraceBatch) -> TraceBatch:
+        calls = batch.calls
+        pending = self._pending
+        if not calls and not pending:
+            return batch
+        call_keys = {c.trace_id + c.span_id for c in calls}
+        scopes: dict[bytes, str] = {}  # call key -> instrumentation scope name
+        parents: dict[bytes, bytes | None] = {}  # every span of the batch -> its parent
+        earlier: list[bytes] = []  # spans of this batch flagged by an earlier batch
+        for rs in batch.request.resource_spans:
+            for ss in rs.scope_spans:
+                scope = ""
+                for span in ss.spans:
+                    tid = span.trace_id
+                    key = tid + span.span_id
+                    psid = span.parent_span_id
+                    parents[key] = tid + psid if psid else None
+                    if key in call_keys:
+                        scope = scope or ss.scope.name or "-"
+                        scopes[key] = scope
+                    if pending and key in pending:
+                        del pending[key]
+                        earlier.append(key)
+
+        flagged = set(earlier)  # spans of this batch with an LLM-call descendant
+        for key in (*call_keys, *earlier):
+            p = parents.get(key)
+            while p is not None:
+                if p in parents:  # in this batch
+                    if p in flagged:
+                        break  # its own ancestors are (or will be) walked from it
+                    flagged.add(p)
+                    p = parents[p]
+                else:  # not arrived yet: remember it
+                    self._remember(p)
+                    break
+
+        if flagged:
+            for call in calls:
+                if call.trace_id + call.span_id in flagged:
+                    call.counted = False
+        if self.config.match_response_ids:
+            self._match_responses(calls, scopes)
+        return batch
+
+    def _remember(self, key: bytes) -> None:
+        pending = self._pending
+        if key in pending:
+            pending.move_to_end(key)
+            return
+        pending[key] = None
+        if len(pending) > self.config.max_entries:
+            pending.popitem(last=False)
+
+    def _match_responses(self, calls: list[LLMCall], scopes: dict[bytes, str]) -> None:
+        groups: dict[str, list[tuple[LLMCall, str]]] = {}
+        for call in calls:
+            if call.counted:
+                rid = response_id(call)
+                if rid:
+                    scope = scopes.get(call.trace_id + call.span_id, "")
+                    groups.setdefault(rid, []).append((call, scope))
+        seen = self._responses
+        for rid, members in groups.items():
+            first = seen.get(rid)
+            if first is None:
+                # Within the batch the innermost call (latest start, then earliest end) wins.
+                keep, first = max(members, key=lambda m: (m[0].start_ns, -m[0].end_ns))
+                seen[rid] = first
+                if len(seen) > self.config.max_entries:
+                    seen.popitem(last=False)
+            else:
+                seen.move_to_end(rid)
+                keep = None
+            for call, scope in members:
+                if call is not keep and scope != first:
+                    call.counted = False
