@@ -128,10 +128,16 @@ class QueueConfig:
     max_elapsed_s: float = 300.0  # give up on a batch after this (0 = never)
     shutdown_timeout_s: float = 10.0  # SIGTERM drains the queue for at most this long
     spool_directory: str | None = None  # on-disk spool that survives a restart
+    spool_max_bytes: int = 1024 * 1024 * 1024  # per signal; a full spool answers 503
+    spool_fsync_interval_s: float = 0.2  # 0 = fsync after every request
 
     def validate(self) -> None:
         if self.max_items < 1:
             raise ConfigError("queue.max_items must be >= 1")
+        if self.spool_max_bytes < 1024 * 1024:
+            raise ConfigError("queue.spool_max_bytes must be >= 1 MiB")
+        if self.spool_fsync_interval_s < 0:
+            raise ConfigError("queue.spool_fsync_interval_s must be >= 0")
         if self.retry_initial_s <= 0 or self.retry_max_s < self.retry_initial_s:
             raise ConfigError("queue: need 0 < retry_initial_s <= retry_max_s")
         if self.max_elapsed_s < 0 or self.shutdown_timeout_s < 0:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -21,6 +22,7 @@ from .config import Config
 from .exporters.file import FileSink
 from .exporters.otlp import GrpcSender, HttpSender
 from .exporters.queue import QueueStats, SendingQueue
+from .exporters.spool import Spool
 from .model import LLMCall, LogBatch, MetricBatch, TraceBatch
 from .processors.cost import CostConfig, CostProcessor
 from .processors.dedupe import Dedupe
@@ -124,6 +126,13 @@ class Service:
                 tel.dropped.add((signal, name, reason), n)
 
         q = cfg.queue
+        spool = None
+        if q.spool_directory:  # one directory per queue: its payloads are in its wire format
+            spool = Spool(
+                Path(q.spool_directory) / name.replace("/", "_"),
+                q.spool_max_bytes,
+                fsync_interval_s=q.spool_fsync_interval_s,
+            )
         return SendingQueue(
             name,
             sender,
@@ -132,6 +141,7 @@ class Service:
             q.retry_max_s,
             q.max_elapsed_s,
             QueueStats(exported, failed, dropped),
+            spool,
         )
 
     def _register_gauges(self) -> None:

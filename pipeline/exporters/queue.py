@@ -6,6 +6,11 @@ metrics, so the sender's retry is not counted twice. One worker thread delivers 
 order; a retryable failure keeps the batch at the head and backs off exponentially (or as the
 destination's Retry-After says), so an outage fills the queue and backpressure reaches the
 senders. Nothing is dropped silently: every give-up is counted.
+
+With a `Spool` the payloads wait on disk instead of in memory: `put` appends to the spool, the
+worker reads from it in order and acks what it delivered (or gave up on), and what is still
+there at shutdown stays for the next start (not dropped). Capacity then counts the spooled
+items, and the spool's byte bound is enforced at admission too.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
+
+from .spool import Record, Spool
 
 log = structlog.get_logger("pipeline.exporters")
 
@@ -67,6 +74,7 @@ class SendingQueue:
         retry_max_s: float = 30.0,
         max_elapsed_s: float = 300.0,
         stats: QueueStats | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.name = name
         self._send = sender
@@ -76,7 +84,9 @@ class SendingQueue:
         self._max_elapsed = max_elapsed_s
         self.stats = stats or QueueStats()
         self._q: deque[Payload] = deque()
-        self._items = 0  # queued + reserved
+        self._spool = spool
+        self._head: Record | None = None  # the spooled record being delivered
+        self._items = spool.pending_items if spool is not None else 0  # queued + reserved
         self._cv = threading.Condition()
         self._stopping = False
         self._backoff_until = 0.0
@@ -96,7 +106,10 @@ class SendingQueue:
         with self._cv:
             if self._stopping:
                 raise QueueFull(1.0)
-            if self._items + items > self.max_items and self._items > 0:
+            full = self._items + items > self.max_items
+            if self._spool is not None and self._spool.pending_bytes >= self._spool.max_bytes:
+                full = True
+            if full and self._items > 0:
                 wait = max(1.0, self._backoff_until - time.monotonic())
                 raise QueueFull(min(wait, self._max))
             self._items += items
@@ -108,26 +121,79 @@ class SendingQueue:
             self._cv.notify_all()
 
     def put(self, data: bytes, items: int) -> None:
-        """Enqueue a reserved payload."""
+        """Enqueue a reserved payload; QueueFull (reservation released) if the spool fails."""
+        if self._spool is not None:
+            try:
+                self._spool.append(data, items)
+            except OSError as e:
+                log.error("spool write failed", queue=self.name, items=items, error=str(e))
+                self.release(items)
+                raise QueueFull(self._initial) from e
+            with self._cv:
+                self._cv.notify_all()
+            return
         with self._cv:
             self._q.append(Payload(data, items, time.monotonic()))
+            self._cv.notify_all()
+
+    def _waiting(self) -> bool:
+        return self._spool.pending_records > 0 if self._spool is not None else bool(self._q)
+
+    def _next(self) -> Payload | None:
+        """The payload at the head (read from the spool when there is one)."""
+        if self._spool is None:
+            with self._cv:
+                return self._q[0] if self._q else None
+        before = self._spool.pending_items
+        rec = self._spool.peek()
+        if rec is None:  # unreadable: the spool skipped it and recounted
+            lost = before - self._spool.pending_items
+            if lost > 0:
+                self.stats.on_dropped(lost, "spool_corrupt")
+                with self._cv:
+                    self._items -= lost
+                    self._cv.notify_all()
+            return None
+        self._head = rec
+        return Payload(rec.data, rec.items, time.monotonic())
+
+    def _done(self, p: Payload) -> None:
+        """The head was delivered or given up on: remove it."""
+        if self._spool is not None and self._head is not None:
+            self._spool.ack(self._head)  # a no-op once shutdown closed the spool
+            self._head = None
+        with self._cv:
+            if self._spool is None:
+                if not self._q or self._q[0] is not p:
+                    return  # shutdown gave up on the queue while this send was under way
+                self._q.popleft()
+            self._items -= p.items
             self._cv.notify_all()
 
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._q and not self._stopping:
+                while not self._waiting() and not self._stopping:
                     self._cv.wait()
-                if not self._q:
+                if not self._waiting():
                     return
-                p = self._q[0]
-            self._deliver(p)
-            with self._cv:
-                self._q.popleft()
-                self._items -= p.items
-                self._cv.notify_all()
+                if self._stopping and time.monotonic() >= self._drain_deadline:
+                    return  # out of time: what is left is shutdown's to count (or keep)
+            try:
+                p = self._next()
+            except OSError as e:  # the spool's disk failed under us: try again shortly
+                log.error("spool read failed", queue=self.name, error=str(e))
+                if self._stop.wait(1.0):
+                    return
+                continue
+            if p is None:
+                continue
+            if not self._deliver(p):
+                return  # shutting down and out of time: the rest stays queued
+            self._done(p)
 
-    def _deliver(self, p: Payload) -> None:
+    def _deliver(self, p: Payload) -> bool:
+        """Send with retries; False when shutdown's deadline passed first (p is not done)."""
         attempt = 0
         while True:
             try:
@@ -138,18 +204,21 @@ class SendingQueue:
                 log.warning(
                     "export rejected, dropped", queue=self.name, items=p.items, error=str(e)
                 )
-                return
+                return True
             except Exception as e:  # retryable, including network errors we did not classify
                 self.stats.on_failure()
                 attempt += 1
                 hint = e.retry_after_s if isinstance(e, RetryableError) else None
                 delay = min(self._max, self._initial * 2 ** (attempt - 1))
-                delay = hint if hint is not None else delay * random.uniform(0.8, 1.2)
+                # The destination's Retry-After, capped: an absurd hint must not make us give up.
+                delay = (
+                    min(hint, self._max) if hint is not None else delay * random.uniform(0.8, 1.2)
+                )
                 elapsed = time.monotonic() - p.enqueued_at
                 if self._max_elapsed and elapsed + delay > self._max_elapsed:
                     self.stats.on_dropped(p.items, "retries_exhausted")
                     log.error("export gave up", queue=self.name, items=p.items, error=str(e))
-                    return
+                    return True
                 if attempt == 1 or attempt % 10 == 0:
                     log.warning(
                         "export failed, retrying",
@@ -162,17 +231,19 @@ class SendingQueue:
                 if self._stop.is_set():
                     remaining = self._drain_deadline - time.monotonic()
                     if remaining <= 0:
-                        self.stats.on_dropped(p.items, "shutdown")
-                        return
+                        return False
                     time.sleep(min(delay, remaining))
                 else:
                     self._stop.wait(delay)  # shutdown cuts the wait short
                 continue
             self.stats.on_exported(p.items)
-            return
+            return True
 
     def shutdown(self, timeout_s: float) -> int:
-        """Drain for at most `timeout_s`; returns the items still queued (counted as dropped)."""
+        """Drain for at most `timeout_s`; returns the items still queued.
+
+        In memory they are counted as dropped; in a spool they stay for the next start.
+        """
         deadline = time.monotonic() + timeout_s
         with self._cv:
             self._drain_deadline = deadline
@@ -181,10 +252,22 @@ class SendingQueue:
             self._cv.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout=max(0.0, deadline - time.monotonic()) + 0.5)
+        if self._spool is not None:
+            left = self._spool.pending_items
+            self._spool.close()
+            if left:
+                log.warning(
+                    "undelivered items kept in the spool for the next start",
+                    queue=self.name,
+                    items=left,
+                    spool=str(self._spool.directory),
+                )
+            return left
         with self._cv:
             left = sum(p.items for p in self._q)
             if left:
                 self.stats.on_dropped(left, "shutdown")
+                log.warning("undelivered items dropped at shutdown", queue=self.name, items=left)
                 self._q.clear()
                 self._items = 0
         return left
