@@ -67,7 +67,7 @@ def compose_prometheus_config(
     default to the repository's dashboards/rules/*.yml.
     """
     cfg = yaml.safe_load(COMPOSE_PROMETHEUS.read_text())
-    out = copy.deepcopy(cfg)
+    out: dict[str, Any] = copy.deepcopy(cfg)
     out["global"]["scrape_interval"] = interval
     out["global"]["evaluation_interval"] = interval
     out.pop("alerting", None)
@@ -96,11 +96,16 @@ class PromQLError(AssertionError):
 class PrometheusServer:
     """Runs `prometheus` on 127.0.0.1:<free port> with exemplar storage, until stop()."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any] | str,
-                 extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any] | str,
+        extra_args: list[str] | None = None,
+        port: int | None = None,
+    ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.config_path = self.workdir / "prometheus.yml"
         text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
         self.config_path.write_text(text)
@@ -156,15 +161,24 @@ class PrometheusServer:
 
     # --- HTTP API ------------------------------------------------------------------------------
     def api(self, path: str, **params: Any) -> Any:
+        """GET /api/v1/<path>; the query endpoints by POST (long expressions)."""
         data = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        req = urllib.request.Request(f"{self.url}/api/v1/{path}", data=data.encode(),
-                                     method="POST")
-        req.add_header("Content-Type", "application/x-www-form-urlencoded")
+        if path.startswith("query"):
+            req = urllib.request.Request(
+                f"{self.url}/api/v1/{path}", data=data.encode(), method="POST"
+            )
+            req.add_header("Content-Type", "application/x-www-form-urlencoded")
+        else:
+            req = urllib.request.Request(f"{self.url}/api/v1/{path}?{data}")
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 body = json.loads(r.read())
         except urllib.error.HTTPError as e:
-            body = json.loads(e.read() or b"{}")
+            raw = e.read()
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                raise PromQLError(f"{path} {params}: HTTP {e.code}: {raw[:200]!r}") from e
         if body.get("status") != "success":
             raise PromQLError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
         return body["data"]
@@ -180,13 +194,13 @@ class PrometheusServer:
         return result
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[Any]:
-        result: list[Any] = self.api("query_range", query=expr, start=start, end=end,
-                                     step=step)["result"]
+        result: list[Any] = self.api("query_range", query=expr, start=start, end=end, step=step)[
+            "result"
+        ]
         return result
 
     def exemplars(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:
-        data: list[dict[str, Any]] = self.api("query_exemplars", query=expr, start=start,
-                                              end=end)
+        data: list[dict[str, Any]] = self.api("query_exemplars", query=expr, start=start, end=end)
         return data
 
     def rules(self) -> list[dict[str, Any]]:

@@ -73,8 +73,14 @@ def dashboard_queries() -> list[Query]:
     for name, d in load_dashboards().items():
         for p in iter_panels(d["panels"]):
             for t in p.get("targets", []):
-                out.append(Query(f"{name}: panel {p['title']!r} {t.get('refId')}", t["expr"],
-                                 "panel", bool(t.get("exemplar"))))
+                out.append(
+                    Query(
+                        f"{name}: panel {p['title']!r} {t.get('refId')}",
+                        t["expr"],
+                        "panel",
+                        bool(t.get("exemplar")),
+                    )
+                )
         for v in d["templating"]["list"]:
             if v["type"] == "query":
                 qv = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
@@ -99,8 +105,13 @@ def traces_to_metrics_queries() -> list[Query]:
         t2m = ds.get("jsonData", {}).get("tracesToMetrics")
         if t2m:
             for q in t2m["queries"]:
-                out.append(Query(f"datasource {ds['uid']}: tracesToMetrics {q['name']!r}",
-                                 unescape_provisioning(q["query"]), "traces_to_metrics"))
+                out.append(
+                    Query(
+                        f"datasource {ds['uid']}: tracesToMetrics {q['name']!r}",
+                        unescape_provisioning(q["query"]),
+                        "traces_to_metrics",
+                    )
+                )
     return out
 
 
@@ -184,11 +195,58 @@ def label_names(promql: str) -> set[str]:
 
 
 _KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
-    "offset", "bool", "sum", "min", "max", "avg", "count", "topk", "bottomk", "quantile",
-    "stddev", "stdvar", "count_values", "group", "rate", "irate", "increase", "delta",
-    "idelta", "histogram_quantile", "vector", "scalar", "absent", "absent_over_time", "round",
-    "clamp_min", "clamp_max", "label_replace", "label_join", "time", "avg_over_time",
-    "max_over_time", "min_over_time", "sum_over_time", "count_over_time", "abs", "ceil",
-    "floor", "sort", "sort_desc", "inf", "nan", "Inf", "NaN", "le",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "topk",
+    "bottomk",
+    "quantile",
+    "stddev",
+    "stdvar",
+    "count_values",
+    "group",
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "idelta",
+    "histogram_quantile",
+    "vector",
+    "scalar",
+    "absent",
+    "absent_over_time",
+    "round",
+    "clamp_min",
+    "clamp_max",
+    "label_replace",
+    "label_join",
+    "time",
+    "avg_over_time",
+    "max_over_time",
+    "min_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "abs",
+    "ceil",
+    "floor",
+    "sort",
+    "sort_desc",
+    "inf",
+    "nan",
+    "Inf",
+    "NaN",
+    "le",
 }

@@ -7,5 +7,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# The helpers beside this file (_prom, _queries) import as top-level modules here.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The helpers beside this file (_prom, _queries) import as top-level modules here, and the
+# repository root is importable (tests.helpers: the sidecar and OTLP sink launchers).
+HERE = Path(__file__).resolve().parent
+for path in (HERE, HERE.parents[1]):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))

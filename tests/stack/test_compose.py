@@ -48,15 +48,22 @@ def mounts(svc: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for v in svc.get("volumes", []):
         if isinstance(v, dict):
-            out.append({"type": v["type"], "source": v["source"], "target": v["target"],
-                        "read_only": bool(v.get("read_only"))})
+            out.append(
+                {
+                    "type": v["type"],
+                    "source": v["source"],
+                    "target": v["target"],
+                    "read_only": bool(v.get("read_only")),
+                }
+            )
             continue
         parts = v.split(":")
         source, target = parts[0], parts[1]
         mode = parts[2] if len(parts) > 2 else ""
         kind = "bind" if source.startswith((".", "/")) else "volume"
-        out.append({"type": kind, "source": source, "target": target,
-                    "read_only": "ro" in mode.split(",")})
+        out.append(
+            {"type": kind, "source": source, "target": target, "read_only": "ro" in mode.split(",")}
+        )
     return out
 
 
@@ -68,7 +75,7 @@ def mount_for(svc: dict[str, Any], target: str) -> dict[str, Any]:
 
 
 def bind_source(m: dict[str, Any]) -> Path:
-    return (COMPOSE_DIR / m["source"]).resolve()
+    return (COMPOSE_DIR / str(m["source"])).resolve()
 
 
 def port_of(hostport: str) -> int:
@@ -116,8 +123,16 @@ def test_schema_rejects_a_broken_compose_file(compose: dict[str, Any]) -> None:
 
 
 def test_all_services_present(services: dict[str, Any]) -> None:
-    assert {"collector", "sidecar", "prometheus", "tempo", "loki", "grafana", "alertmanager",
-            "demo"} <= set(services)
+    assert {
+        "collector",
+        "sidecar",
+        "prometheus",
+        "tempo",
+        "loki",
+        "grafana",
+        "alertmanager",
+        "demo",
+    } <= set(services)
     assert services["demo"]["profiles"] == ["demo"]
     assert all("profiles" not in s for n, s in services.items() if n != "demo")
 
@@ -135,8 +150,11 @@ def test_images_are_pinned(services: dict[str, Any]) -> None:
 def test_prometheus_is_v3_with_required_flags(services: dict[str, Any]) -> None:
     prom = services["prometheus"]
     assert prom["image"].startswith("prom/prometheus:v3.")
-    for flag in ("--enable-feature=exemplar-storage", "--web.enable-otlp-receiver",
-                 "--web.enable-remote-write-receiver"):
+    for flag in (
+        "--enable-feature=exemplar-storage",
+        "--web.enable-otlp-receiver",
+        "--web.enable-remote-write-receiver",
+    ):
         assert flag in prom["command"]
     assert services["loki"]["image"].startswith("grafana/loki:3.")
 
@@ -198,8 +216,7 @@ def test_depends_on_conditions(services: dict[str, Any]) -> None:
     assert {"prometheus", "tempo", "loki"} <= set(services["grafana"]["depends_on"])
 
 
-def test_named_volumes_declared_and_used(compose: dict[str, Any],
-                                         services: dict[str, Any]) -> None:
+def test_named_volumes_declared_and_used(compose: dict[str, Any], services: dict[str, Any]) -> None:
     used = {m["source"] for s in services.values() for m in mounts(s) if m["type"] == "volume"}
     assert used == set(compose["volumes"])
 
@@ -251,8 +268,11 @@ def _resolve(value: str, env: dict[str, str]) -> str:
 
 
 def _component(cfg: dict[str, Any], kind: str, prefix: str, pipeline_hint: str) -> list[str]:
-    return [k for k in cfg[kind] if k.split("/")[0] in prefix.split("|")
-            and (pipeline_hint in k or pipeline_hint == "")]
+    return [
+        k
+        for k in cfg[kind]
+        if k.split("/")[0] in prefix.split("|") and (pipeline_hint in k or pipeline_hint == "")
+    ]
 
 
 def test_collector_config_exists() -> None:
@@ -284,8 +304,9 @@ def test_collector_environment_matches_the_stack(services: dict[str, Any]) -> No
     assert mount_for(services["init"], "/otelcol")["source"] == storage["source"]
 
 
-def test_collector_config_uses_the_compose_environment(collector_cfg: dict[str, Any],
-                                                       services: dict[str, Any]) -> None:
+def test_collector_config_uses_the_compose_environment(
+    collector_cfg: dict[str, Any], services: dict[str, Any]
+) -> None:
     env = services["collector"]["environment"]
     text = COLLECTOR_CONFIG.read_text()
     used = {m.group(1) for m in _ENV.finditer(text)}
@@ -296,8 +317,9 @@ def test_collector_config_uses_the_compose_environment(collector_cfg: dict[str, 
             assert m.group(2) == env[m.group(1)], m.group(0)
 
 
-def test_collector_ports_agree_with_compose(collector_cfg: dict[str, Any],
-                                            services: dict[str, Any]) -> None:
+def test_collector_ports_agree_with_compose(
+    collector_cfg: dict[str, Any], services: dict[str, Any]
+) -> None:
     env = services["collector"]["environment"]
     ports = container_ports(services["collector"])
     listening = set()
@@ -318,18 +340,23 @@ def test_collector_ports_agree_with_compose(collector_cfg: dict[str, Any],
     assert _resolve(storage, env) == env["COLLECTOR_STORAGE_DIR"]
 
 
-def test_collector_exporters_reach_the_right_services(collector_cfg: dict[str, Any],
-                                                      services: dict[str, Any]) -> None:
+def test_collector_exporters_reach_the_right_services(
+    collector_cfg: dict[str, Any], services: dict[str, Any]
+) -> None:
     env = services["collector"]["environment"]
-    endpoints = {name: _resolve(exp["endpoint"], env)
-                 for name, exp in collector_cfg["exporters"].items() if "endpoint" in exp}
+    endpoints = {
+        name: _resolve(exp["endpoint"], env)
+        for name, exp in collector_cfg["exporters"].items()
+        if "endpoint" in exp
+    }
     sidecar_cfg = _load(COMPOSE_DIR / "sidecar" / "config.yaml")
     tempo = _load(COMPOSE_DIR / "tempo" / "tempo.yaml")
     loki = _load(COMPOSE_DIR / "loki" / "loki.yaml")
     expected = {
         "sidecar": port_of(sidecar_cfg["receivers"]["grpc_endpoint"]),
-        "tempo": port_of(tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]
-                         ["endpoint"]),
+        "tempo": port_of(
+            tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+        ),
         "loki": loki["server"]["http_listen_port"],
         "prometheus": 9090,
     }
@@ -353,17 +380,26 @@ def test_collector_pipelines_route_through_the_sidecar(collector_cfg: dict[str, 
     rcv = collector_cfg["receivers"]
 
     def ports_of_receivers(names: list[str]) -> set[int]:
-        return {port_of(_resolve(p["endpoint"], env))
-                for n in names for p in rcv[n]["protocols"].values()}
+        return {
+            port_of(_resolve(p["endpoint"], env))
+            for n in names
+            for p in rcv[n]["protocols"].values()
+        }
 
     def hosts_of_exporters(names: list[str]) -> set[str]:
         return {host_of(_resolve(exp[n]["endpoint"], env)) for n in names}
 
     for signal, backend in (("traces", "tempo"), ("logs", "loki")):
-        inbound = [p for n, p in pipes.items() if n.split("/")[0] == signal
-                   and ports_of_receivers(p["receivers"]) == {4317, 4318}]
-        outbound = [p for n, p in pipes.items() if n.split("/")[0] == signal
-                    and ports_of_receivers(p["receivers"]) == {4319, 4320}]
+        inbound = [
+            p
+            for n, p in pipes.items()
+            if n.split("/")[0] == signal and ports_of_receivers(p["receivers"]) == {4317, 4318}
+        ]
+        outbound = [
+            p
+            for n, p in pipes.items()
+            if n.split("/")[0] == signal and ports_of_receivers(p["receivers"]) == {4319, 4320}
+        ]
         assert inbound and outbound, signal
         assert all(hosts_of_exporters(p["exporters"]) == {"sidecar"} for p in inbound), signal
         assert all(hosts_of_exporters(p["exporters"]) == {backend} for p in outbound), signal
@@ -377,20 +413,33 @@ def sidecar_cfg() -> dict[str, Any]:
 
 
 def test_sidecar_config_matches_the_brief(sidecar_cfg: dict[str, Any]) -> None:
-    assert sidecar_cfg["receivers"] == {"grpc_endpoint": "0.0.0.0:4317",
-                                        "http_endpoint": "0.0.0.0:4318"}
+    assert sidecar_cfg["receivers"] == {
+        "grpc_endpoint": "0.0.0.0:4317",
+        "http_endpoint": "0.0.0.0:4318",
+    }
     assert sidecar_cfg["metrics"]["endpoint"] == "0.0.0.0:9464"
-    assert sidecar_cfg["processors"] == ["normalize", "ttft", "cost", "fallback", "redact",
-                                         "enrich", "metrics"]
+    assert sidecar_cfg["processors"] == [
+        "normalize",
+        "ttft",
+        "cost",
+        "fallback",
+        "redact",
+        "enrich",
+        "metrics",
+    ]
     for signal in ("traces", "logs"):
         e = sidecar_cfg["exporters"][signal]
         assert e == {"protocol": "grpc", "endpoint": "collector:4319", "insecure": True}
 
 
 def test_sidecar_exports_to_the_collector_enriched_receiver(
-        sidecar_cfg: dict[str, Any], collector_cfg: dict[str, Any]) -> None:
-    enriched = [r for n, r in collector_cfg["receivers"].items()
-                if port_of(_resolve(r["protocols"]["grpc"]["endpoint"], {})) == 4319]
+    sidecar_cfg: dict[str, Any], collector_cfg: dict[str, Any]
+) -> None:
+    enriched = [
+        r
+        for n, r in collector_cfg["receivers"].items()
+        if port_of(_resolve(r["protocols"]["grpc"]["endpoint"], {})) == 4319
+    ]
     assert enriched, "no Collector receiver on 4319"
     for signal in ("traces", "logs"):
         assert port_of(sidecar_cfg["exporters"][signal]["endpoint"]) == 4319
@@ -404,9 +453,11 @@ def test_sidecar_service_wiring(services: dict[str, Any], sidecar_cfg: dict[str,
     assert sc["command"] == ["llm-pipeline", "run", "--config", "/etc/llm-pipeline/config.yaml"]
     assert sc["build"] == {"context": "..", "dockerfile": "compose/sidecar.Dockerfile"}
     ports = container_ports(sc)
-    assert {port_of(sidecar_cfg["receivers"]["grpc_endpoint"]),
-            port_of(sidecar_cfg["receivers"]["http_endpoint"]),
-            port_of(sidecar_cfg["metrics"]["endpoint"])} <= ports
+    assert {
+        port_of(sidecar_cfg["receivers"]["grpc_endpoint"]),
+        port_of(sidecar_cfg["receivers"]["http_endpoint"]),
+        port_of(sidecar_cfg["metrics"]["endpoint"]),
+    } <= ports
     demo = services["demo"]
     assert demo["image"] == sc["image"] and demo["build"] == sc["build"]
     assert demo["command"][:2] == ["llm-pipeline", "demo"]
@@ -420,16 +471,32 @@ def test_sidecar_config_loads_in_the_sidecar(tmp_path: Path) -> None:
         import pipeline.cli  # noqa: F401
     except ImportError:
         pytest.xfail("sidecar not built yet (pipeline.cli not importable)")
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "validate", "--config",
-                        str(COMPOSE_DIR / "sidecar" / "config.yaml")],
-                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "validate",
+            "--config",
+            str(COMPOSE_DIR / "sidecar" / "config.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     bad = tmp_path / "bad.yaml"
     cfg = _load(COMPOSE_DIR / "sidecar" / "config.yaml")
     cfg["exporters"]["traces"]["protocol"] = "carrier-pigeon"
     bad.write_text(yaml.safe_dump(cfg))
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "validate", "--config", str(bad)],
-                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "validate", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert r.returncode != 0
 
 
@@ -468,8 +535,13 @@ def listening_port(service: str, services: dict[str, Any]) -> int:
 
 def test_prometheus_scrape_targets(prom_cfg: dict[str, Any], services: dict[str, Any]) -> None:
     jobs = {j["job_name"]: j for j in prom_cfg["scrape_configs"]}
-    want = {"llm-pipeline": "sidecar", "otel-collector": "collector", "tempo": "tempo",
-            "alertmanager": "alertmanager", "prometheus": "prometheus"}
+    want = {
+        "llm-pipeline": "sidecar",
+        "otel-collector": "collector",
+        "tempo": "tempo",
+        "alertmanager": "alertmanager",
+        "prometheus": "prometheus",
+    }
     assert set(want) <= set(jobs)
     for job, cfg in jobs.items():
         targets = [t for sc in cfg["static_configs"] for t in sc["targets"]]
@@ -484,10 +556,15 @@ def test_prometheus_scrape_targets(prom_cfg: dict[str, Any], services: dict[str,
             assert port in container_ports(services[svc]), f"job {job}: {host}:{port} not exposed"
 
 
-def test_prometheus_alerting_and_rules_paths(prom_cfg: dict[str, Any],
-                                             services: dict[str, Any]) -> None:
-    [am] = [t for a in prom_cfg["alerting"]["alertmanagers"] for sc in a["static_configs"]
-            for t in sc["targets"]]
+def test_prometheus_alerting_and_rules_paths(
+    prom_cfg: dict[str, Any], services: dict[str, Any]
+) -> None:
+    [am] = [
+        t
+        for a in prom_cfg["alerting"]["alertmanagers"]
+        for sc in a["static_configs"]
+        for t in sc["targets"]
+    ]
     assert am == f"alertmanager:{listening_port('alertmanager', services)}"
     rules = mount_for(services["prometheus"], "/etc/prometheus/rules")
     assert bind_source(rules) == (REPO / "dashboards" / "rules").resolve() and rules["read_only"]
@@ -513,8 +590,12 @@ def test_tempo_config(services: dict[str, Any]) -> None:
     # Every path Tempo writes is on its data volume.
     data = mount_for(services["tempo"], "/var/tempo")
     assert data["type"] == "volume"
-    paths = [gen["storage"]["path"], gen["traces_storage"]["path"],
-             tempo["storage"]["trace"]["wal"]["path"], tempo["storage"]["trace"]["local"]["path"]]
+    paths = [
+        gen["storage"]["path"],
+        gen["traces_storage"]["path"],
+        tempo["storage"]["trace"]["wal"]["path"],
+        tempo["storage"]["trace"]["local"]["path"],
+    ]
     assert all(p.startswith("/var/tempo/") for p in paths), paths
     assert mount_for(services["tempo"], "/etc/tempo/tempo.yaml")["read_only"]
     assert "-config.file=/etc/tempo/tempo.yaml" in services["tempo"]["command"]
@@ -525,8 +606,11 @@ def test_loki_config(services: dict[str, Any]) -> None:
     assert loki["limits_config"]["allow_structured_metadata"] is True
     assert loki["schema_config"]["configs"][-1]["schema"] == "v13"  # structured metadata needs v13
     assert loki["schema_config"]["configs"][-1]["store"] == "tsdb"
-    attrs = [a for c in loki["limits_config"]["otlp_config"]["resource_attributes"]
-             ["attributes_config"] for a in c["attributes"]]
+    attrs = [
+        a
+        for c in loki["limits_config"]["otlp_config"]["resource_attributes"]["attributes_config"]
+        for a in c["attributes"]
+    ]
     assert "service.name" in attrs
     assert loki["common"]["path_prefix"] == mount_for(services["loki"], "/loki")["target"]
     assert "-config.file=/etc/loki/loki.yaml" in services["loki"]["command"]
@@ -560,8 +644,12 @@ def test_grafana_datasource_urls(services: dict[str, Any]) -> None:
         assert host in services, d["url"]
         assert port_of(d["url"]) == listening_port(host, services), d["url"]
         seen[d["type"]] = host
-    assert seen == {"prometheus": "prometheus", "tempo": "tempo", "loki": "loki",
-                    "alertmanager": "alertmanager"}
+    assert seen == {
+        "prometheus": "prometheus",
+        "tempo": "tempo",
+        "loki": "loki",
+        "alertmanager": "alertmanager",
+    }
 
 
 def test_alertmanager_service(services: dict[str, Any]) -> None:

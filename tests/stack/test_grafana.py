@@ -25,8 +25,18 @@ from _queries import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__range_s", "__range_ms",
-                    "__interval_ms", "__from", "__to", "__dashboard", "__all"}
+GRAFANA_BUILTINS = {
+    "__rate_interval",
+    "__interval",
+    "__range",
+    "__range_s",
+    "__range_ms",
+    "__interval_ms",
+    "__from",
+    "__to",
+    "__dashboard",
+    "__all",
+}
 HISTOGRAM = re.compile(r"histogram_quantile|_bucket\b")
 
 
@@ -46,8 +56,9 @@ def dashboards() -> dict[str, dict[str, Any]]:
 
 
 def by_uid(datasources: dict[str, Any], uid: str) -> dict[str, Any]:
-    [d] = [d for d in datasources["datasources"] if d["uid"] == uid]
-    return d
+    found: list[dict[str, Any]] = [d for d in datasources["datasources"] if d["uid"] == uid]
+    assert len(found) == 1, uid
+    return found[0]
 
 
 # --- data sources ------------------------------------------------------------------------------
@@ -58,8 +69,9 @@ def test_datasource_uids_fixed_and_unique(datasources: dict[str, Any]) -> None:
     assert [d["uid"] for d in datasources["datasources"] if d.get("isDefault")] == ["prometheus"]
 
 
-def test_cross_links_point_to_existing_datasources(datasources: dict[str, Any],
-                                                   uids: set[str]) -> None:
+def test_cross_links_point_to_existing_datasources(
+    datasources: dict[str, Any], uids: set[str]
+) -> None:
     prom = by_uid(datasources, "prometheus")["jsonData"]
     [ex] = prom["exemplarTraceIdDestinations"]
     assert ex == {**ex, "name": "trace_id", "datasourceUid": "tempo"}
@@ -70,8 +82,12 @@ def test_cross_links_point_to_existing_datasources(datasources: dict[str, Any],
         "serviceMap": tempo["serviceMap"]["datasourceUid"],
         "lokiSearch": tempo["lokiSearch"]["datasourceUid"],
     }
-    assert refs == {"tracesToLogsV2": "loki", "tracesToMetrics": "prometheus",
-                    "serviceMap": "prometheus", "lokiSearch": "loki"}
+    assert refs == {
+        "tracesToLogsV2": "loki",
+        "tracesToMetrics": "prometheus",
+        "serviceMap": "prometheus",
+        "lokiSearch": "loki",
+    }
     assert tempo["nodeGraph"]["enabled"] is True
     for f in by_uid(datasources, "loki")["jsonData"]["derivedFields"]:
         assert f["datasourceUid"] == "tempo" and f["datasourceUid"] in uids
@@ -82,8 +98,10 @@ def test_provisioning_dollars_are_escaped() -> None:
     """Grafana expands $VAR and ${VAR} in provisioning files: a template variable written with
     a single `$` (e.g. $__tags) would be replaced by an empty environment variable."""
     text = DATASOURCES.read_text()
-    body = "\n".join(line.split("#", 1)[0] if line.lstrip().startswith("#") else line
-                     for line in text.splitlines())
+    body = "\n".join(
+        line.split("#", 1)[0] if line.lstrip().startswith("#") else line
+        for line in text.splitlines()
+    )
     single = re.findall(r"(?<!\$)\$(?!\$)[{\w]", body.replace("$$", ""))
     assert not single, single
     assert "$$__tags" in text and "$${__value.raw}" in text
@@ -116,9 +134,12 @@ def test_loki_derived_fields_find_trace_ids(datasources: dict[str, Any]) -> None
     [rx] = [f for f in fields if f.get("matcherType", "regex") == "regex"]
     pattern = re.compile(rx["matcherRegex"])
     tid = "4bf92f3577b34da6a3ce929d0e0e4736"
-    for line in (f"level=info msg=done trace_id={tid} span_id=00f067aa0ba902b7",
-                 f'{{"msg": "llm call", "traceId": "{tid}"}}',
-                 f"traceID: {tid}", f"TRACE_ID={tid.upper()}"):
+    for line in (
+        f"level=info msg=done trace_id={tid} span_id=00f067aa0ba902b7",
+        f'{{"msg": "llm call", "traceId": "{tid}"}}',
+        f"traceID: {tid}",
+        f"TRACE_ID={tid.upper()}",
+    ):
         m = pattern.search(line)
         assert m and m.group(1).lower() == tid, line
     assert not pattern.search("span_id=00f067aa0ba902b7 request_id=1234")
@@ -134,8 +155,12 @@ def test_dashboard_provider() -> None:
 
 # --- dashboards ----------------------------------------------------------------------------
 def test_dashboards_are_generated_from_build_py() -> None:
-    r = subprocess.run([sys.executable, str(REPO / "dashboards" / "build.py"), "--check"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "dashboards" / "build.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -204,8 +229,11 @@ def test_overview_filters_by_service_provider_model(dashboards: dict[str, dict[s
     for q in dashboard_queries():
         if not q.source.startswith("llm-overview.json: panel"):
             continue
-        gen_ai = [m for m in metric_names(q.expr) if m.startswith("gen_ai_client_")
-                  or m.startswith("llm:") and m.endswith("rate5m")]
+        gen_ai = [
+            m
+            for m in metric_names(q.expr)
+            if m.startswith("gen_ai_client_") or (m.startswith("llm:") and m.endswith("rate5m"))
+        ]
         if gen_ai:
             assert '=~"$service"' in q.expr, q.source
         if any(m.startswith("gen_ai_client_") and "fallbacks" not in m for m in gen_ai):
@@ -217,8 +245,11 @@ def test_histogram_panels_show_exemplars(dashboards: dict[str, dict[str, Any]]) 
     for name, d in dashboards.items():
         for p in iter_panels(d["panels"]):
             for t in p.get("targets", []):
-                raw = [m for m in metric_names(t["expr"]) if m.endswith("_bucket")
-                       and not m.startswith("llm:")]
+                raw = [
+                    m
+                    for m in metric_names(t["expr"])
+                    if m.endswith("_bucket") and not m.startswith("llm:")
+                ]
                 if raw and not t.get("instant"):
                     assert t.get("exemplar") is True, (name, p["title"], t["refId"])
                     checked += 1
@@ -227,22 +258,47 @@ def test_histogram_panels_show_exemplars(dashboards: dict[str, dict[str, Any]]) 
 
 def test_overview_has_the_panels_the_issue_asks_for(dashboards: dict[str, dict[str, Any]]) -> None:
     titles = " | ".join(p["title"] for p in iter_panels(dashboards["llm-overview.json"]["panels"]))
-    for want in ("Sidecar", "Requests / min", "Error rate by error type", "Fallback rate",
-                 "Call duration p50 / p90 / p99", "Time to first token p50 / p90 / p99",
-                 "Time per output token", "Tokens / min by type", "Cost per hour by model",
-                 "Cost per hour by service", "Cost per day", "Prompt-cache share",
-                 "Requests / min by provider and model", "Top models"):
+    for want in (
+        "Sidecar",
+        "Requests / min",
+        "Error rate by error type",
+        "Fallback rate",
+        "Call duration p50 / p90 / p99",
+        "Time to first token p50 / p90 / p99",
+        "Time per output token",
+        "Tokens / min by type",
+        "Cost per hour by model",
+        "Cost per hour by service",
+        "Cost per day",
+        "Prompt-cache share",
+        "Requests / min by provider and model",
+        "Top models",
+    ):
         assert want in titles, want
-    titles = " | ".join(p["title"] for p in iter_panels(dashboards["pipeline-health.json"]
-                                                        ["panels"]))
-    for want in ("Received", "Rejected", "Queue size vs capacity", "Export failures", "Dropped",
-                 "Unpriced", "Cardinality overflow", "Redactions"):
+    titles = " | ".join(
+        p["title"] for p in iter_panels(dashboards["pipeline-health.json"]["panels"])
+    )
+    for want in (
+        "Received",
+        "Rejected",
+        "Queue size vs capacity",
+        "Export failures",
+        "Dropped",
+        "Unpriced",
+        "Cardinality overflow",
+        "Redactions",
+    ):
         assert want in titles, want
 
 
 # --- the README metric contract --------------------------------------------------------------
-EXTERNAL_METRICS = {"up", "scrape_samples_scraped", "scrape_duration_seconds",
-                    "otelcol_exporter_queue_size", "otelcol_exporter_queue_capacity"}
+EXTERNAL_METRICS = {
+    "up",
+    "scrape_samples_scraped",
+    "scrape_duration_seconds",
+    "otelcol_exporter_queue_size",
+    "otelcol_exporter_queue_capacity",
+}
 
 
 def test_queries_use_only_contract_metrics_and_labels() -> None:
@@ -268,6 +324,14 @@ def test_contract_parser_sees_the_readme() -> None:
     assert "gen_ai_client_operation_duration_seconds_bucket" in c.metrics
     assert "gen_ai_client_tokens_total" in c.metrics
     assert "llm_pipeline_queue_capacity" in c.metrics
-    assert {"service_name", "gen_ai_request_model", "error_type", "gen_ai_token_type",
-            "from_provider", "signal", "reason", "exporter"} <= c.labels
+    assert {
+        "service_name",
+        "gen_ai_request_model",
+        "error_type",
+        "gen_ai_token_type",
+        "from_provider",
+        "signal",
+        "reason",
+        "exporter",
+    } <= c.labels
     assert "model" not in c.labels

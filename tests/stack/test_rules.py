@@ -58,13 +58,20 @@ def test_promtool_test_rules_catches_a_broken_rule(tmp_path: Path) -> None:
     for p in RULE_FILES:
         text = p.read_text()
         if p.name == "llm-alerts.yml":
-            text = text.replace("up{job=\"llm-pipeline\"} == 0", "up{job=\"llm-pipeline\"} == 2")
+            text = text.replace('up{job="llm-pipeline"} == 0', 'up{job="llm-pipeline"} == 2')
             text = text.replace("> 0.05\n          and", "> 0.5\n          and")
         (rules / p.name).write_text(text)
     for p in TEST_FILES:
         (rules / "tests" / p.name).write_text(p.read_text())
-    r = run([require_binary("promtool"), "test", "rules",
-             str(rules / "tests" / "targets.test.yml"), str(rules / "tests" / "calls.test.yml")])
+    r = run(
+        [
+            require_binary("promtool"),
+            "test",
+            "rules",
+            str(rules / "tests" / "targets.test.yml"),
+            str(rules / "tests" / "calls.test.yml"),
+        ]
+    )
     assert r.returncode != 0
     assert "LLMPipelineSidecarDown" in r.stdout + r.stderr
     assert "LLMHighErrorRate" in r.stdout + r.stderr
@@ -87,8 +94,9 @@ def test_every_alert_has_a_firing_and_a_non_firing_test(alerts: list[dict[str, A
     assert (firing | silent) <= names, f"tests for unknown alerts: {(firing | silent) - names}"
 
 
-def test_every_recording_rule_is_tested_or_used(records: list[dict[str, Any]],
-                                                alerts: list[dict[str, Any]]) -> None:
+def test_every_recording_rule_is_tested_or_used(
+    records: list[dict[str, Any]], alerts: list[dict[str, Any]]
+) -> None:
     tested = ""
     for path in TEST_FILES:
         doc = yaml.safe_load(path.read_text())
@@ -169,14 +177,25 @@ def test_amtool_check_config() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize(("labels", "receiver"), [
-    (["severity=critical", "alertname=LLMPipelineSidecarDown"], "critical"),
-    (["severity=warning", "alertname=LLMHighErrorRate"], "warning"),
-    (["alertname=Unlabelled"], "warning"),
-])
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["severity=critical", "alertname=LLMPipelineSidecarDown"], "critical"),
+        (["severity=warning", "alertname=LLMHighErrorRate"], "warning"),
+        (["alertname=Unlabelled"], "warning"),
+    ],
+)
 def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> None:
-    r = run([require_binary("amtool"), "config", "routes", "test",
-             f"--config.file={ALERTMANAGER}", *labels])
+    r = run(
+        [
+            require_binary("amtool"),
+            "config",
+            "routes",
+            "test",
+            f"--config.file={ALERTMANAGER}",
+            *labels,
+        ]
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.split() == [receiver], r.stdout
 
@@ -184,8 +203,12 @@ def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> No
 def test_every_alert_severity_has_a_route(alerts: list[dict[str, Any]]) -> None:
     cfg = yaml.safe_load(ALERTMANAGER.read_text())
     receivers = {r["name"] for r in cfg["receivers"]}
-    routed = {m.split("=", 1)[1].strip('"') for r in cfg["route"]["routes"]
-              for m in r["matchers"] if m.startswith("severity=")}
+    routed = {
+        m.split("=", 1)[1].strip('"')
+        for r in cfg["route"]["routes"]
+        for m in r["matchers"]
+        if m.startswith("severity=")
+    }
     assert {a["labels"]["severity"] for a in alerts} <= routed
     assert {r["receiver"] for r in cfg["route"]["routes"]} <= receivers
     assert all(r.get("webhook_configs") for r in cfg["receivers"])
