@@ -13,6 +13,12 @@ records a fixture (tests/testdata/conventions/): starts a fake LLM server, runs 
 and writes one OTLP/JSON request, each scenario's spans under a resource with the attributes
 `test.scenario` and `test.library` (LABEL, e.g. "opentelemetry-instrumentation-openai==0.53.0").
 Run it with an interpreter that has the library version to record (a venv).
+
+    python -m tests.instrumentation.runner --otlp ENDPOINT SETUP BASE_URL [SCENARIO ...]
+
+sends the spans over OTLP/HTTP to ENDPOINT (e.g. a running sidecar's
+http://127.0.0.1:4318/v1/traces) instead, for end-to-end runs; it prints the client errors
+per scenario as JSON.
 """
 
 from __future__ import annotations
@@ -56,6 +62,26 @@ def main(argv: list[str]) -> int:
                 "error": session.last_error,
             }
     Path(out).write_text(json.dumps(result))
+    return 0
+
+
+def export_otlp(endpoint: str, setup: str, base_url: str, names: list[str]) -> int:
+    from tests.instrumentation.scenarios import SETUPS, scenarios_for
+
+    for k, v in SETUPS[setup].env.items():
+        os.environ.setdefault(k, v)
+
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from tests.instrumentation.scenarios import instrumented, run_scenario
+
+    errors: dict[str, str] = {}
+    with instrumented(setup, OTLPSpanExporter(endpoint=endpoint)) as session:
+        for name in names or scenarios_for(setup):
+            session.last_error = ""
+            run_scenario(session, name, base_url)
+            errors[name] = session.last_error
+    print(json.dumps(errors))
     return 0
 
 
@@ -116,4 +142,6 @@ def capture(
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--record"]:
         sys.exit(record(*sys.argv[2:5]))
+    if sys.argv[1:2] == ["--otlp"]:
+        sys.exit(export_otlp(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]))
     sys.exit(main(sys.argv[1:]))
