@@ -1,0 +1,220 @@
+"""fallback: fallbacks and retries, from traces alone.
+
+The rule. Calls are related only when they are in the same trace, under the same parent span and
+of the same operation (`chat`, `embeddings`, ...), and only counted client calls take part:
+`counted=False` calls (a proxy span wrapping the raw call, set by dedupe) would show one attempt
+twice, and server-side spans (vLLM) are not client attempts. Duplicate spans (same span ID, e.g.
+a resent batch) count once. Within a group, calls are ordered by start time (then end time,
+then span ID), and each consecutive pair (A, B) where A failed (`LLMCall.failed`) and B started
+at or after A ended is:
+
+- a retry when B has A's provider and request model, whether B succeeds or fails:
+  `gen_ai_client_retries_total{service_name, gen_ai_provider_name, gen_ai_request_model}` +1;
+- a fallback when B is another provider or request model and B succeeded:
+  `gen_ai_client_fallbacks_total{service_name, from_provider, from_model, to_provider,
+  to_model}` +1, `from_*` being A's and `to_*` B's;
+- nothing when B is another provider or model and failed too (the chain goes on from B).
+
+So fail -> retry fails -> another model succeeds is 1 retry and 1 fallback (from the retry's
+model); A fails -> B fails -> C succeeds (three models) is 1 fallback, B -> C. Calls that overlap
+in time are concurrent (fan-out), not reactions to each other's failure: such a pair counts
+nothing. `service_name` is B's; the exemplar is B's trace and span ID.
+
+Windows. The spans of one trace arrive over several batches, so per trace only small facts
+(times, parent, provider, model, failed, span ID) are buffered. A trace's window opens when its
+first call is seen and closes `window_s` later (`flush()`, called every second by the service)
+or at shutdown (`flush(force=True)`); the decision is counted when it closes. Calls of a trace
+arriving after its window closed open a new window and are not related to the earlier ones, so
+`window_s` should exceed the exporters' batching delay (5 s by default in the OTel SDKs).
+Memory is bounded: at most `max_traces` open windows (opening one more closes the oldest early,
+counted in `forced_closes`) of at most `max_calls_per_trace` calls (later calls are ignored,
+counted in `dropped_calls`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ..aggregation import Exemplar
+from ..model import TraceBatch
+from .metrics import LLMMetrics
+
+
+@dataclass
+class FallbackConfig:
+    window_s: float = 10.0
+    max_traces: int = 50_000
+    max_calls_per_trace: int = 256
+
+    def validate(self) -> None:
+        if not (isinstance(self.window_s, int | float) and math.isfinite(self.window_s)):
+            raise ValueError("window_s must be a finite number of seconds")
+        if self.window_s <= 0:
+            raise ValueError("window_s must be > 0")
+        if self.max_traces < 1:
+            raise ValueError("max_traces must be >= 1")
+        if self.max_calls_per_trace < 2:
+            raise ValueError("max_calls_per_trace must be >= 2")
+
+
+class _Fact(NamedTuple):
+    """What is kept of one call while its trace's window is open."""
+
+    start_ns: int
+    end_ns: int
+    span_id: bytes
+    parent: bytes
+    operation: str
+    provider: str
+    model: str
+    failed: bool
+    service: str
+
+
+class _Window:
+    __slots__ = ("calls", "opened", "trace_id")
+
+    def __init__(self, trace_id: bytes, opened: float) -> None:
+        self.trace_id = trace_id
+        self.opened = opened
+        self.calls: list[_Fact] = []
+
+
+# (is_fallback, label values, exemplar trace id hex, exemplar span id hex)
+Decision = tuple[bool, tuple[str, ...], str, str]
+
+
+def decide(trace_id: bytes, calls: list[_Fact]) -> list[Decision]:
+    """The retries and fallbacks among one trace's calls (the rule in the module docstring)."""
+    if len(calls) < 2:
+        return []
+    groups: dict[tuple[bytes, str], dict[bytes, _Fact]] = {}
+    for f in calls:
+        groups.setdefault((f.parent, f.operation), {}).setdefault(f.span_id, f)
+    out: list[Decision] = []
+    trace_hex = trace_id.hex()
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        ordered = sorted(group.values(), key=lambda f: (f.start_ns, f.end_ns, f.span_id))
+        for a, b in itertools.pairwise(ordered):
+            if not a.failed or b.start_ns < a.end_ns:
+                continue
+            if a.provider == b.provider and a.model == b.model:
+                out.append((False, (b.service, b.provider, b.model), trace_hex, b.span_id.hex()))
+            elif not b.failed:
+                labels = (b.service, a.provider, a.model, b.provider, b.model)
+                out.append((True, labels, trace_hex, b.span_id.hex()))
+    return out
+
+
+class FallbackDetector:
+    """Buffers call facts per trace (`__call__`), counts retries/fallbacks as windows close."""
+
+    def __init__(
+        self,
+        config: FallbackConfig | None = None,
+        metrics: LLMMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_decision: Callable[[Decision], None] | None = None,
+    ) -> None:
+        self.config = config or FallbackConfig()
+        self.config.validate()
+        self.metrics = metrics
+        self._clock = clock
+        self._on_decision = on_decision
+        self._lock = threading.Lock()
+        self._windows: OrderedDict[bytes, _Window] = OrderedDict()
+        self.forced_closes = 0  # windows closed early because max_traces were open
+        self.dropped_calls = 0  # calls ignored because their trace had max_calls_per_trace
+
+    def __len__(self) -> int:
+        """Open windows (traces buffered)."""
+        return len(self._windows)
+
+    def __call__(self, batch: TraceBatch) -> TraceBatch:
+        facts = [
+            (
+                c.trace_id,
+                _Fact(
+                    c.start_ns,
+                    c.end_ns,
+                    c.span_id,
+                    c.parent_span_id,
+                    sys.intern(c.operation),
+                    sys.intern(c.provider),
+                    sys.intern(c.request_model),
+                    c.failed,
+                    sys.intern(c.service_name),
+                ),
+            )
+            for c in batch.calls
+            if c.counted and not c.server_side and c.trace_id
+        ]
+        if not facts:
+            return batch
+        cfg = self.config
+        closed: list[_Window] = []
+        now = self._clock()
+        with self._lock:
+            windows = self._windows
+            for trace_id, fact in facts:
+                w = windows.get(trace_id)
+                if w is None:
+                    if len(windows) >= cfg.max_traces:
+                        closed.append(windows.popitem(last=False)[1])
+                        self.forced_closes += 1
+                    w = windows[trace_id] = _Window(trace_id, now)
+                if len(w.calls) >= cfg.max_calls_per_trace:
+                    self.dropped_calls += 1
+                    continue
+                w.calls.append(fact)
+        if closed:
+            self._count(closed)
+        return batch
+
+    def flush(self, now: float | None = None, force: bool = False) -> int:
+        """Close the windows open for `window_s` or longer (all with `force`); how many closed."""
+        if now is None:
+            now = self._clock()
+        closed: list[_Window] = []
+        with self._lock:
+            windows = self._windows
+            if force:
+                closed = list(windows.values())
+                windows.clear()
+            else:
+                horizon = now - self.config.window_s
+                while windows:
+                    w = next(iter(windows.values()))
+                    if w.opened > horizon:
+                        break
+                    windows.popitem(last=False)
+                    closed.append(w)
+        if closed:
+            self._count(closed)
+        return len(closed)
+
+    def _count(self, closed: list[_Window]) -> None:
+        decisions = [d for w in closed for d in decide(w.trace_id, w.calls)]
+        if not decisions:
+            return
+        if self._on_decision is not None:
+            for d in decisions:
+                self._on_decision(d)
+        m = self.metrics
+        if m is None:
+            return
+        now = time.time()
+        with m.agg.lock:
+            for is_fallback, labels, trace_hex, span_hex in decisions:
+                family = m.fallbacks if is_fallback else m.retries
+                family.add(labels, 1, Exemplar(trace_hex, span_hex, 1.0, now))
