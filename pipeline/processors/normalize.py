@@ -17,6 +17,7 @@ _SPAN_KIND_SERVER = 2
 _STATUS_ERROR = 2
 _CLASS_REPR = re.compile(r"^<class '([\w.]+)'>$")
 
+_MAX_TOKENS = 2**63 - 1  # an OTLP int64: larger counts (from strings) are not counts
 _TOKEN_FIELDS = (
     "input_tokens",
     "output_tokens",
@@ -71,7 +72,10 @@ def read_span(span: Any, service_name: str) -> LLMCall | None:
         present.add(key)
         value = any_value(kv.value)
         if mapping.transform is not None:
-            value = mapping.transform(value)
+            try:
+                value = mapping.transform(value)
+            except (ValueError, TypeError, ArithmeticError):  # "inf" tokens: as if absent
+                value = None
         if value is None or value == "":
             continue
         f = mapping.field
@@ -113,9 +117,11 @@ def read_span(span: Any, service_name: str) -> LLMCall | None:
     )
     for f in _TOKEN_FIELDS:
         v = fields.get(f)
-        if v is not None and v >= 0:
+        if v is not None and 0 <= v <= _MAX_TOKENS:
             setattr(call, f, v)
     total = fields.get("total_tokens")
+    if total is not None and not 0 <= total <= _MAX_TOKENS:
+        total = None
     if (
         call.output_tokens is None
         and total is not None
