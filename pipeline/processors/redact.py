@@ -1,0 +1,463 @@
+"""redact: remove secrets and PII from spans and logs before anything stores them.
+
+What is scanned (string values only, including strings nested in array and kvlist values):
+resource attributes, span names, span attributes, span event and link attributes, span status
+messages, log record bodies and log record attributes; every span, not only LLM calls. That
+covers prompts and completions in every convention (`gen_ai.input.messages` JSON, `gen_ai.prompt`
+events, OpenLLMetry `gen_ai.prompt.N.content`, OpenInference
+`llm.input_messages.N.message.content`, `input.value`, `output.value`). Numbers are never
+scanned, nor the attributes naming the call (`gen_ai.request.model`, `gen_ai.provider.name`, ...,
+see `_NOT_SCANNED`), so metrics are unaffected.
+
+Each match becomes a typed marker `[REDACTED:type]`:
+
+- `email`: `local@domain.tld` (not image names such as `icon@2x.png`).
+- `phone`: international `+CC ...` with 8-15 digits (`+44 20 7946 0958`, `+14155550123`), or
+  US/NANP with separators: `(415) 555-0123`, `415-555-0123`, `415.555.0123`, `415 555 0123`,
+  `1-800-555-0199`. Separators are required and a number must not run on into more digits, so
+  plain integers, timestamps, IDs, dates and versions are not phone numbers.
+- `credit_card`: 13-19 digits, contiguous or grouped as printed (4-4-4-4..., Amex 4-6-5,
+  Diners 4-6-4) with one kind of separator (space or dash), starting with a card network's
+  issuer prefix (Visa 4, Mastercard 51-55/2221-2720, Amex 34/37, Diners 30/36/38/39, JCB 35,
+  Discover 6011/644-649/65, UnionPay 62) and passing the Luhn check; anything else is kept
+  (phone numbers inside such a run of digits are still found).
+- `api_key`: OpenAI `sk-...`/`sk-proj-...`, Anthropic `sk-ant-...`, AWS `AKIA...`/`ASIA...`,
+  Google `AIza...`, GitHub `ghp_...` (and `gho_/ghu_/ghs_/ghr_`, `github_pat_...`) as a whole;
+  in `api_key=VALUE` / `"apiKey": "VALUE"` / `X-Api-Key: VALUE` / `OPENAI_API_KEY=VALUE`
+  assignments only the value is replaced, and only when it has 8+ characters and a digit or a
+  provider prefix (so `api_key=None` or `api_key = settings.KEY` in code stays).
+- `bearer_token`: `Bearer TOKEN` -> `Bearer [REDACTED:bearer_token]` (the token needs 8+
+  characters and a digit, or 20+ characters, so "the bearer instruments" stays).
+- `url_password`: `scheme://user:pass@host` -> `scheme://user:[REDACTED:url_password]@host`.
+- custom: `extra_patterns` name -> regex, marker `[REDACTED:name]`, run after the built-in
+  types (each its own regex, so a pattern may use groups and flags such as `(?i)`).
+
+`drop_attributes` removes attributes by key (exact, or a glob such as `gen_ai.prompt.*`) from
+every attribute list scanned; each removal counts as type `dropped`. Counts go to `on_redact(type,
+count)` once per type per batch. The batch is marked modified when anything changed. Redacting
+twice changes nothing more (markers are not matched again).
+
+Matches do not start inside a word, and an escape such as `\\n` in a JSON-encoded prompt is a
+boundary (`...\\nbob@x.com` keeps its `\\n`); markers never break the JSON around them.
+
+Speed (runs on every span): values shorter than the shortest possible match are skipped; cheap
+`in` checks (`@`, `://`, `sk-`, `earer`, ...) and one small digit-run regex decide which types
+can occur in a value at all (most values: none, and no regex runs); one combined regex of just
+those types, a named group each, compiled once per combination and cached, does the scan. Each
+combined regex starts with a character class of the types' first characters, which lets the
+regex engine skip ahead in C instead of trying every alternative at every position.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..model import LogBatch, TraceBatch
+
+EMAIL = "email"
+PHONE = "phone"
+CREDIT_CARD = "credit_card"
+API_KEY = "api_key"
+BEARER_TOKEN = "bearer_token"
+URL_PASSWORD = "url_password"
+DROPPED = "dropped"
+BUILTIN_TYPES = (EMAIL, PHONE, CREDIT_CARD, API_KEY, BEARER_TOKEN, URL_PASSWORD)
+
+# Attributes naming the model call (what the metrics are labelled by): never scanned, so
+# redaction cannot change them. Token counts are numbers, never scanned anyway. (Not every key
+# the convention tables read: `llm.invocation_parameters` is a JSON blob that may hold PII.)
+_NOT_SCANNED = frozenset(
+    {
+        "gen_ai.operation.name",
+        "gen_ai.provider.name",
+        "gen_ai.system",
+        "gen_ai.request.model",
+        "gen_ai.response.model",
+        "gen_ai.response.id",
+        "error.type",
+        "llm.request.type",
+        "llm.system",
+        "llm.provider",
+        "llm.model_name",
+        "llm.request.model_name",
+        "llm.response.model_name",
+        "embedding.model_name",
+        "openinference.span.kind",
+    }
+)
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def _after(first: str, before: str) -> str:
+    """After consuming the match's first char (one of `first`): the char before it is not in
+    `before` (matches start at word boundaries), or the match follows an escape such as `\\n`."""
+    return rf"(?<=[{first}])(?:(?<![{before}\\].)|(?<=\\[nrt].))"
+
+
+# Each type is (first chars, the rest): a scan's regex is `[all first chars](?:(?P<type>rest)|...)`
+# so the regex engine skips ahead to a possible first char in C (a pattern that starts with a
+# character class gets that fast path; one that starts with a lookbehind or `|` does not).
+# Order matters only for matches starting at the same position: the first alternative wins.
+_FIRST: dict[str, str] = {
+    URL_PASSWORD: ":",
+    API_KEY: "sAag",
+    BEARER_TOKEN: "bB",
+    EMAIL: r"A-Za-z0-9._%+\-",
+    CREDIT_CARD: "2-6",
+    PHONE: r"\d+(",
+}
+_REST: dict[str, str] = {
+    # `scheme://user:password@`; the match starts at the `:` after the scheme.
+    URL_PASSWORD: (
+        r"(?<=[A-Za-z0-9+.\-]:)//[^\s/?#@:\"'\\]{0,256}:(?P<up_pw>[^\s/?#\"'\\]{1,256})@"
+    ),
+    API_KEY: (
+        r"(?:" + _after("s", r"\w\-") + r"k-(?:proj-|ant-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}"
+        r"|" + _after("A", r"\w\-") + r"(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])"
+        r"|" + _after("A", r"\w\-") + r"Iza[0-9A-Za-z_\-]{35}(?![\w\-])"
+        r"|" + _after("g", r"\w\-") + r"(?:h[pousr]_[A-Za-z0-9]{36,}|ithub_pat_[A-Za-z0-9_]{22,})"
+        # `api_key=V`, `"apiKey": "V"`, `X-Api-Key: V`, `OPENAI_API_KEY=V`: only V is replaced.
+        r"|"
+        + _after("aA", r"A-Za-z0-9")
+        + r"(?:(?<=a)pi|(?<=A)(?:pi|PI))[_\-]?(?:key|KEY|Key)[\"']?\s*[:=]\s*"
+        r"[\"']?(?P<ak_val>[A-Za-z0-9_\-.~+/=]{8,}))"
+    ),
+    BEARER_TOKEN: (
+        _after("bB", r"\w\-") + r"(?:earer|EARER)\s+(?P<bt_tok>[A-Za-z0-9\-._~+/]{8,}=*)"
+    ),
+    EMAIL: (
+        _after(r"A-Za-z0-9._%+\-", r"\w.%+\-")
+        + r"[A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*"
+        # not an image name such as `icon@2x.png`
+        r"\.(?!(?:png|jpe?g|gif|svg|webp)(?![A-Za-z]))[A-Za-z]{2,24}(?![\w\-])"
+    ),
+    CREDIT_CARD: _after("2-6", r"\w.+\-/") + r"(?:[ \-]?\d){12,18}(?!\w|[.\-]\d)",
+    PHONE: (
+        _after(r"\d+(", r"\w.+\-/") + r"(?:"
+        # +CC ... with 8-15 digits; one digit per repetition, so no exponential backtracking.
+        r"(?<=\+)\d{1,3}(?:[ .\-]?\(\d{1,4}\))?(?:[ .\-]?\d){4,14}"
+        r"|(?<=1)[ .\-]?(?:\(\d{3}\)[ .\-]?|\d{3}[ .\-])\d{3}[ .\-]\d{4}"  # 1-555-123-4567
+        r"|(?<=\()\d{3}\)[ .\-]?\d{3}[ .\-]\d{4}"  # (555) 123-4567
+        r"|(?<=\d)\d{2}[ .\-]\d{3}[ .\-]\d{4}"  # 555-123-4567, 555.123.4567
+        r")(?!\w|[.\-]?\d)"
+    ),
+}
+
+# Shortest string any built-in pattern can match (`a@b.co`).
+_MIN_LEN = 6
+# The shortest phone number (`+` and 8 digits) or card number.
+_MIN_NUMBER_LEN = 9
+# Every phone or card number contains a run like this; digits elsewhere (`gpt-4o`) do not.
+_NUMBER_HINT = re.compile(r"\d[\d .()\-]{5,}\d", re.ASCII)
+
+# A value in `api_key=VALUE` without a digit is still a key when it has a provider's prefix.
+_KEY_PREFIX = re.compile(r"sk-|AKIA|ASIA|AIza|gh[pousr]_|github_pat_")
+
+_BIT = {name: 1 << i for i, name in enumerate(BUILTIN_TYPES)}
+_NUMBERS = _BIT[PHONE] | _BIT[CREDIT_CARD]
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = ord(ch) - 48
+        if i & 1:
+            n *= 2
+            if n > 9:
+                n -= 9
+        total += n
+    return total % 10 == 0
+
+
+# Issuer prefixes (IIN) of the card networks: Visa, Mastercard (51-55, 2221-2720), Amex,
+# Diners, JCB, Discover, UnionPay.
+_IIN = re.compile(
+    r"4|5[1-5]|2(?:22[1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)|3[47]|3(?:0[0-5]|[689])|35"
+    r"|6(?:011|4[4-9]|5|2)"
+)
+# Group lengths of card numbers as written: 4-4-4-4 (13-19 digits: 4-4-4-1..4, 4-4-4-4-1..3),
+# Amex 4-6-5, Diners 4-6-4.
+_CARD_GROUPS = re.compile(
+    r"\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1(?:\d{1,4}|\d{4}\1\d{1,3})"
+    r"|\d{4}([ -])\d{6}\2\d{4,5}"
+)
+
+
+def is_card_number(text: str) -> bool:
+    """13-19 digits grouped as cards are written, a card network's prefix, and Luhn-valid."""
+    if _CARD_GROUPS.fullmatch(text) is None:
+        return False
+    digits = text.replace(" ", "").replace("-", "")
+    return _IIN.match(digits) is not None and luhn_valid(digits)
+
+
+def _hints(s: str) -> int:
+    """Bits of the built-in types that can possibly occur in `s` (necessary conditions)."""
+    mask = 0
+    if "@" in s:
+        mask |= _BIT[EMAIL]
+        if "://" in s:
+            mask |= _BIT[URL_PASSWORD]
+    if "earer" in s or "EARER" in s:
+        mask |= _BIT[BEARER_TOKEN]
+    if (
+        "sk-" in s
+        or "api" in s
+        or ("A" in s and ("API" in s or "Api" in s or "AIza" in s or "AKIA" in s or "ASIA" in s))
+        or ("_" in s and "gh" in s)
+    ):
+        mask |= _BIT[API_KEY]
+    if len(s) >= _MIN_NUMBER_LEN and _NUMBER_HINT.search(s) is not None:
+        mask |= _NUMBERS
+    return mask
+
+
+@dataclass
+class RedactConfig:
+    """`types`: a mapping type -> on/off (types not named stay on) or the set of types on."""
+
+    enabled: bool = True
+    types: dict[str, bool] | set[str] = field(
+        default_factory=lambda: dict.fromkeys(BUILTIN_TYPES, True)
+    )
+    extra_patterns: dict[str, str] = field(default_factory=dict)
+    drop_attributes: list[str] = field(default_factory=list)
+
+    def enabled_types(self) -> frozenset[str]:
+        if isinstance(self.types, dict):
+            return frozenset(t for t in BUILTIN_TYPES if self.types.get(t, True))
+        return frozenset(self.types)
+
+    def compiled_extras(self) -> dict[str, re.Pattern[str]]:
+        out: dict[str, re.Pattern[str]] = {}
+        for name, pattern in self.extra_patterns.items():
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise ValueError(
+                    f"extra_patterns.{name}: name must be lowercase letters, digits and _"
+                )
+            if name in BUILTIN_TYPES or name == DROPPED:
+                raise ValueError(f"extra_patterns.{name}: the name of a built-in type")
+            if not isinstance(pattern, str) or not pattern:
+                raise ValueError(f"extra_patterns.{name}: expected a non-empty regex string")
+            try:
+                compiled = re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"extra_patterns.{name}: invalid regex: {e}") from e
+            if compiled.fullmatch("") is not None:
+                raise ValueError(f"extra_patterns.{name}: matches the empty string")
+            out[name] = compiled
+        return out
+
+    def validate(self) -> None:
+        names = self.types.keys() if isinstance(self.types, dict) else self.types
+        unknown = sorted(set(names) - set(BUILTIN_TYPES))
+        if unknown:
+            raise ValueError(f"types: unknown {unknown}; known: {', '.join(BUILTIN_TYPES)}")
+        self.compiled_extras()
+        for key in self.drop_attributes:
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"drop_attributes: expected non-empty keys, got {key!r}")
+
+
+OnRedact = Callable[[str, int], None]
+
+
+class Redactor:
+    """Redacts a `TraceBatch` or `LogBatch` in place; see the module docstring for the rules."""
+
+    def __init__(
+        self, config: RedactConfig | None = None, on_redact: OnRedact | None = None
+    ) -> None:
+        self.config = cfg = config or RedactConfig()
+        cfg.validate()
+        self._on_redact = on_redact
+        types = cfg.enabled_types()
+        self._enabled_mask = sum(_BIT[t] for t in types)
+        extras = cfg.compiled_extras()
+        # Custom patterns run after the built-in scan, each its own regex (a user's pattern may
+        # carry groups, backreferences or global flags that cannot be spliced into ours).
+        self._extras = list(extras.items())
+        self._min_len = _MIN_LEN
+        self._patterns: dict[int, re.Pattern[str]] = {}
+        self._markers = {t: f"[REDACTED:{t}]" for t in (*BUILTIN_TYPES, *extras)}
+        exact = {k for k in cfg.drop_attributes if not any(c in k for c in "*?[")}
+        globs = [k for k in cfg.drop_attributes if k not in exact]
+        self._drop_exact = frozenset(exact)
+        self._drop_glob = (
+            re.compile("|".join(fnmatch.translate(g) for g in globs)) if globs else None
+        )
+        self._dropping = bool(cfg.drop_attributes)
+
+    # -- the scan of one string ---------------------------------------------------------------
+
+    def _pattern(self, mask: int) -> re.Pattern[str]:
+        """The combined regex of the types in `mask`, compiled once per combination."""
+        p = self._patterns.get(mask)
+        if p is None:
+            types = [t for t in _REST if mask & _BIT[t]]
+            first = "".join(_FIRST[t] for t in types)
+            rest = "|".join(f"(?P<{t}>{_REST[t]})" for t in types)
+            p = self._patterns[mask] = re.compile(f"[{first}](?:{rest})", re.ASCII)
+        return p
+
+    def redact_text(self, s: str, counts: dict[str, int]) -> str:
+        """`s` with every enabled match replaced; `counts` gets +1 per replacement by type."""
+        if len(s) >= _MIN_LEN:
+            mask = _hints(s) & self._enabled_mask
+            if mask:
+
+                def replace(m: re.Match[str]) -> str:
+                    return self._replace(m, counts)
+
+                s = self._pattern(mask).sub(replace, s)
+        for name, compiled in self._extras:
+            s, n = compiled.subn(self._markers[name], s)
+            if n:
+                counts[name] = counts.get(name, 0) + n
+        return s
+
+    def _replace(self, m: re.Match[str], counts: dict[str, int]) -> str:
+        kind = m.lastgroup or ""
+        text = m.group()
+        start = m.start()
+        out: str | None = None
+        if kind == URL_PASSWORD:  # keep `://user:`, replace the password
+            if m.group("up_pw") != self._markers[kind]:  # not redacted already
+                out = text[: m.start("up_pw") - start] + self._markers[kind] + "@"
+        elif kind == API_KEY:
+            val = m.group("ak_val")
+            if val is None:
+                out = self._markers[kind]
+            elif any(c.isdigit() for c in val) or _KEY_PREFIX.match(val):
+                out = text[: m.start("ak_val") - start] + self._markers[kind]
+        elif kind == BEARER_TOKEN:
+            tok = m.group("bt_tok")
+            if len(tok) >= 20 or any(c.isdigit() for c in tok):
+                out = text[: m.start("bt_tok") - start] + self._markers[kind]
+        elif kind == CREDIT_CARD:
+            return self._card(text, counts)
+        elif kind == PHONE:
+            if text[0] != "+" or 8 <= sum(c.isdigit() for c in text) <= 15:
+                out = self._markers[kind]
+        else:
+            out = self._markers[kind]
+        if out is None:
+            return text
+        counts[kind] = counts.get(kind, 0) + 1
+        return out
+
+    def _card(self, text: str, counts: dict[str, int]) -> str:
+        """The card number redacted if it (or its longest prefix ending at a separator, e.g. a
+        card followed by ` 12`) is card-shaped and passes Luhn; else phone numbers inside it."""
+        ends = [len(text)] + [i for i in range(len(text) - 1, 0, -1) if text[i] in " -"]
+        for end in ends:
+            if is_card_number(text[:end]):
+                counts[CREDIT_CARD] = counts.get(CREDIT_CARD, 0) + 1
+                return self._markers[CREDIT_CARD] + text[end:]
+        if self._enabled_mask & _BIT[PHONE]:
+            return self._pattern(_BIT[PHONE]).sub(lambda m: self._replace(m, counts), text)
+        return text
+
+    # -- OTLP structures ----------------------------------------------------------------------
+
+    def _value(self, v: Any, counts: dict[str, int]) -> bool:
+        """Redact an AnyValue in place; True when it changed."""
+        s = v.string_value
+        if s:
+            r = self.redact_text(s, counts)
+            if r != s:
+                v.string_value = r
+                return True
+            return False
+        kind = v.WhichOneof("value")
+        changed = False
+        if kind == "array_value":
+            for x in v.array_value.values:
+                changed |= self._value(x, counts)
+        elif kind == "kvlist_value":
+            for kv in v.kvlist_value.values:
+                changed |= self._value(kv.value, counts)
+        return changed
+
+    def _attributes(self, attrs: Any, counts: dict[str, int]) -> bool:
+        changed = False
+        if self._dropping:
+            drop = [i for i, kv in enumerate(attrs) if self._drops(kv.key)]
+            for i in reversed(drop):
+                del attrs[i]
+            if drop:
+                counts[DROPPED] = counts.get(DROPPED, 0) + len(drop)
+                changed = True
+        for kv in attrs:
+            if kv.key not in _NOT_SCANNED:
+                changed |= self._value(kv.value, counts)
+        return changed
+
+    def _drops(self, key: str) -> bool:
+        if key in self._drop_exact:
+            return True
+        return self._drop_glob is not None and self._drop_glob.match(key) is not None
+
+    def _string_field(self, msg: Any, name: str, counts: dict[str, int]) -> bool:
+        s = getattr(msg, name)
+        if not s:
+            return False
+        r = self.redact_text(s, counts)
+        if r == s:
+            return False
+        setattr(msg, name, r)
+        return True
+
+    def redact_traces(self, batch: TraceBatch) -> TraceBatch:
+        counts: dict[str, int] = {}
+        changed = False
+        attributes = self._attributes
+        for rs in batch.request.resource_spans:
+            changed |= attributes(rs.resource.attributes, counts)
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    changed |= self._string_field(span, "name", counts)
+                    changed |= attributes(span.attributes, counts)
+                    for ev in span.events:
+                        changed |= attributes(ev.attributes, counts)
+                    for link in span.links:
+                        changed |= attributes(link.attributes, counts)
+                    if span.status.message:
+                        changed |= self._string_field(span.status, "message", counts)
+        self._finish(batch, changed, counts)
+        return batch
+
+    def redact_logs(self, batch: LogBatch) -> LogBatch:
+        counts: dict[str, int] = {}
+        changed = False
+        for rl in batch.request.resource_logs:
+            changed |= self._attributes(rl.resource.attributes, counts)
+            for sl in rl.scope_logs:
+                for rec in sl.log_records:
+                    changed |= self._value(rec.body, counts)
+                    changed |= self._attributes(rec.attributes, counts)
+        self._finish(batch, changed, counts)
+        return batch
+
+    def _finish(self, batch: TraceBatch | LogBatch, changed: bool, counts: dict[str, int]) -> None:
+        if changed:
+            batch.modified = True
+        if self._on_redact is not None:
+            for kind, n in counts.items():
+                if n:
+                    self._on_redact(kind, n)
+
+    def __call__(self, batch: Any) -> Any:
+        if not self.config.enabled:
+            return batch
+        if isinstance(batch, TraceBatch):
+            return self.redact_traces(batch)
+        if isinstance(batch, LogBatch):
+            return self.redact_logs(batch)
+        return batch
