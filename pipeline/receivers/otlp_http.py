@@ -27,6 +27,9 @@ log = structlog.get_logger("pipeline.receivers")
 _PATHS = {"/v1/traces": "traces", "/v1/logs": "logs", "/v1/metrics": "metrics"}
 _STATUS_FOR_REASON = {"malformed": 400, "too_large": 413, "unsupported_media_type": 415}
 _GRPC_CODE = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14, 500: 13, 404: 5, 405: 12}
+# A client that stops sending (mid-body, or idle on a kept-alive connection) loses its
+# connection after this long instead of holding a server thread forever.
+READ_TIMEOUT_S = 60.0
 
 
 class _Server(ThreadingHTTPServer):
@@ -68,6 +71,7 @@ def _make_handler(service: Service, limits: Limits, auth_token: str | None) -> A
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "llm-pipeline"
+        timeout = READ_TIMEOUT_S
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # access logs would drown the sidecar's own
