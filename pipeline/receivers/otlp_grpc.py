@@ -16,7 +16,7 @@ import structlog
 from ..exporters.queue import QueueFull
 from ..service import Service
 from ._common import bearer_ok, export_response
-from .decode import DecodeError, parse_protobuf
+from .decode import DecodeError, count_items, parse_protobuf
 
 log = structlog.get_logger("pipeline.receivers")
 
@@ -82,7 +82,7 @@ class OtlpGrpcReceiver:
             try:
                 result = service.accept(signal, request, raw, "grpc")
             except QueueFull as e:
-                service.reject(signal, "queue_full")
+                service.reject(signal, "queue_full", count_items(signal, request))
                 context.set_trailing_metadata((("retry-after", str(int(e.retry_after_s))),))
                 context.abort(
                     grpc.StatusCode.UNAVAILABLE,

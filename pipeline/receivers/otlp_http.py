@@ -20,7 +20,7 @@ from google.rpc import status_pb2
 from ..exporters.queue import QueueFull
 from ..service import Service
 from ._common import bearer_ok, export_response
-from .decode import DecodeError, Limits, decode
+from .decode import DecodeError, Limits, count_items, decode
 
 log = structlog.get_logger("pipeline.receivers")
 
@@ -141,7 +141,7 @@ def _make_handler(service: Service, limits: Limits, auth_token: str | None) -> A
             try:
                 result = service.accept(signal, request, None, "http")
             except QueueFull as e:
-                service.reject(signal, "queue_full")
+                service.reject(signal, "queue_full", count_items(signal, request))
                 self._error(
                     503,
                     "sending queue full; retry later",

@@ -307,12 +307,17 @@ def test_full_queue_answers_503_with_retry_after_and_counts(tmp_path: Path) -> N
         assert r.post(GOOD).status_code == 200
         assert r.post(GOOD).status_code == 200
         assert r.post(GOOD).status_code == 200
-        full = r.post(GOOD)
+        five = llm_span()
+        spans = five.resource_spans[0].scope_spans[0].spans
+        for i in range(4):
+            spans.add().CopyFrom(spans[0])
+            spans[-1].span_id = bytes([9, 9, 9, 9, 9, 9, 9, i])
+        full = r.post(five.SerializeToString())
         assert full.status_code == 503
         assert int(full.headers["Retry-After"]) >= 1
         assert _status(full).code == 14  # UNAVAILABLE
         tel = r.service.telemetry
-        assert r.counter(tel.rejected, "traces", "queue_full") == 1
+        assert r.counter(tel.rejected, "traces", "queue_full") == 5  # items, not requests
         assert r.counter(tel.received, "traces", "http") == 3
         assert r.service.queues["traces"].size == 3
     finally:
