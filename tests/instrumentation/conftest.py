@@ -1,8 +1,9 @@
 """Fixtures for the tests that drive real instrumentation libraries.
 
 One fake LLM server per session (tests/fakellm.py). Each setup of scenarios.SETUPS runs once,
-in its own subprocess (`runner.capture`), the first time a test asks for it; its scenarios'
-spans come back as OTLP protobuf and are read by the sidecar's processors here.
+in its own subprocess (`runner.capture`); its scenarios' spans come back as OTLP protobuf and
+are read by the sidecar's processors here. Test modules name the setups they use in `SETUPS`;
+the first test that asks starts all the selected tests' setups, two subprocesses at a time.
 
 The libraries come from tests/requirements-instrumentation.txt; a test whose library is not
 installed is skipped, unless LLM_PIPELINE_REQUIRE_INSTRUMENTATION=1 (CI) makes that an error.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,18 @@ class Scenario:
 Captured = dict[str, Scenario]
 
 
+_WANTED = pytest.StashKey[list[str]]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted: list[str] = []
+    for item in items:
+        for setup in getattr(getattr(item, "module", None), "SETUPS", ()):
+            if setup not in wanted:
+                wanted.append(setup)
+    config.stash[_WANTED] = wanted
+
+
 @pytest.fixture(scope="session")
 def fake_llm() -> Iterator[FakeLLM]:
     with FakeLLM() as llm:
@@ -69,10 +83,17 @@ def fake_llm() -> Iterator[FakeLLM]:
 
 @pytest.fixture(scope="session")
 def captured(
-    fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory
-) -> Callable[[str], Captured]:
-    cache: dict[str, Captured] = {}
+    request: pytest.FixtureRequest, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str], Captured]]:
     tmp = tmp_path_factory.mktemp("instrumentation")
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="capture")
+    futures: dict[str, Future[dict[str, tuple[bytes, str]]]] = {}
+
+    def start(setup: str) -> None:
+        if setup not in futures and not _missing(setup):
+            futures[setup] = pool.submit(capture, setup, fake_llm.base_url, Path(tmp))
+
+    cache: dict[str, Captured] = {}
 
     def get(setup: str) -> Captured:
         if setup not in cache:
@@ -82,8 +103,11 @@ def captured(
                 if os.environ.get(REQUIRE_ENV) == "1":
                     pytest.fail(msg)
                 pytest.skip(msg)
-            raw = capture(setup, fake_llm.base_url, Path(tmp))
+            for wanted in [setup, *request.config.stash.get(_WANTED, [])]:
+                start(wanted)
+            raw = futures[setup].result()
             cache[setup] = {name: Scenario(b, err) for name, (b, err) in raw.items()}
         return cache[setup]
 
-    return get
+    yield get
+    pool.shutdown(wait=True, cancel_futures=True)

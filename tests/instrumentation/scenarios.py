@@ -346,6 +346,6 @@ def run_scenario(session: Session, scenario: str, base_url: str) -> None:
     before = session.counter.count
     SCENARIOS[scenario](session, base_url)
     if session.client == "litellm":  # logged from a worker thread after the call returned
-        session.settle(before, expect=1, quiet_s=0.25)
+        session.settle(before, expect=1, quiet_s=0.1)
     else:
         session.settle(before, expect=0, quiet_s=0.0)

@@ -16,7 +16,7 @@ from tests.instrumentation.conftest import Captured
 from tests.instrumentation.expect import expect, keys, only
 from tests.instrumentation.otlp import attrs
 
-MODES = ["litellm", "litellm_latest"]
+SETUPS = MODES = ["litellm", "litellm_latest"]
 
 # gpt-4o-mini per token (LiteLLM's price table): input 0.15, cached input 0.075, output 0.60 $/M
 IN, CACHED, OUT = 0.15e-6, 0.075e-6, 0.60e-6

@@ -20,6 +20,11 @@ from tests.instrumentation.otlp import counted
 
 OPENLLMETRY_SCOPE = "opentelemetry.instrumentation.openai.v1"
 
+SETUPS = [
+    "openllmetry+openinference",
+    "litellm+openllmetry",
+]  # see conftest.captured
+
 
 @pytest.fixture
 def two(captured: Callable[[str], Captured]) -> Captured:

@@ -16,7 +16,7 @@ from tests.instrumentation import scenarios as sc
 from tests.instrumentation.conftest import Captured
 from tests.instrumentation.expect import expect, keys, only
 
-MODES = ["openai_v2", "openai_v2_latest"]
+SETUPS = MODES = ["openai_v2", "openai_v2_latest"]
 
 
 @pytest.fixture(params=MODES)

@@ -12,6 +12,8 @@ from tests.instrumentation import scenarios as sc
 from tests.instrumentation.conftest import Captured
 from tests.instrumentation.expect import expect, expect_ttft, keys, only
 
+SETUPS = ["openllmetry"]  # see conftest.captured
+
 
 @pytest.fixture
 def run(captured: Callable[[str], Captured]) -> Captured:
