@@ -96,18 +96,18 @@ class Session:
     def tracer(self) -> trace.Tracer:
         return self.provider.get_tracer("tests.instrumentation.app")
 
-    def settle(self, before: int, expect: int, quiet_s: float, timeout_s: float = 5.0) -> None:
-        """Wait until at least `expect` spans ended since `before`, then none for `quiet_s`.
-
-        LiteLLM logs its spans from a worker thread after the call returned.
-        """
-        deadline = time.monotonic() + timeout_s
+    def settle(self, scope: str, before: int, expect: int, quiet_s: float) -> None:
+        """Wait until `expect` more model-call spans of instrumentation `scope` ended since
+        `before`, then no span at all for `quiet_s` (LiteLLM logs from a worker thread after
+        the call returned, its raw_gen_ai_request child right after)."""
+        deadline = time.monotonic() + 30.0
         last, last_change = self.counter.count, time.monotonic()
         while time.monotonic() < deadline:
             now, n = time.monotonic(), self.counter.count
             if n != last:
                 last, last_change = n, now
-            if n >= before + expect and now - last_change >= quiet_s:
+            done = self.counter.by_scope.get(scope, 0) >= before + expect
+            if done and now - last_change >= quiet_s:
                 break
             time.sleep(0.01)
         self.provider.force_flush()
@@ -116,11 +116,15 @@ class Session:
 class _EndCounter(SpanProcessor):
     def __init__(self) -> None:
         self.count = 0
+        self.by_scope: dict[str, int] = {}  # model-call spans per instrumentation scope
         self._lock = threading.Lock()
 
     def on_end(self, span: ReadableSpan) -> None:
+        scope = span.instrumentation_scope.name if span.instrumentation_scope else ""
         with self._lock:
             self.count += 1
+            if span.attributes and "gen_ai.request.model" in span.attributes:  # a call's span
+                self.by_scope[scope] = self.by_scope.get(scope, 0) + 1
 
 
 def _openai_v2(provider: TracerProvider) -> Callable[[], None]:
@@ -341,11 +345,14 @@ def scenarios_for(setup: str) -> list[str]:
     return [s for s in SCENARIOS if s not in skip]
 
 
+MODEL_CALLS = {"agent": 2}  # model calls a scenario makes; 1 if not listed
+
+
 def run_scenario(session: Session, scenario: str, base_url: str) -> None:
     """Run one scenario and wait until its spans have ended and been exported."""
-    before = session.counter.count
+    before = session.counter.by_scope.get("litellm", 0)
     SCENARIOS[scenario](session, base_url)
     if session.client == "litellm":  # logged from a worker thread after the call returned
-        session.settle(before, expect=1, quiet_s=0.1)
+        session.settle("litellm", before, MODEL_CALLS.get(scenario, 1), quiet_s=0.1)
     else:
-        session.settle(before, expect=0, quiet_s=0.0)
+        session.provider.force_flush()
