@@ -28,7 +28,9 @@ arriving after its window closed open a new window and are not related to the ea
 `window_s` should exceed the exporters' batching delay (5 s by default in the OTel SDKs).
 Memory is bounded: at most `max_traces` open windows (opening one more closes the oldest early,
 counted in `forced_closes`) of at most `max_calls_per_trace` calls (later calls are ignored,
-counted in `dropped_calls`).
+counted in `dropped_calls`), and at most `max_buffered_calls` calls in all (beyond, the oldest
+windows close early, counted in `forced_closes`). A buffered call takes about 250 bytes, so the
+defaults bound the buffer at about 250 MB (typical: 2-3 calls a trace, ~30 MB at 50,000 traces).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class FallbackConfig:
     window_s: float = 10.0
     max_traces: int = 50_000
     max_calls_per_trace: int = 256
+    max_buffered_calls: int = 1_000_000
 
     def validate(self) -> None:
         if not (isinstance(self.window_s, int | float) and math.isfinite(self.window_s)):
@@ -63,6 +66,8 @@ class FallbackConfig:
             raise ValueError("max_traces must be >= 1")
         if self.max_calls_per_trace < 2:
             raise ValueError("max_calls_per_trace must be >= 2")
+        if self.max_buffered_calls < self.max_calls_per_trace:
+            raise ValueError("max_buffered_calls must be >= max_calls_per_trace")
 
 
 class _Fact(NamedTuple):
@@ -133,7 +138,8 @@ class FallbackDetector:
         self._on_decision = on_decision
         self._lock = threading.Lock()
         self._windows: OrderedDict[bytes, _Window] = OrderedDict()
-        self.forced_closes = 0  # windows closed early because max_traces were open
+        self._buffered = 0  # calls in all open windows
+        self.forced_closes = 0  # windows closed early: max_traces or max_buffered_calls reached
         self.dropped_calls = 0  # calls ignored because their trace had max_calls_per_trace
 
     def __len__(self) -> int:
@@ -170,16 +176,25 @@ class FallbackDetector:
                 w = windows.get(trace_id)
                 if w is None:
                     if len(windows) >= cfg.max_traces:
-                        closed.append(windows.popitem(last=False)[1])
-                        self.forced_closes += 1
+                        closed.append(self._pop_oldest())
                     w = windows[trace_id] = _Window(trace_id, now)
                 if len(w.calls) >= cfg.max_calls_per_trace:
                     self.dropped_calls += 1
                     continue
                 w.calls.append(fact)
+                self._buffered += 1
+                while self._buffered > cfg.max_buffered_calls:
+                    closed.append(self._pop_oldest())
         if closed:
             self._count(closed)
         return batch
+
+    def _pop_oldest(self) -> _Window:
+        """Close the oldest window early (the caller holds the lock)."""
+        w = self._windows.popitem(last=False)[1]
+        self._buffered -= len(w.calls)
+        self.forced_closes += 1
+        return w
 
     def flush(self, now: float | None = None, force: bool = False) -> int:
         """Close the windows open for `window_s` or longer (all with `force`); how many closed."""
@@ -191,6 +206,7 @@ class FallbackDetector:
             if force:
                 closed = list(windows.values())
                 windows.clear()
+                self._buffered = 0
             else:
                 horizon = now - self.config.window_s
                 while windows:
@@ -198,6 +214,7 @@ class FallbackDetector:
                     if w.opened > horizon:
                         break
                     windows.popitem(last=False)
+                    self._buffered -= len(w.calls)
                     closed.append(w)
         if closed:
             self._count(closed)

@@ -429,6 +429,28 @@ def test_max_calls_per_trace_bounds_one_trace() -> None:
     assert counts(m.retries) == {(SVC, "openai", "gpt-4o"): 2.0}  # 3 calls kept: 2 pairs
 
 
+def test_max_buffered_calls_bounds_the_total() -> None:
+    det, m, _clock = make(max_calls_per_trace=4, max_buffered_calls=10)
+    for i in range(1, 21):  # 20 traces of 3 calls: a failure and two retries each
+        tid = i.to_bytes(16, "big")
+        det(
+            batch_of(
+                *[
+                    llm_span(tid, k, P, "openai", "gpt-4o", k * 100, k * 100 + 50, "Timeout")
+                    for k in range(1, 4)
+                ]
+            )
+        )
+        assert det._buffered <= 10
+        assert det._buffered == sum(len(w.calls) for w in det._windows.values())
+    assert len(det) == 3  # 9 calls buffered; a 4th trace would exceed 10
+    assert det.forced_closes == 17
+    assert det.flush(force=True) == 3
+    assert det._buffered == 0
+    # every trace was decided in full, early or not: 2 retries each
+    assert counts(m.retries) == {(SVC, "openai", "gpt-4o"): 40.0}
+
+
 def test_concurrent_feeding_and_flushing_loses_nothing() -> None:
     metrics = LLMMetrics(Aggregation())
     det = FallbackDetector(FallbackConfig(window_s=0.001), metrics)
@@ -481,6 +503,7 @@ def test_batch_is_passed_through_unchanged() -> None:
         ({"window_s": float("nan")}, "window_s must be a finite"),
         ({"max_traces": 0}, "max_traces must be >= 1"),
         ({"max_calls_per_trace": 1}, "max_calls_per_trace must be >= 2"),
+        ({"max_buffered_calls": 100}, "max_buffered_calls must be >= max_calls_per_trace"),
     ],
 )
 def test_config_validation(cfg: dict[str, Any], message: str) -> None:
@@ -493,4 +516,9 @@ def test_config_validation(cfg: dict[str, Any], message: str) -> None:
 def test_default_config_is_valid() -> None:
     cfg = FallbackConfig()
     cfg.validate()
-    assert (cfg.window_s, cfg.max_traces, cfg.max_calls_per_trace) == (10.0, 50_000, 256)
+    assert (cfg.window_s, cfg.max_traces, cfg.max_calls_per_trace, cfg.max_buffered_calls) == (
+        10.0,
+        50_000,
+        256,
+        1_000_000,
+    )
