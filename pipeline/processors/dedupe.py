@@ -11,10 +11,11 @@ and two instrumentations can see the same call. Two rules set `LLMCall.counted =
    in different batches, so every span of every batch feeds a bounded LRU of the
    (trace_id, span_id) of spans not seen yet that have an LLM descendant: when such a span
    arrives, it is not counted if it is an LLM call, and the flag moves on to its parent.
-   Within a batch the order of spans does not matter (no sort: a skewed clock between services
-   cannot break it). An ancestor that arrived in an earlier batch than its LLM descendant was
-   already counted; it stays counted (metrics cannot be taken back), so keep exporters'
-   batching intact for nested calls.
+   Within a batch the order of spans does not matter (no sort, so a skewed clock between
+   services cannot break it). Limits: an LLM ancestor that arrived in an earlier batch than its
+   LLM descendant was already counted and stays counted (metrics cannot be taken back; rare, as
+   a parent ends after its children); past `max_entries` pending ancestors the oldest is
+   forgotten, and is counted if it is an LLM call when it arrives.
 2. The same response seen twice. LiteLLM writes its span after the call returned, so an
    instrumented openai client beneath it is not its descendant (another trace, or a sibling).
    Two counted LLM calls with the same `gen_ai.response.id` written by different
