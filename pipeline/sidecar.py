@@ -40,7 +40,7 @@ class Sidecar:
                 rc.http_endpoint,
                 limits,
                 rc.auth_token,
-                http_tls,  # type: ignore[arg-type]
+                http_tls,
             )
         if config.metrics.endpoint:
             self.metrics = MetricsServer(

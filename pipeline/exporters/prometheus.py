@@ -32,7 +32,7 @@ def _ex(e: Exemplar | None) -> PromExemplar | None:
 def _fmt_bound(b: float) -> str:
     # Canonical float form ("1.0", "67108864.0"), as prometheus_client writes it and as
     # Prometheus 3 normalizes `le` on ingestion, so queries read the same on v2 and v3.
-    return floatToGoString(b)
+    return str(floatToGoString(b))  # type: ignore[no-untyped-call]
 
 
 class AggregationCollector:

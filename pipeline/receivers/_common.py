@@ -18,7 +18,7 @@ def export_response(signal: str, result: Accepted) -> Message:
     """The Export*ServiceResponse, with partial_success when some items were rejected."""
     resp = RESPONSE_TYPES[signal]()
     if result.rejected:
-        ps = resp.partial_success  # type: ignore[attr-defined]
+        ps = resp.partial_success
         setattr(ps, _REJECTED_FIELD[signal], result.rejected)
         ps.error_message = result.message
     return resp
