@@ -74,11 +74,15 @@ class MetricsEndpointConfig:
     endpoint: str = "127.0.0.1:9464"  # "" disables /metrics
     max_series: int = 2000
     auth_token: str | None = None
+    tls_cert_file: str | None = None  # serve /metrics over HTTPS
+    tls_key_file: str | None = None
 
     def validate(self) -> None:
         _check_endpoint("metrics.endpoint", self.endpoint)
         if self.max_series < 1:
             raise ConfigError("metrics.max_series must be >= 1")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("metrics: tls_cert_file and tls_key_file go together")
 
 
 @dataclass
@@ -201,7 +205,13 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if value is None and type(None) in args:
             return None
         non_none = [a for a in args if a is not type(None)]
-        return _convert(non_none[0], value, path)
+        errors = []
+        for member in non_none:  # the first member the value fits
+            try:
+                return _convert(member, value, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(" / ".join(dict.fromkeys(errors)))
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")

@@ -75,3 +75,14 @@ def test_config_dataclass_validate_catches_programmatic_mistakes() -> None:
     cfg.processors = ["metrics", "metrics"]
     with pytest.raises(ConfigError, match="once"):
         cfg.validate()
+
+
+def test_union_fields_take_either_form(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("redact: {types: [email, phone]}\n")
+    assert load(p).redact.enabled_types() == {"email", "phone"}
+    p.write_text("redact: {types: {phone: false}}\n")
+    assert "phone" not in load(p).redact.enabled_types()
+    p.write_text("redact: {types: 5}\n")
+    with pytest.raises(ConfigError, match="redact.types"):
+        load(p)
