@@ -10,8 +10,12 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from dataclasses import dataclass, field
+from typing import Any
 
 OTHER = "__other__"
+# Overflow series that keep some labels (token type, error type) are capped too: error types
+# come from the spans, so unbounded; past this many, every label folds into __other__.
+MAX_OVERFLOW_SERIES = 64
 
 # Bucket boundaries: the GenAI semantic conventions' advice.
 DURATION_BUCKETS = (
@@ -60,16 +64,25 @@ class _Family:
     keep_on_overflow: tuple[str, ...] = ()
     overflowed: int = 0
     _keep_idx: tuple[int, ...] = field(init=False, default=())
+    _overflow_series: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self._keep_idx = tuple(
             i for i, n in enumerate(self.label_names) if n in self.keep_on_overflow
         )
 
-    def _overflow_key(self, key: tuple[str, ...]) -> tuple[str, ...]:
+    def _overflow_key(
+        self, key: tuple[str, ...], series: dict[tuple[str, ...], Any]
+    ) -> tuple[str, ...]:
         self.overflowed += 1
         keep = self._keep_idx
-        return tuple(v if i in keep else OTHER for i, v in enumerate(key))
+        folded = tuple(v if i in keep else OTHER for i, v in enumerate(key))
+        if folded in series:
+            return folded
+        if keep and self._overflow_series >= MAX_OVERFLOW_SERIES:
+            return (OTHER,) * len(key)
+        self._overflow_series += 1
+        return folded
 
 
 @dataclass
@@ -83,7 +96,7 @@ class HistogramFamily(_Family):
         s = self.series.get(key)
         if s is None:
             if len(self.series) >= self.max_series:
-                key = self._overflow_key(key)
+                key = self._overflow_key(key, self.series)
                 s = self.series.get(key)
             if s is None:
                 n = len(self.bounds) + 1
@@ -104,7 +117,7 @@ class CounterFamily(_Family):
         s = self.series.get(key)
         if s is None:
             if len(self.series) >= self.max_series:
-                key = self._overflow_key(key)
+                key = self._overflow_key(key, self.series)
                 s = self.series.get(key)
             if s is None:
                 s = self.series[key] = CounterSeries()

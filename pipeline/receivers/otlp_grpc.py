@@ -7,11 +7,14 @@ as they came.
 
 from __future__ import annotations
 
+import math
 from concurrent import futures
 from typing import Any
 
 import grpc
 import structlog
+from google.rpc import status_pb2
+from google.rpc.error_details_pb2 import RetryInfo
 
 from ..exporters.queue import QueueFull
 from ..service import Service
@@ -25,6 +28,20 @@ _SERVICES = {
     "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
     "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
 }
+
+
+def _retry_metadata(delay_s: int, message: str) -> tuple[tuple[str, str | bytes], ...]:
+    """The retry hint three ways: RetryInfo as the OTel SDK reads it (its own trailer) and as
+    the Collector reads it (google.rpc.Status details), and a plain retry-after."""
+    info = RetryInfo()
+    info.retry_delay.seconds = delay_s
+    status = status_pb2.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message=message)
+    status.details.add().Pack(info)
+    return (
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("retry-after", str(delay_s)),
+    )
 
 
 class OtlpGrpcReceiver:
@@ -83,11 +100,10 @@ class OtlpGrpcReceiver:
                 result = service.accept(signal, request, raw, "grpc")
             except QueueFull as e:
                 service.reject(signal, "queue_full", count_items(signal, request))
-                context.set_trailing_metadata((("retry-after", str(int(e.retry_after_s))),))
-                context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"sending queue full; retry after {e.retry_after_s:.0f}s",
-                )
+                delay = max(1, math.ceil(e.retry_after_s))
+                message = f"sending queue full; retry after {delay}s"
+                context.set_trailing_metadata(_retry_metadata(delay, message))
+                context.abort(grpc.StatusCode.UNAVAILABLE, message)
             except Exception as e:  # a processor bug must not kill the receiver
                 log.exception("processing failed", signal=signal)
                 context.abort(grpc.StatusCode.INTERNAL, f"processing failed: {type(e).__name__}")
