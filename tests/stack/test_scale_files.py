@@ -411,10 +411,14 @@ def test_sidecar_deployment(
     assert cfg_path.name == "config.yaml"
     tmp = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
     assert tmp and "emptyDir" in vols[tmp[0]["name"]]
+    # the spool (acknowledged, not yet forwarded) on an emptyDir big enough for every signal
+    cfg = yaml.safe_load(sidecar_cfg_text)
+    [spool] = [m for m in c["volumeMounts"] if m["mountPath"] == cfg["queue"]["spool_directory"]]
+    size = vols[spool["name"]]["emptyDir"]["sizeLimit"]
+    assert size.endswith("Gi") and int(size[:-2]) * 2**30 >= 3 * cfg["queue"]["spool_max_bytes"]
     # SIGTERM: preStop delay + queue drain fit in the grace period
     pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    cfg = yaml.safe_load(sidecar_cfg_text)
     need = int(pre_stop[1]) + cfg["queue"]["shutdown_timeout_s"] + 5
     assert pod["terminationGracePeriodSeconds"] >= need
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
