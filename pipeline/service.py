@@ -20,7 +20,7 @@ import structlog
 from .aggregation import Aggregation
 from .config import Config
 from .exporters.file import FileSink
-from .exporters.otlp import GrpcSender, HttpSender
+from .exporters.otlp import GrpcSender, HttpSender, redact_url
 from .exporters.queue import QueueStats, SendingQueue
 from .exporters.spool import Spool
 from .model import LLMCall, LogBatch, MetricBatch, TraceBatch
@@ -171,7 +171,7 @@ class Service:
         for s in SIGNALS:
             ex = getattr(self.config.exporters, s)
             out[s] = (
-                f"{ex.protocol}://{ex.endpoint}"
+                f"{ex.protocol}://{redact_url(ex.endpoint)}"
                 if ex.protocol != "file"
                 else f"{self.config.file.directory}/{s}.jsonl"
             )

@@ -43,10 +43,14 @@ class Sidecar:
                 http_tls,
             )
         if config.metrics.endpoint:
+            mc = config.metrics
             self.metrics = MetricsServer(
                 AggregationCollector(self.service.agg, self.service.telemetry),
-                config.metrics.endpoint,
-                config.metrics.auth_token,
+                mc.endpoint,
+                mc.auth_token,
+                (mc.tls_cert_file, mc.tls_key_file)
+                if mc.tls_cert_file and mc.tls_key_file
+                else None,
             )
 
     def addresses(self) -> dict[str, str]:
@@ -58,10 +62,12 @@ class Sidecar:
         if self.grpc:
             out["otlp_grpc"] = f"{host(rc.grpc_endpoint)}:{self.grpc.port}"
         if self.http:
-            out["otlp_http"] = f"http://{host(rc.http_endpoint)}:{self.http.port}"
+            scheme = "https" if rc.tls_cert_file else "http"
+            out["otlp_http"] = f"{scheme}://{host(rc.http_endpoint)}:{self.http.port}"
         if self.metrics:
             out["metrics"] = (
-                f"http://{host(self.config.metrics.endpoint)}:{self.metrics.port}/metrics"
+                f"{self.metrics.scheme}://{host(self.config.metrics.endpoint)}:"
+                f"{self.metrics.port}/metrics"
             )
         return out
 

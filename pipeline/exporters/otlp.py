@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import gzip
 import time
+import urllib.parse
 
 import grpc
 import httpx
@@ -33,6 +34,15 @@ _RETRYABLE_GRPC = frozenset(
     )
 )
 _RETRYABLE_HTTP = frozenset((429, 502, 503, 504))
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be logged: a password in it (`user:pass@host`) becomes `***`."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -101,6 +111,7 @@ class HttpSender:
     ) -> None:
         base = endpoint.rstrip("/")
         self._url = base if base.endswith(f"/v1/{signal}") else f"{base}/v1/{signal}"
+        self._shown_url = redact_url(self._url)  # for messages, which end up in logs
         self._headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
         self._gzip = compression == "gzip"
         if self._gzip:
@@ -112,10 +123,10 @@ class HttpSender:
         try:
             r = self._client.post(self._url, content=body, headers=self._headers)
         except httpx.HTTPError as e:
-            raise RetryableError(f"HTTP POST {self._url}: {e}") from e
+            raise RetryableError(f"HTTP POST {self._shown_url}: {e}") from e
         if 200 <= r.status_code < 300:
             return
-        msg = f"HTTP {r.status_code} from {self._url}: {r.text[:200]}"
+        msg = f"HTTP {r.status_code} from {self._shown_url}: {r.text[:200]}"
         if r.status_code in _RETRYABLE_HTTP:
             raise RetryableError(msg, parse_retry_after(r.headers.get("retry-after")))
         raise PermanentError(msg)

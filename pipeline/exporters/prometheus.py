@@ -119,14 +119,20 @@ class _Registry:
 
 
 class MetricsServer:
-    """GET /metrics (text or OpenMetrics by Accept) and GET /health."""
+    """GET /metrics (text or OpenMetrics by Accept) and GET /health; HTTPS with `tls`.
+
+    `tls` is (certificate file, key file), PEM. The TLS handshake runs in the connection's
+    own thread (not in accept), so a client that never finishes it blocks nobody else.
+    """
 
     def __init__(
         self,
         collector: AggregationCollector,
         endpoint: str,
         auth_token: str | None = None,
+        tls: tuple[str, str] | None = None,
     ) -> None:
+        import ssl
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -134,6 +140,7 @@ class MetricsServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = 30  # a stalled client (or TLS handshake) gives its thread back
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -160,8 +167,19 @@ class MetricsServer:
             daemon_threads = True
             allow_reuse_address = True
 
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a failed TLS handshake or a reset connection: no traceback on stderr
+
         host, _, port = endpoint.rpartition(":")
         self._server = Server((host.strip("[]"), int(port)), Handler)
+        self.scheme = "http"
+        if tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(tls[0], tls[1])
+            self._server.socket = ctx.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self.scheme = "https"
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,6 +38,10 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A failed TLS handshake or a reset connection: the client's problem, not a traceback.
+        log.debug("connection error", client=client_address[0], error=str(sys.exc_info()[1]))
+
 
 class OtlpHttpReceiver:
     def __init__(
@@ -53,7 +58,11 @@ class OtlpHttpReceiver:
         if tls is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(tls[0], tls[1])
-            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+            # The handshake runs in the connection's thread (under its read timeout), not in
+            # accept(): a client that never finishes it must not block everyone else.
+            self._server.socket = ctx.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="otlp-http", daemon=True
