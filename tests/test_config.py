@@ -84,5 +84,5 @@ def test_union_fields_take_either_form(tmp_path: Path) -> None:
     p.write_text("redact: {types: {phone: false}}\n")
     assert "phone" not in load(p).redact.enabled_types()
     p.write_text("redact: {types: 5}\n")
-    with pytest.raises(ConfigError, match="redact.types"):
+    with pytest.raises(ConfigError, match=r"redact\.types"):
         load(p)
