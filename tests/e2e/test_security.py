@@ -396,6 +396,7 @@ def test_metrics_over_https_with_a_token(tmp_path: Path) -> None:
     cfg.file.directory = str(tmp_path / "out")
     cfg.validate()
     sc = Sidecar(cfg)
+    assert sc.metrics is not None
     sc.start()
     try:
         url = sc.addresses()["metrics"]

@@ -41,7 +41,7 @@ from pipeline.receivers.decode import (
 from pipeline.service import Service
 from tests.helpers.metrics import samples, value
 
-# FUZZ_SCALE=20 for a long local run; the default keeps the suite quick.
+# FUZZ_SCALE=20 (with --timeout=0) for a long local run; the default keeps the suite quick.
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
 FUZZ = settings(
     max_examples=int(100 * SCALE),
