@@ -32,9 +32,7 @@ class Telemetry:
         self.llm_spans = c(
             "llm_pipeline_llm_spans", "Spans recognised as LLM calls.", ("convention",)
         )
-        self.exported = c(
-            "llm_pipeline_exported_items", "Items delivered.", ("signal", "exporter")
-        )
+        self.exported = c("llm_pipeline_exported_items", "Items delivered.", ("signal", "exporter"))
         self.export_failures = c(
             "llm_pipeline_export_failures",
             "Failed export attempts (retried or not).",
@@ -51,9 +49,7 @@ class Telemetry:
             ("gen_ai_provider_name", "gen_ai_request_model"),
             max_series,
         )
-        self.redactions = c(
-            "llm_pipeline_redactions", "Values redacted, by type.", ("type",)
-        )
+        self.redactions = c("llm_pipeline_redactions", "Values redacted, by type.", ("type",))
         # name -> (labels, value) readers, evaluated at scrape time (queue sizes etc.)
         self.gauges: dict[str, tuple[str, tuple[str, ...], list[GaugeReader]]] = {}
 

@@ -58,7 +58,9 @@ class PriceOverride:
         inp = call.input_tokens or 0
         cr = call.cache_read_tokens or 0
         cw = call.cache_creation_tokens or 0
-        cr_rate = self.input_per_mtok if self.cache_read_per_mtok is None else self.cache_read_per_mtok
+        cr_rate = (
+            self.input_per_mtok if self.cache_read_per_mtok is None else self.cache_read_per_mtok
+        )
         cw_rate = (
             self.input_per_mtok if self.cache_write_per_mtok is None else self.cache_write_per_mtok
         )
@@ -97,8 +99,12 @@ class CostConfig:
 
     def validate(self) -> None:
         for model, o in self.price_overrides.items():
-            rates = [o.input_per_mtok, o.output_per_mtok, o.cache_read_per_mtok,
-                     o.cache_write_per_mtok]
+            rates = [
+                o.input_per_mtok,
+                o.output_per_mtok,
+                o.cache_read_per_mtok,
+                o.cache_write_per_mtok,
+            ]
             if any(r is not None and (r != r or r < 0) for r in rates):
                 raise ValueError(f"price_overrides.{model}: prices must be >= 0")
 
@@ -115,9 +121,10 @@ class CostProcessor:
     def _resolve(self, provider: str, model: str) -> _Rates | None:
         key = (provider, model)
         now = time.monotonic()
-        cached = self._rates.get(key, False)
-        if cached is not False and (cached is None or now - cached.resolved_at < _REFRESH_S):
-            return cached
+        if key in self._rates:
+            cached = self._rates[key]
+            if cached is None or now - cached.resolved_at < _REFRESH_S:
+                return cached
         rates: _Rates | None
         try:
             _, info = get_snapshot().find_provider_model(

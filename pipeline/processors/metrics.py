@@ -84,9 +84,7 @@ class LLMMetrics:
             n,
             _KEEP,
         )
-        self.cost = c(
-            "gen_ai_client_cost_usd", "Cost of GenAI calls in USD.", BASE_LABELS, n
-        )
+        self.cost = c("gen_ai_client_cost_usd", "Cost of GenAI calls in USD.", BASE_LABELS, n)
         self.fallbacks = c(
             "gen_ai_client_fallbacks",
             "Failed calls followed under the same parent by a successful call elsewhere.",

@@ -14,13 +14,31 @@ from pipeline.processors.cost import PROVIDER_IDS, CostConfig, CostProcessor, Pr
 _SEMCONV_FOR = {v: k for k, v in PROVIDER_IDS.items()}
 
 
-def _call(provider: str, model: str, inp: int, out: int, cr: int = 0, cw: int = 0,
-          response_model: str = "") -> LLMCall:
+def _call(
+    provider: str,
+    model: str,
+    inp: int,
+    out: int,
+    cr: int = 0,
+    cw: int = 0,
+    response_model: str = "",
+) -> LLMCall:
     return LLMCall(
-        span=None, service_name="s", convention="t", trace_id=b"", span_id=b"",
-        parent_span_id=b"", start_ns=0, end_ns=0, provider=provider, request_model=model,
-        response_model=response_model, input_tokens=inp, output_tokens=out,
-        cache_read_tokens=cr, cache_creation_tokens=cw,
+        span=None,
+        service_name="s",
+        convention="t",
+        trace_id=b"",
+        span_id=b"",
+        parent_span_id=b"",
+        start_ns=0,
+        end_ns=0,
+        provider=provider,
+        request_model=model,
+        response_model=response_model,
+        input_tokens=inp,
+        output_tokens=out,
+        cache_read_tokens=cr,
+        cache_creation_tokens=cw,
     )
 
 
@@ -40,9 +58,14 @@ def test_matches_genai_prices_across_models_and_tiers() -> None:
                 out = rng.randint(0, 8000)
                 try:
                     want = calc_price(
-                        Usage(input_tokens=inp, output_tokens=out, cache_read_tokens=cr,
-                              cache_write_tokens=cw),
-                        model_ref=model.id, provider_id=prov.id,
+                        Usage(
+                            input_tokens=inp,
+                            output_tokens=out,
+                            cache_read_tokens=cr,
+                            cache_write_tokens=cw,
+                        ),
+                        model_ref=model.id,
+                        provider_id=prov.id,
                     ).total_price
                 except Exception:
                     continue  # a model genai-prices itself cannot price for this usage
