@@ -170,11 +170,12 @@ class Service:
         out = {}
         for s in SIGNALS:
             ex = getattr(self.config.exporters, s)
-            out[s] = (
-                f"{ex.protocol}://{redact_url(ex.endpoint)}"
-                if ex.protocol != "file"
-                else f"{self.config.file.directory}/{s}.jsonl"
-            )
+            if ex.protocol == "file":
+                out[s] = f"{self.config.file.directory}/{s}.jsonl"
+            elif ex.protocol == "http":
+                out[s] = redact_url(ex.endpoint)  # already a URL
+            else:
+                out[s] = f"grpc://{redact_url(ex.endpoint)}"
         return out
 
     # -- lifecycle --------------------------------------------------------------------------
