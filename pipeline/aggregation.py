@@ -18,6 +18,7 @@ OTHER = "__other__"
 MAX_OVERFLOW_SERIES = 64
 
 # Bucket boundaries: the GenAI semantic conventions' advice.
+# fmt: off
 DURATION_BUCKETS = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 )
@@ -30,6 +31,7 @@ TTFT_BUCKETS = (
 TIME_PER_CHUNK_BUCKETS = (
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
 )
+# fmt: on
 
 
 @dataclass(slots=True)
@@ -90,9 +92,7 @@ class HistogramFamily(_Family):
     bounds: tuple[float, ...] = ()
     series: dict[tuple[str, ...], HistogramSeries] = field(default_factory=dict)
 
-    def observe(
-        self, key: tuple[str, ...], value: float, exemplar: Exemplar | None = None
-    ) -> None:
+    def observe(self, key: tuple[str, ...], value: float, exemplar: Exemplar | None = None) -> None:
         s = self.series.get(key)
         if s is None:
             if len(self.series) >= self.max_series:
