@@ -6,6 +6,6 @@ bash scripts/setup.sh
 PY=${PYTHON:-python3}
 export LLM_PIPELINE_REQUIRE_INSTRUMENTATION=${LLM_PIPELINE_REQUIRE_INSTRUMENTATION:-1}
 $PY -m ruff check pipeline tests bench
-$PY -m ruff format --check pipeline || echo "note: ruff format would reformat files"
+$PY -m ruff format --check pipeline
 $PY -m mypy
 $PY -m pytest -q -p no:cacheprovider "$@"
