@@ -394,7 +394,8 @@ def sender_main(conn: Connection, idx: int, target: str, pool_path: str, core: i
             now = time.monotonic()
             if due > now:
                 time.sleep(due - now)
-            elif now >= end:
+                now = time.monotonic()
+            if now >= end:
                 break
             due += interval
             counter += 1
@@ -730,7 +731,12 @@ def collector_binary(explicit: str | None) -> str:
 
 
 def start_collector(
-    binary: str, sink_endpoint: str, core: int | None, queue_batches: int | None, tag: str
+    binary: str,
+    sink_endpoint: str,
+    core: int | None,
+    queue_batches: int | None,
+    tag: str,
+    batch_size: int = 8192,
 ) -> Sut:
     grpc_port, metrics_port, health_port = free_port(), free_port(), free_port()
     env = {
@@ -739,6 +745,7 @@ def start_collector(
         "BENCH_SINK_ENDPOINT": sink_endpoint,
         "BENCH_COLLECTOR_METRICS_PORT": str(metrics_port),
         "BENCH_HEALTH_ENDPOINT": f"127.0.0.1:{health_port}",
+        "BENCH_COLLECTOR_BATCH_SIZE": str(batch_size),
     }
     if queue_batches is not None:
         env["BENCH_COLLECTOR_QUEUE_SIZE"] = str(queue_batches)
@@ -767,7 +774,9 @@ def start_system(
     name: str, sink: Sink, args: argparse.Namespace, tag: str, queue: int | None
 ) -> Sut:
     if name == "collector":
-        return start_collector(args.collector_bin, sink.endpoint, args.sut_core, queue, tag)
+        return start_collector(
+            args.collector_bin, sink.endpoint, args.sut_core, queue, tag, args.collector_batch_size
+        )
     return start_sidecar(name, sink.endpoint, args.sut_core, queue, tag)
 
 
@@ -1420,6 +1429,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--load-core", type=int, default=0)
     p.add_argument(
         "--collector-bin", help="otelcol-llm binary (default: scripts/build-collector.sh)"
+    )
+    p.add_argument(
+        "--collector-batch-size",
+        type=int,
+        default=8192,
+        help="the Collector's batch processor send_batch_size (forwarding path)",
     )
     p.add_argument(
         "--no-ramp", action="store_true", help="skip the ramp (with --outage/--profile/--stages)"
