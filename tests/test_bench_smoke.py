@@ -1,0 +1,78 @@
+"""bench/bench.py's helpers run: payload pool, trace-id stamping, percentiles, py-spy parsing.
+
+The benchmark itself is a script (bench/README.md); this only keeps its pieces from rotting.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("llm_pipeline_bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses resolve their module
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _ids(data: bytes) -> list[tuple[bytes, bytes]]:
+    req = ExportTraceServiceRequest.FromString(data)
+    return [
+        (s.trace_id, s.span_id)
+        for rs in req.resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+    ]
+
+
+def test_pool_and_stamp(bench: ModuleType) -> None:
+    pool, info = bench.build_pool(3, seed=1)
+    assert len(pool) == 3 and info["batches"] == 3
+    for p in pool:
+        ids = _ids(p.data)
+        assert len(ids) == p.spans == 100
+        assert len(p.trace_id_offsets) == 100  # one trace id per span
+        stamped = _ids(bench.stamp(p, b"\xbe\x00\x00\x01\x00\x00\x00\x07"))
+        assert [t[:8] for t, _ in stamped] == [b"\xbe\x00\x00\x01\x00\x00\x00\x07"] * 100
+        # the rest of each id is untouched, so traces stay traces
+        assert [(t[8:], s) for t, s in stamped] == [(t[8:], s) for t, s in ids]
+    assert info["llm_call_share"] > 0.2
+
+
+def test_percentile(bench: ModuleType) -> None:
+    values = list(range(1, 101))
+    assert bench.percentile(values, 50) == 50
+    assert bench.percentile(values, 99) == 99
+    assert bench.percentile([3.0], 99) == 3.0
+
+
+def test_parse_collapsed(bench: ModuleType, tmp_path: Path) -> None:
+    raw = tmp_path / "p.txt"
+    raw.write_text(
+        "run (threading.py:1);accept (pipeline/service.py:10);normalize (pipeline/n.py:5) 3\n"
+        "run (threading.py:1);accept (pipeline/service.py:10) 1\n"
+    )
+    total, top_self, top_incl, by_file = bench.parse_collapsed(raw, 5)
+    assert total == 4
+    assert top_self[0] == ("normalize (pipeline/n.py)", 75.0)
+    assert ("accept (pipeline/service.py)", 100.0) in top_incl
+    assert by_file[0] == ("pipeline/n.py", 75.0)
+
+
+def test_proc_readings(bench: ModuleType) -> None:
+    import os
+
+    assert bench.proc_cpu_s(os.getpid()) > 0
+    assert bench.proc_status_kb(os.getpid(), "VmHWM") > 0
+    assert bench.cores_busy()
