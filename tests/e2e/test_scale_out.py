@@ -35,9 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
-import yaml
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
@@ -47,8 +45,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from pipeline.demo import DemoStats, TokenCounts, emit_into
 from tests.helpers.metrics import samples
-from tests.helpers.otlp_sink import OtlpSink, free_port
-from tests.helpers.prometheus import PrometheusProcess, prometheus_binary
+from tests.helpers.otlp_sink import OtlpSink
+from tests.helpers.prometheus import PrometheusProcess, start_prometheus
 from tests.helpers.sidecar import SidecarProcess, start_sidecar
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -332,39 +330,8 @@ def prom_view(d: dict[Key, float]) -> dict[Key, float]:
 
 
 def start_prometheus_jobs(tmp: Path, jobs: dict[str, list[str]]) -> PrometheusProcess:
-    """Debian's Prometheus scraping several targets per job every second."""
-    port = free_port()
-    cfg = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": targets}]}
-            for job, targets in jobs.items()
-        ],
-    }
-    cfg_path = tmp / "prometheus-scale.yml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    log_path = tmp / "prometheus-scale.log"
-    cmd = [
-        prometheus_binary(),
-        f"--config.file={cfg_path}",
-        f"--storage.tsdb.path={tmp / 'prom-scale-data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    p = PrometheusProcess(proc, port, log_path)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prometheus exited:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{p.url}/-/ready", timeout=1).status_code == 200:
-                return p
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    p.stop()
-    raise RuntimeError(f"prometheus not ready:\n{log_path.read_text()}")
+    """A real Prometheus scraping several instances per job."""
+    return start_prometheus(tmp, dict(jobs))
 
 
 def prom_sums(prom: PrometheusProcess, names: Iterable[str], job: str) -> dict[Key, float]:

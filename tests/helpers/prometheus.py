@@ -69,14 +69,15 @@ class PrometheusProcess:
 
 
 def start_prometheus(
-    tmp: Path, targets: dict[str, str], rule_files: list[str] | None = None
+    tmp: Path, targets: dict[str, str | list[str]], rule_files: list[str] | None = None
 ) -> PrometheusProcess:
-    """Scrape each job -> 'host:port' every second, with exemplar storage on."""
+    """Scrape each job -> 'host:port' (or a list of them) every second, exemplar storage on."""
     port = free_port()
     cfg = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [t]}]} for job, t in targets.items()
+            {"job_name": job, "static_configs": [{"targets": [t] if isinstance(t, str) else t}]}
+            for job, t in targets.items()
         ],
     }
     if rule_files:
