@@ -171,6 +171,7 @@ class OutageResult:
     queue_unit: str
     rss_peak_mb: float
     drain_s: float  # from the sink's return until everything sent OK had arrived (or gave up)
+    resume_s: float  # from the sink's return until the first span arrived again (retry backoff)
     p99_ms: float
     max_ms: float
     timeline: list[dict[str, float]] = field(default_factory=list)
@@ -945,7 +946,16 @@ def summarize(res: SystemResult, sut: Sut) -> None:
         res.limited_by = f"{last.verdict} (SUT CPU {last.cpu_util:.0%})"
 
 
+def _finish(res: SystemResult, rig: Rig) -> None:
+    summarize(res, rig.sut)
+    if rig.sut.alive():
+        with contextlib.suppress(OSError):
+            q = rig.sut.queue_size()
+            res.notes.append(f"export queue at the end: {q:.0f} {rig.sut.queue_unit}")
+
+
 def ramp(name: str, args: argparse.Namespace, pool_path: Path, rates: list[int]) -> SystemResult:
+    """One system through the rate steps until a step is not sustained."""
     rig = open_rig(name, args, pool_path, "ramp", None)
     res = SystemResult(name)
     try:
@@ -957,14 +967,44 @@ def ramp(name: str, args: argparse.Namespace, pool_path: Path, rates: list[int])
             if not step.passed:
                 break
             time.sleep(args.pause)
-        summarize(res, rig.sut)
-        if rig.sut.alive():
-            with contextlib.suppress(OSError):
-                q = rig.sut.queue_size()
-                res.notes.append(f"export queue at the end: {q:.0f} {rig.sut.queue_unit}")
+        _finish(res, rig)
     finally:
         rig.close()
     return res
+
+
+def ramp_interleaved(
+    names: list[str], args: argparse.Namespace, pool_path: Path, rates: list[int]
+) -> list[SystemResult]:
+    """All systems up at once (all on the SUT core, one loaded at a time), each rate step run
+    for each system in turn: slow drifts of the machine's speed hit them alike, so the ratio of
+    their CPU per span at a rate is a paired comparison. A system leaves at its first failed
+    step (and is stopped, so its backlog does not burn the SUT core during the others' steps)."""
+    results = {n: SystemResult(n) for n in names}
+    rigs: dict[str, Rig] = {}
+    try:
+        for n in names:
+            rigs[n] = open_rig(n, args, pool_path, "ramp", None)
+        time.sleep(1.0)
+        for rate in rates:
+            for n in [n for n in names if n in rigs]:
+                step = run_step(rigs[n], rate, args)
+                results[n].steps.append(step)
+                print_step(step)
+                if not step.passed:
+                    rig = rigs.pop(n)
+                    _finish(results[n], rig)
+                    rig.sut.proc.kill()  # no drain: the others' steps go on
+                    rig.close()
+                time.sleep(args.pause)
+            if not rigs:
+                break
+        for n, rig in rigs.items():
+            _finish(results[n], rig)
+    finally:
+        for rig in rigs.values():
+            rig.close()
+    return [results[n] for n in names]
 
 
 # ------------------------------------------------------------------------------------------
@@ -972,6 +1012,9 @@ def ramp(name: str, args: argparse.Namespace, pool_path: Path, rates: list[int])
 
 
 def ratios(results: list[SystemResult]) -> list[Ratio]:
+    """Sidecar CPU us/span / Collector CPU us/span: at every rate both sustained, at a common
+    moderate rate (the highest where the sidecar used <= 70% of its core), and each at its
+    highest sustained rate (saturation)."""
     col = next((r for r in results if r.system == "collector"), None)
     if col is None:
         return []
@@ -980,6 +1023,19 @@ def ratios(results: list[SystemResult]) -> list[Ratio]:
         cpass = {s.offered_spans_s: s for s in col.steps if s.passed}
         spass = {s.offered_spans_s: s for s in side.steps if s.passed}
         common = sorted(set(cpass) & set(spass))
+        for rate in common:
+            a, b = spass[rate], cpass[rate]
+            out.append(
+                Ratio(
+                    f"at {rate:.0f} spans/s",
+                    side.system,
+                    rate,
+                    a.cpu_us_per_span,
+                    rate,
+                    b.cpu_us_per_span,
+                    a.cpu_us_per_span / b.cpu_us_per_span,
+                )
+            )
         if common:
             moderate = [r for r in common if spass[r].cpu_util <= 0.7] or common[:1]
             rate = moderate[-1]
@@ -1177,6 +1233,15 @@ def run_stages(pool: list[Payload], passes: int) -> StageResult | None:
 # Outage
 
 
+def _resume_after(timeline: list[dict[str, float]], up_t: float) -> float:
+    before = [p["sink_spans"] for p in timeline if p["t"] <= up_t]
+    base = before[-1] if before else 0
+    for p in timeline:
+        if p["t"] > up_t and p["sink_spans"] > base:
+            return p["t"] - up_t
+    return math.nan
+
+
 def run_outage(name: str, args: argparse.Namespace, pool_path: Path) -> OutageResult:
     rig = open_rig(name, args, pool_path, "outage", args.queue_bound, track_ids=True)
     sut, sink, senders = rig.sut, rig.sink, rig.senders
@@ -1256,6 +1321,7 @@ def run_outage(name: str, args: argparse.Namespace, pool_path: Path) -> OutageRe
             queue_unit=sut.queue_unit,
             rss_peak_mb=proc_status_kb(sut.pid, "VmHWM") / 1024,
             drain_s=(drained_at - up_at) if drained_at is not None else math.nan,
+            resume_s=_resume_after(timeline, up_at - start),
             p99_ms=percentile(lat, 99),
             max_ms=max(lat) if lat else math.nan,
             timeline=timeline,
@@ -1325,13 +1391,24 @@ def print_report(res: BenchResults, args: argparse.Namespace) -> None:
                 print(f"{'':<20} {n}")
     if res.ratios:
         print()
-        print("ratio = sidecar CPU us/span / Collector CPU us/span (target <= 1.5)")
-        for q in res.ratios:
+        print(
+            "ratio = sidecar CPU us/span / Collector CPU us/span, same rate, same run (target <= 1.5)"
+        )
+        for side in dict.fromkeys(q.sidecar_system for q in res.ratios):
+            mine = [q for q in res.ratios if q.sidecar_system == side]
+            per_rate = [q for q in mine if q.label.startswith("at ")]
             print(
-                f"  {q.sidecar_system:<20} {q.label:<36} sidecar {q.sidecar_cpu_us_per_span:.1f} us "
-                f"@ {q.sidecar_rate:.0f}/s, collector {q.collector_cpu_us_per_span:.1f} us @ "
-                f"{q.collector_rate:.0f}/s -> ratio {q.ratio:.2f}"
+                f"  {side:<20} per rate: "
+                + ", ".join(f"{q.sidecar_rate / 1000:.0f}k {q.ratio:.2f}" for q in per_rate)
             )
+            for q in mine:
+                if q.label.startswith("at "):
+                    continue
+                print(
+                    f"  {side:<20} {q.label:<36} sidecar {q.sidecar_cpu_us_per_span:.1f} us "
+                    f"@ {q.sidecar_rate:.0f}/s, collector {q.collector_cpu_us_per_span:.1f} us @ "
+                    f"{q.collector_rate:.0f}/s -> ratio {q.ratio:.2f}"
+                )
     for r in res.systems:
         if r.system == "collector":
             continue
@@ -1356,7 +1433,8 @@ def print_report(res: BenchResults, args: argparse.Namespace) -> None:
         )
         print(
             f"  queue peak {o.queue_peak:.0f} {o.queue_unit}, RSS peak {o.rss_peak_mb:.0f} MB, "
-            f"drained {o.drain_s:.1f} s after the sink came back; p99 {o.p99_ms:.1f} ms, "
+            f"first delivery {o.resume_s:.1f} s and all drained {o.drain_s:.1f} s after the sink "
+            f"came back; p99 {o.p99_ms:.1f} ms, "
             f"max {o.max_ms:.0f} ms"
         )
     if res.profile is not None:
@@ -1409,6 +1487,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--step-seconds", type=float, help="measured seconds per step (default 6)")
     p.add_argument("--warmup", type=float, help="unmeasured seconds at the start of a step (2)")
     p.add_argument("--pause", type=float, default=1.0, help="seconds between steps")
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="ramp one system after the other (default: all up, each step for each in turn)",
+    )
     p.add_argument("--senders", type=int, default=4, help="sender processes")
     p.add_argument("--pool-batches", type=int, default=200, help="distinct 100-span payloads")
     p.add_argument("--seed", type=int, default=7)
@@ -1523,8 +1606,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if wants_ramp:
             print()
             print(STEP_HEADER)
-            for name in args.systems:
-                res.systems.append(ramp(name, args, path, args.rates))
+            if args.sequential:
+                for name in args.systems:
+                    res.systems.append(ramp(name, args, path, args.rates))
+            else:
+                res.systems = ramp_interleaved(args.systems, args, path, args.rates)
             res.ratios = ratios(res.systems)
         if args.stages:
             print("\nstages: timing Service.accept in-process ...", flush=True)
