@@ -1545,6 +1545,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         help="sidecar queue.max_items (spans) / Collector queue_size (requests); default: theirs",
     )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `llm-pipeline bench -- ARGS` passes the separator through
+        argv = argv[1:]
     args = p.parse_args(argv)
     if args.quick:
         args.rates = args.rates or ",".join(str(r) for r in QUICK_RATES)
