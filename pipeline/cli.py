@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # everything after it belongs to the script, in order
+        rest = argv[1:]
+        return _bench(argparse.Namespace(rest=rest[1:] if rest[:1] == ["--"] else rest))
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

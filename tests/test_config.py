@@ -86,3 +86,17 @@ def test_union_fields_take_either_form(tmp_path: Path) -> None:
     p.write_text("redact: {types: 5}\n")
     with pytest.raises(ConfigError, match=r"redact\.types"):
         load(p)
+
+
+def test_bench_command_passes_its_arguments_through_in_order() -> None:
+    from pipeline import cli
+
+    seen: list[list[str]] = []
+    original = cli._bench
+    cli._bench = lambda a: seen.append(a.rest) or 0  # type: ignore[assignment,func-returns-value]
+    try:
+        cli.main(["bench", "--quick", "--systems", "sidecar"])
+        cli.main(["bench", "--", "--rates", "2000"])
+    finally:
+        cli._bench = original  # type: ignore[assignment]
+    assert seen == [["--quick", "--systems", "sidecar"], ["--rates", "2000"]]
