@@ -71,11 +71,10 @@ class Service:
         tel = self.telemetry
 
         def unpriced(call: LLMCall) -> None:
-            tel.unpriced.add((call.provider, call.request_model), 1)
+            tel.inc(tel.unpriced, (call.provider, call.request_model))
 
         def redacted(kind: str, n: int) -> None:
-            with self.agg.lock:
-                tel.redactions.add((kind,), n)
+            tel.inc(tel.redactions, (kind,), n)
 
         self._redactor = Redactor(cfg.redact, on_redact=redacted)
         cost = CostProcessor(CostConfig(dict(cfg.price_overrides)), on_unpriced=unpriced)
@@ -111,19 +110,15 @@ class Service:
             sender = FileSink(cfg.file.directory, signal, cfg.file.max_bytes, cfg.file.max_files)
             name = f"file/{signal}"
         tel = self.telemetry
-        agg = self.agg
 
         def exported(n: int) -> None:
-            with agg.lock:
-                tel.exported.add((signal, name), n)
+            tel.inc(tel.exported, (signal, name), n)
 
         def failed() -> None:
-            with agg.lock:
-                tel.export_failures.add((signal, name), 1)
+            tel.inc(tel.export_failures, (signal, name))
 
         def dropped(n: int, reason: str) -> None:
-            with agg.lock:
-                tel.dropped.add((signal, name, reason), n)
+            tel.inc(tel.dropped, (signal, name, reason), n)
 
         q = cfg.queue
         spool = None
@@ -201,9 +196,6 @@ class Service:
         left = {}
         for s, q in self.queues.items():
             left[s] = q.shutdown(max(0.0, deadline - time.monotonic()))
-            close = getattr(q._send, "close", None)
-            if close is not None:
-                close()
         return left
 
     # -- the data path ----------------------------------------------------------------------

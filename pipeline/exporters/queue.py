@@ -240,6 +240,14 @@ class SendingQueue:
             return True
 
     def shutdown(self, timeout_s: float) -> int:
+        """Drain (see `_drain`), then close the sender: the queue owns its destination."""
+        left = self._drain(timeout_s)
+        close = getattr(self._send, "close", None)
+        if close is not None:
+            close()
+        return left
+
+    def _drain(self, timeout_s: float) -> int:
         """Drain for at most `timeout_s`; returns the items still queued.
 
         In memory they are counted as dropped; in a spool they stay for the next start.

@@ -114,7 +114,7 @@ class LLMMetrics:
         )
 
     def record(self, call: LLMCall, now: float) -> None:
-        ex = Exemplar(call.trace_id.hex(), call.span_id.hex(), 0.0, now)
+        trace_id, span_id = call.trace_id.hex(), call.span_id.hex()
         base = (
             call.service_name,
             call.operation,
@@ -124,7 +124,7 @@ class LLMMetrics:
         )
 
         def exv(value: float) -> Exemplar:
-            return Exemplar(ex.trace_id, ex.span_id, value, now)
+            return Exemplar(trace_id, span_id, value, now)
 
         if call.server_side:
             if call.server_ttft_s is not None:
