@@ -62,8 +62,7 @@ class Sidecar:
         if self.grpc:
             out["otlp_grpc"] = f"{host(rc.grpc_endpoint)}:{self.grpc.port}"
         if self.http:
-            scheme = "https" if rc.tls_cert_file else "http"
-            out["otlp_http"] = f"{scheme}://{host(rc.http_endpoint)}:{self.http.port}"
+            out["otlp_http"] = f"{self.http.scheme}://{host(rc.http_endpoint)}:{self.http.port}"
         if self.metrics:
             out["metrics"] = (
                 f"{self.metrics.scheme}://{host(self.config.metrics.endpoint)}:"

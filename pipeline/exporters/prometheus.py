@@ -132,10 +132,9 @@ class MetricsServer:
         auth_token: str | None = None,
         tls: tuple[str, str] | None = None,
     ) -> None:
-        import ssl
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
+        from .._http import HttpServer
         from ..receivers._common import bearer_ok
 
         class Handler(BaseHTTPRequestHandler):
@@ -163,31 +162,12 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # a failed TLS handshake or a reset connection: no traceback on stderr
-
-        host, _, port = endpoint.rpartition(":")
-        self._server = Server((host.strip("[]"), int(port)), Handler)
-        self.scheme = "http"
-        if tls is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(tls[0], tls[1])
-            self._server.socket = ctx.wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False
-            )
-            self.scheme = "https"
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics-http", daemon=True
-        )
+        self._http = HttpServer(endpoint, Handler, "metrics-http", tls)
+        self.scheme = self._http.scheme
+        self.port = self._http.port
 
     def start(self) -> None:
-        self._thread.start()
+        self._http.start()
 
     def shutdown(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.shutdown()

@@ -8,16 +8,14 @@ content type. Errors carry a google.rpc.Status body: 400 malformed, 401 unauthen
 from __future__ import annotations
 
 import json
-import ssl
-import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import structlog
 from google.protobuf import json_format
 from google.rpc import status_pb2
 
+from .._http import HttpServer
 from ..exporters.queue import QueueFull
 from ..service import Service
 from ._common import bearer_ok, export_response
@@ -33,17 +31,7 @@ _GRPC_CODE = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14, 500: 13, 404: 5, 405: 12
 READ_TIMEOUT_S = 60.0
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A failed TLS handshake or a reset connection: the client's problem, not a traceback.
-        log.debug("connection error", client=client_address[0], error=str(sys.exc_info()[1]))
-
-
-class OtlpHttpReceiver:
+class OtlpHttpReceiver(HttpServer):
     def __init__(
         self,
         service: Service,
@@ -52,28 +40,7 @@ class OtlpHttpReceiver:
         auth_token: str | None = None,
         tls: tuple[str, str] | None = None,
     ) -> None:
-        host, _, port = endpoint.rpartition(":")
-        handler = _make_handler(service, limits, auth_token)
-        self._server = _Server((host.strip("[]"), int(port)), handler)
-        if tls is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(tls[0], tls[1])
-            # The handshake runs in the connection's thread (under its read timeout), not in
-            # accept(): a client that never finishes it must not block everyone else.
-            self._server.socket = ctx.wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False
-            )
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="otlp-http", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def shutdown(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(endpoint, _make_handler(service, limits, auth_token), "otlp-http", tls)
 
 
 def _make_handler(service: Service, limits: Limits, auth_token: str | None) -> Any:
