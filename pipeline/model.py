@@ -50,6 +50,7 @@ class LLMCall:
     parent_span_id: bytes
     start_ns: int
     end_ns: int
+    scope: str = ""  # the instrumentation scope's name
     operation: str = ""
     provider: str = ""
     request_model: str = ""
@@ -68,6 +69,7 @@ class LLMCall:
     server_ttft_s: float | None = None
     server_duration_s: float | None = None
     cost_usd: float | None = None
+    response_id: str = ""  # gen_ai.response.id, for dedupe
     counted: bool = True  # False when a nested LLM span already counted this call
     # Attribute keys present on the span, so enrich never overwrites what is there.
     present: set[str] = field(default_factory=set)

@@ -31,8 +31,6 @@ from dataclasses import dataclass
 
 from ..model import LLMCall, TraceBatch
 
-RESPONSE_ID_KEYS = frozenset({"gen_ai.response.id"})
-
 
 @dataclass
 class DedupeConfig:
@@ -44,13 +42,6 @@ class DedupeConfig:
     def validate(self) -> None:
         if self.max_entries < 1:
             raise ValueError("max_entries must be >= 1")
-
-
-def response_id(call: LLMCall) -> str:
-    for kv in call.span.attributes:
-        if kv.key in RESPONSE_ID_KEYS:
-            return str(kv.value.string_value)
-    return ""
 
 
 class Dedupe:
@@ -69,24 +60,19 @@ class Dedupe:
         pending = self._pending
         if not calls and not pending:
             return batch
-        call_keys = {c.trace_id + c.span_id for c in calls}
-        scopes: dict[bytes, str] = {}  # call key -> instrumentation scope name
+        call_keys = [c.trace_id + c.span_id for c in calls]
         parents: dict[bytes, bytes | None] = {}  # every span of the batch -> its parent
-        earlier: list[bytes] = []  # spans of this batch flagged by an earlier batch
         for rs in batch.request.resource_spans:
             for ss in rs.scope_spans:
-                scope = ""
                 for span in ss.spans:
                     tid = span.trace_id
-                    key = tid + span.span_id
                     psid = span.parent_span_id
-                    parents[key] = tid + psid if psid else None
-                    if key in call_keys:
-                        scope = scope or ss.scope.name or "-"
-                        scopes[key] = scope
-                    if pending and key in pending:
-                        del pending[key]
-                        earlier.append(key)
+                    parents[tid + span.span_id] = tid + psid if psid else None
+        earlier: list[bytes] = []  # spans of this batch flagged by an earlier batch
+        if pending:
+            earlier = [key for key in parents if key in pending]
+            for key in earlier:
+                del pending[key]
 
         flagged = set(earlier)  # spans of this batch with an LLM-call descendant
         for key in (*call_keys, *earlier):
@@ -106,7 +92,7 @@ class Dedupe:
                 if call.trace_id + call.span_id in flagged:
                     call.counted = False
         if self.config.match_response_ids:
-            self._match_responses(calls, scopes)
+            self._match_responses(calls)
         return batch
 
     def _remember(self, key: bytes) -> None:
@@ -118,14 +104,11 @@ class Dedupe:
         if len(pending) > self.config.max_entries:
             pending.popitem(last=False)
 
-    def _match_responses(self, calls: list[LLMCall], scopes: dict[bytes, str]) -> None:
+    def _match_responses(self, calls: list[LLMCall]) -> None:
         groups: dict[str, list[tuple[LLMCall, str]]] = {}
         for call in calls:
-            if call.counted:
-                rid = response_id(call)
-                if rid:
-                    scope = scopes.get(call.trace_id + call.span_id, "")
-                    groups.setdefault(rid, []).append((call, scope))
+            if call.counted and call.response_id:
+                groups.setdefault(call.response_id, []).append((call, call.scope or "-"))
         seen = self._responses
         for rid, members in groups.items():
             first = seen.get(rid)

@@ -11,7 +11,11 @@ import re
 from typing import Any
 
 from ..model import LLMCall, TraceBatch, any_value, service_name_of
-from .conventions import LLM_MARKERS, LOOKUP, normalize_provider
+from .conventions import LLM_MARKERS as _MARKERS
+from .conventions import LOOKUP, normalize_provider
+from .conventions._table import to_int, to_str
+
+RESPONSE_ID_KEY = "gen_ai.response.id"
 
 _SPAN_KIND_SERVER = 2
 _STATUS_ERROR = 2
@@ -52,38 +56,57 @@ def _error_type(span: Any, fields: dict[str, Any]) -> str:
     return "_OTHER"
 
 
-def read_span(span: Any, service_name: str) -> LLMCall | None:
+# key -> (field, priority, convention, transform, fast): `fast` names the AnyValue member whose
+# value the transform would return unchanged (a string for to_str, an int for to_int), so the
+# common case skips both the transform and `any_value`.
+_FAST = {
+    to_str: "string_value",
+    to_int: "int_value",
+}
+_TABLE: dict[str, tuple[str, int, str, Any, str]] = {
+    key: (m.field, priority, conv, m.transform, _FAST.get(m.transform, ""))  # type: ignore[arg-type]
+    for key, (m, priority, conv) in LOOKUP.items()
+}
+# Read for dedupe (same response seen by two instrumentations), not a convention field.
+_TABLE[RESPONSE_ID_KEY] = ("response_id", 0, "", to_str, "string_value")
+# A span is a model call only when one of these is present (see read_span).
+_QUALIFYING = frozenset({"request_model", "response_model", "server_ttft_s", "server_duration_s"})
+_CONVENTION_FIELDS = frozenset({"provider", "request_model", "input_tokens"})
+
+
+def read_span(span: Any, service_name: str, scope: str = "") -> LLMCall | None:
     """An `LLMCall` for the span, or None when it is not a model call."""
+    table = _TABLE
+    found = [(e, key, kv) for kv in span.attributes if (e := table.get(key := kv.key)) is not None]
+    if not found or not any(e[0] in _QUALIFYING for e, _, _ in found):
+        return None
     fields: dict[str, Any] = {}
     ranks: dict[str, int] = {}
-    present: set[str] = set()
+    present = {key for _, key, _ in found}
     convention = ""
     best = -1
-    marked = False
-    for kv in span.attributes:
-        key = kv.key
-        entry = LOOKUP.get(key)
-        if entry is None:
-            markers = LLM_MARKERS.get(key)
-            if markers is not None and kv.value.string_value in markers:
-                marked = True
-            continue
-        mapping, priority, conv = entry
-        present.add(key)
-        value = any_value(kv.value)
-        if mapping.transform is not None:
+    for (f, priority, conv, transform, fast), _, kv in found:
+        v = kv.value
+        if fast and v.HasField(fast):
+            value = getattr(v, fast)
+        else:
             try:
-                value = mapping.transform(value)
+                value = any_value(v)
+                if transform is not None:
+                    value = transform(value)
             except (ValueError, TypeError, ArithmeticError):  # "inf" tokens: as if absent
                 value = None
         if value is None or value == "":
             continue
-        f = mapping.field
         if ranks.get(f, -1) < priority:
             fields[f] = value
             ranks[f] = priority
-        if priority > best and f in ("provider", "request_model", "input_tokens"):
+        if priority > best and f in _CONVENTION_FIELDS:
             best, convention = priority, conv
+    marked = bool(_MARKERS) and any(
+        (markers := _MARKERS.get(kv.key)) is not None and kv.value.string_value in markers
+        for kv in span.attributes
+    )
 
     model = fields.get("request_model") or fields.get("response_model")
     if not model:
@@ -109,11 +132,13 @@ def read_span(span: Any, service_name: str) -> LLMCall | None:
         parent_span_id=span.parent_span_id,
         start_ns=span.start_time_unix_nano,
         end_ns=span.end_time_unix_nano,
+        scope=scope,
         operation=str(fields.get("operation") or "chat"),
         provider=normalize_provider(str(fields.get("provider") or "")) or "unknown",
         request_model=str(fields.get("request_model") or model),
         response_model=str(fields.get("response_model") or ""),
         present=present,
+        response_id=str(fields.get("response_id", "")),
     )
     for f in _TOKEN_FIELDS:
         v = fields.get(f)
@@ -157,9 +182,11 @@ def normalize(batch: TraceBatch) -> TraceBatch:
     for rs in batch.request.resource_spans:
         service = service_name_of(rs.resource)
         for ss in rs.scope_spans:
-            for span in ss.spans:
-                count += 1
-                call = read_span(span, service)
+            scope = ss.scope.name
+            spans = ss.spans
+            count += len(spans)
+            for span in spans:
+                call = read_span(span, service, scope)
                 if call is not None:
                     calls.append(call)
     batch.span_count = count

@@ -40,7 +40,9 @@ twice changes nothing more (markers are not matched again).
 Matches do not start inside a word, and an escape such as `\\n` in a JSON-encoded prompt is a
 boundary (`...\\nbob@x.com` keeps its `\\n`); markers never break the JSON around them.
 
-Speed (runs on every span): values shorter than the shortest possible match are skipped; cheap
+Speed (runs on every span): the request's bytes are searched first (`_prefilter`), in C, and
+only the spans and log records a hint falls in are walked (all of them when custom patterns or
+`drop_attributes` are configured). Within those, values shorter than the shortest possible match are skipped; cheap
 `in` checks (`@`, `://`, `sk-`, `earer`, ...) and one small digit-run regex decide which types
 can occur in a value at all (most values: none, and no regex runs); one combined regex of just
 those types, a named group each, compiled once per combination and cached, does the scan. Each
@@ -57,6 +59,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..model import LogBatch, TraceBatch
+from ._prefilter import Prefilter
+from ._wire import ItemRange
 
 EMAIL = "email"
 PHONE = "phone"
@@ -293,6 +297,7 @@ class Redactor:
             re.compile("|".join(fnmatch.translate(g) for g in globs)) if globs else None
         )
         self._dropping = bool(cfg.drop_attributes)
+        self._prefilter = Prefilter(types)
 
     # -- the scan of one string ---------------------------------------------------------------
 
@@ -414,34 +419,74 @@ class Redactor:
         setattr(msg, name, r)
         return True
 
+    def _span(self, span: Any, counts: dict[str, int]) -> bool:
+        changed = self._string_field(span, "name", counts)
+        changed |= self._attributes(span.attributes, counts)
+        for ev in span.events:
+            changed |= self._attributes(ev.attributes, counts)
+        for link in span.links:
+            changed |= self._attributes(link.attributes, counts)
+        if span.status.message:
+            changed |= self._string_field(span.status, "message", counts)
+        return changed
+
+    def _record(self, rec: Any, counts: dict[str, int]) -> bool:
+        changed = self._value(rec.body, counts)
+        return self._attributes(rec.attributes, counts) | changed
+
+    def _candidates(self, batch: TraceBatch | LogBatch) -> list[ItemRange] | None:
+        """The items the prefilter says may hold a match, or None: walk everything (custom
+        patterns and dropped keys are not prefiltered)."""
+        if self._extras or self._dropping:
+            return None
+        data = batch.raw
+        if data is None or batch.modified:
+            data = batch.request.SerializeToString()
+        try:
+            return self._prefilter.items(data)
+        except (ValueError, IndexError):  # not the wire shape expected: be thorough instead
+            return None
+
     def redact_traces(self, batch: TraceBatch) -> TraceBatch:
         counts: dict[str, int] = {}
         changed = False
         attributes = self._attributes
-        for rs in batch.request.resource_spans:
-            changed |= attributes(rs.resource.attributes, counts)
-            for ss in rs.scope_spans:
-                for span in ss.spans:
-                    changed |= self._string_field(span, "name", counts)
-                    changed |= attributes(span.attributes, counts)
-                    for ev in span.events:
-                        changed |= attributes(ev.attributes, counts)
-                    for link in span.links:
-                        changed |= attributes(link.attributes, counts)
-                    if span.status.message:
-                        changed |= self._string_field(span.status, "message", counts)
+        candidates = self._candidates(batch)
+        resources = batch.request.resource_spans
+        if candidates is not None:
+            for r in candidates:
+                rs = resources[r.resource]
+                if r.scope < 0:
+                    changed |= attributes(rs.resource.attributes, counts)
+                else:
+                    changed |= self._span(rs.scope_spans[r.scope].spans[r.item], counts)
+        else:
+            for rs in resources:
+                changed |= attributes(rs.resource.attributes, counts)
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        changed |= self._span(span, counts)
         self._finish(batch, changed, counts)
         return batch
 
     def redact_logs(self, batch: LogBatch) -> LogBatch:
         counts: dict[str, int] = {}
         changed = False
-        for rl in batch.request.resource_logs:
-            changed |= self._attributes(rl.resource.attributes, counts)
-            for sl in rl.scope_logs:
-                for rec in sl.log_records:
-                    changed |= self._value(rec.body, counts)
-                    changed |= self._attributes(rec.attributes, counts)
+        candidates = self._candidates(batch)
+        resources = batch.request.resource_logs
+        if candidates is not None:
+            for r in candidates:
+                rl = resources[r.resource]
+                if r.scope < 0:
+                    changed |= self._attributes(rl.resource.attributes, counts)
+                else:
+                    changed |= self._record(rl.scope_logs[r.scope].log_records[r.item], counts)
+        else:
+            for rl in resources:
+                changed |= self._attributes(rl.resource.attributes, counts)
+                for sl in rl.scope_logs:
+                    for rec in sl.log_records:
+                        changed |= self._record(rec, counts)
         self._finish(batch, changed, counts)
         return batch
 

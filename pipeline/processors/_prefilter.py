@@ -1,0 +1,87 @@
+"""The redaction prefilter: which spans / log records of a serialized request can hold a match.
+
+Walking every string of every span in Python costs far more than the scan itself, and most
+spans hold nothing to redact. So the request's bytes are searched first, in C, with one regex
+per type that matches wherever the type's real pattern (pipeline.processors.redact) can match,
+and only the items those hits fall in are walked.
+
+Each hint is the real pattern with what only narrows it left out: the boundary lookarounds
+(around a string on the wire sit length and tag bytes, which may look like word characters),
+upper bounds on repeats (a non-ASCII character is one `str` character but several bytes), and
+the parts before a necessary literal. Every hint starts with a literal, which `re` finds with a
+fast substring search (a pattern starting with a character class or an alternation is tried at
+every position: ten times slower). Most hints run over a folded copy of the request, letters
+lowercased and every digit mapped to `0`, so `Bearer`/`BEARER`, `api_key`/`API_KEY` and every
+phone and card number start with one literal each. A hint may match more than the real
+pattern (binary bytes, dates), never less: a false hit only costs the walk of that one item.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+
+from ._wire import ItemRange, item_ranges
+
+# Over the folded copy (A-Z -> a-z, 1-9 -> 0).
+_FOLDED_HINTS: dict[str, tuple[bytes, ...]] = {
+    "url_password": (rb"://[^\s/?#@:\"'\\]*:[^\s/?#\"'\\]+@",),
+    "api_key": (
+        rb"sk-[a-z0-9_\-]{20}",
+        rb"g(?:h[pousr]_[a-z0-9]{36}|ithub_pat_[a-z0-9_]{22})",
+        # api_key= / Api-Key: / API_KEY= (the `a` before it left out: a literal start)
+        rb"pi[_\-]?key[\"']?\s*[:=]\s*[\"']?[a-z0-9_\-.~+/=]{8}",
+    ),
+    "bearer_token": (rb"earer\s+[a-z0-9\-._~+/]{8}",),
+    "email": (rb"@[a-z0-9][a-z0-9.\-]*\.[a-z]{2}",),
+    # A card number as `is_card_number` accepts it: 13+ digits, the first four contiguous.
+    "credit_card": (rb"0000(?:[ \-]?0){9}",),
+    "phone": (
+        rb"\+0{1,3}(?:[ .\-]?\(0{1,4}\))?(?:[ .\-]?0){4}",
+        rb"\(000\)[ .\-]?000[ .\-]0000",
+        rb"000[ .\-]000[ .\-]0000",
+    ),
+}
+# Over the request as it is (lowercase `akia` would be a common-letter start).
+_RAW_HINTS: dict[str, tuple[bytes, ...]] = {
+    "api_key": (rb"A(?:[KS]IA[A-Z0-9]{16}|Iza[0-9A-Za-z_\-]{35})",),
+}
+_FOLD = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ123456789", b"abcdefghijklmnopqrstuvwxyz000000000"
+)
+
+
+class Prefilter:
+    """Finds the items of a request that may hold a match of the enabled types."""
+
+    def __init__(self, types: frozenset[str]) -> None:
+        def compiled(hints: dict[str, tuple[bytes, ...]]) -> list[re.Pattern[bytes]]:
+            return [re.compile(h) for t in hints if t in types for h in hints[t]]
+
+        self._folded = compiled(_FOLDED_HINTS)
+        self._raw = compiled(_RAW_HINTS)
+
+    def hits(self, data: bytes) -> list[tuple[int, int]]:
+        """(start, end) of every hint match in `data`."""
+        out = [m.span() for p in self._raw for m in p.finditer(data)]
+        if self._folded:
+            folded = data.translate(_FOLD)
+            out += [m.span() for p in self._folded for m in p.finditer(folded)]
+        return out
+
+    def items(self, data: bytes) -> list[ItemRange]:
+        """The resources and items (spans, log records) that some hint match overlaps."""
+        hits = self.hits(data)
+        if not hits:
+            return []
+        ranges = item_ranges(data)
+        starts = [r.start for r in ranges]
+        found: dict[int, None] = {}
+        for a, b in hits:
+            # every range that overlaps [a, b): from the last one starting at or before a
+            i = max(bisect.bisect_right(starts, a) - 1, 0)
+            while i < len(ranges) and ranges[i].start < b:
+                if ranges[i].end > a:
+                    found[i] = None
+                i += 1
+        return [ranges[i] for i in sorted(found)]
