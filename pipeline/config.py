@@ -127,6 +127,12 @@ class ExportersConfig:
 @dataclass
 class QueueConfig:
     max_items: int = 200_000  # spans / log records / points waiting per signal
+    # Payload bytes waiting in memory per signal (0 = no byte bound; a spool has its own):
+    # what keeps the RSS bounded when a destination is down or slower than the senders.
+    max_bytes: int = 64 * 1024 * 1024
+    # Requests answered but not processed yet (processing runs after the answer): a full
+    # backlog answers 503/UNAVAILABLE, so overload pushes back instead of growing memory.
+    max_unprocessed_requests: int = 16
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
     max_elapsed_s: float = 300.0  # give up on a batch after this (0 = never)
@@ -138,6 +144,10 @@ class QueueConfig:
     def validate(self) -> None:
         if self.max_items < 1:
             raise ConfigError("queue.max_items must be >= 1")
+        if self.max_bytes < 0 or 0 < self.max_bytes < 1024 * 1024:
+            raise ConfigError("queue.max_bytes must be 0 (no byte bound) or >= 1 MiB")
+        if self.max_unprocessed_requests < 1:
+            raise ConfigError("queue.max_unprocessed_requests must be >= 1")
         if self.spool_max_bytes < 1024 * 1024:
             raise ConfigError("queue.spool_max_bytes must be >= 1 MiB")
         if self.spool_fsync_interval_s < 0:

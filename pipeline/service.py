@@ -1,8 +1,12 @@
 """The service: receivers -> processor chain -> exporters, with a start/shutdown lifecycle.
 
-Admission first: a request's items are reserved in its signal's sending queue before any
-processor sees it, so a full queue answers 503/UNAVAILABLE and the sender's retry is not
-counted twice. The chain runs under one lock (processors keep state: dedupe, fallback,
+Admission first: a request's items (and bytes) are reserved in its signal's sending queue
+before any processor sees it, so a full queue answers 503/UNAVAILABLE and the sender's retry is
+not counted twice. Then the sender gets its answer, and the processing thread runs the chain
+(as the Collector's receivers answer once the data is in its pipeline): the added latency is
+receive + parse + validate, not the chain. The backlog of unprocessed requests is bounded
+(`queue.max_unprocessed_requests`; full -> 503 too), and shutdown processes it before the
+queues drain. The chain runs under one lock (processors keep state: dedupe, fallback,
 aggregation); the GIL would serialize it anyway.
 """
 
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +26,7 @@ from .aggregation import Aggregation
 from .config import Config
 from .exporters.file import FileSink
 from .exporters.otlp import GrpcSender, HttpSender, redact_url
-from .exporters.queue import QueueStats, SendingQueue
+from .exporters.queue import QueueFull, QueueStats, SendingQueue
 from .exporters.spool import Spool
 from .model import LLMCall, LogBatch, MetricBatch, TraceBatch
 from .processors.cost import CostConfig, CostProcessor
@@ -37,6 +42,17 @@ from .telemetry import Telemetry
 
 log = structlog.get_logger("pipeline")
 SIGNALS = ("traces", "logs", "metrics")
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """An admitted request waiting for the processing thread."""
+
+    signal: str
+    request: Any
+    raw: bytes | None
+    items: int  # accepted items (reserved in the queue)
+    nbytes: int  # bytes reserved in the queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +78,11 @@ class Service:
         self.queues = {s: self._build_queue(s) for s in SIGNALS}
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="fallback-ticker", daemon=True)
+        self._jobs: deque[_Job] = deque()
+        self._jobs_cv = threading.Condition()
+        self._in_progress = False
+        self._draining = False
+        self._worker = threading.Thread(target=self._work, name="processor", daemon=True)
         self._register_gauges()
 
     # -- construction ---------------------------------------------------------------------
@@ -137,6 +158,7 @@ class Service:
             q.max_elapsed_s,
             QueueStats(exported, failed, dropped),
             spool,
+            q.max_bytes,
         )
 
     def _register_gauges(self) -> None:
@@ -153,6 +175,18 @@ class Service:
             "Items waiting to be exported.",
             ("signal", "exporter"),
             sizes,
+        )
+        self.telemetry.gauge(
+            "llm_pipeline_queue_bytes",
+            "Payload bytes waiting in memory to be exported (bounded by queue.max_bytes).",
+            ("signal", "exporter"),
+            lambda: [((s, q.name), float(q.size_bytes)) for s, q in queues.items()],
+        )
+        self.telemetry.gauge(
+            "llm_pipeline_unprocessed_requests",
+            "Requests answered but not through the processor chain yet.",
+            (),
+            lambda: [((), float(len(self._jobs)))],
         )
         self.telemetry.gauge(
             "llm_pipeline_queue_capacity",
@@ -179,6 +213,7 @@ class Service:
         for q in self.queues.values():
             q.start()
         self._ticker.start()
+        self._worker.start()
 
     def _tick(self) -> None:
         while not self._stop.wait(1.0):
@@ -187,12 +222,18 @@ class Service:
                     self._fallback.flush()
 
     def shutdown(self) -> dict[str, int]:
-        """Close fallback windows, drain the queues within the timeout; items left per signal."""
+        """Process what was admitted, close fallback windows, drain the queues within the
+        timeout; items left per signal."""
+        deadline = time.monotonic() + self.config.queue.shutdown_timeout_s
+        with self._jobs_cv:
+            self._draining = True
+            self._jobs_cv.notify_all()
+        if self._worker.is_alive():
+            self._worker.join(max(0.0, deadline - time.monotonic()))
         self._stop.set()
         if self._fallback is not None:
             with self._lock:
                 self._fallback.flush(force=True)
-        deadline = time.monotonic() + self.config.queue.shutdown_timeout_s
         left = {}
         for s, q in self.queues.items():
             left[s] = q.shutdown(max(0.0, deadline - time.monotonic()))
@@ -201,15 +242,74 @@ class Service:
     # -- the data path ----------------------------------------------------------------------
 
     def accept(self, signal: str, request: Any, raw: bytes | None, transport: str) -> Accepted:
-        """Process one decoded request and enqueue it; raises QueueFull when there is no room."""
+        """Admit one decoded request; raises QueueFull when there is no room.
+
+        Validation (partial_success) happens here; the processor chain runs afterwards on the
+        processing thread once the service is started, so the sender's answer does not wait
+        for it (inline before `start()`, as tests and the stage benchmark use it).
+        """
         items = count_items(signal, request)
         queue = self.queues[signal]
-        queue.reserve(items)
+        nbytes = len(raw) if raw is not None else request.ByteSize()
+        queue.reserve(items, nbytes)
+        rejected, message = 0, ""
         try:
-            rejected, message = 0, ""
             if signal == "traces":
                 rejected, message = drop_invalid_spans(request)
-                batch = TraceBatch(request, raw=None if rejected else raw)
+        except BaseException:
+            queue.release(items, nbytes)
+            raise
+        accepted = items - rejected
+        if rejected:
+            queue.release(rejected)
+            self.telemetry.inc(self.telemetry.rejected, (signal, "invalid_item"), rejected)
+        job = _Job(signal, request, None if rejected else raw, accepted, nbytes)
+        if not accepted:
+            queue.release(0, nbytes)
+        elif self._worker.is_alive():
+            with self._jobs_cv:
+                if len(self._jobs) >= self.config.queue.max_unprocessed_requests:
+                    queue.release(accepted, nbytes)
+                    raise QueueFull(1.0)
+                self._jobs.append(job)
+                self._jobs_cv.notify()
+        else:
+            self._process(job)
+        self.telemetry.inc(self.telemetry.received, (signal, transport), accepted)
+        return Accepted(rejected, message)
+
+    def _work(self) -> None:
+        """The processing thread: admitted requests through the chain into the queues."""
+        jobs = self._jobs
+        while True:
+            with self._jobs_cv:
+                while not jobs and not self._draining:
+                    self._jobs_cv.wait()
+                if not jobs:
+                    return
+                job = jobs.popleft()
+                self._in_progress = True
+            try:
+                self._process(job)
+            except Exception:  # nothing may stop the thread; the loss is counted
+                log.exception("processing failed, request dropped", signal=job.signal)
+                self.telemetry.inc(
+                    self.telemetry.dropped,
+                    (job.signal, self.queues[job.signal].name, "processing_error"),
+                    job.items,
+                )
+            finally:
+                with self._jobs_cv:
+                    self._in_progress = False
+                    self._jobs_cv.notify_all()
+
+    def _process(self, job: _Job) -> None:
+        """Run the chain over one admitted request and enqueue it (its room is reserved)."""
+        signal, request, raw, items = job.signal, job.request, job.raw, job.items
+        queue = self.queues[signal]
+        try:
+            if signal == "traces":
+                batch = TraceBatch(request, raw=raw)
                 with self._lock:
                     for step in self.trace_chain:
                         batch = step(batch)
@@ -228,18 +328,20 @@ class Service:
                 mbatch = MetricBatch(request, items, raw)
                 data = self._encode(queue, mbatch.request, mbatch.raw, False)
         except BaseException:
-            queue.release(items)
+            queue.release(items, job.nbytes)
             raise
-        accepted = items - rejected
-        if rejected:
-            queue.release(rejected)
-            self.telemetry.inc(self.telemetry.rejected, (signal, "invalid_item"), rejected)
-        if accepted:
-            queue.put(data, accepted)
-        else:
-            queue.release(0)
-        self.telemetry.inc(self.telemetry.received, (signal, transport), accepted)
-        return Accepted(rejected, message)
+        queue.put(data, items, job.nbytes)
+
+    def wait_processed(self, timeout_s: float = 10.0) -> bool:
+        """Block until every admitted request went through the chain (tests, shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        with self._jobs_cv:
+            while self._jobs or self._in_progress:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._jobs_cv.wait(left)
+        return True
 
     @staticmethod
     def _encode(queue: SendingQueue, request: Any, raw: bytes | None, modified: bool) -> bytes:

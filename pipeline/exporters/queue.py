@@ -1,7 +1,7 @@
 """A bounded sending queue with retries, in front of one destination.
 
-Capacity is counted in items (spans, log records, points), reserved *before* a request is
-processed: a full queue makes the receiver answer 503/UNAVAILABLE without touching the
+Capacity is counted in items (spans, log records, points) and, in memory, in payload bytes
+(`max_bytes`, what bounds the RSS), reserved *before* a request is processed: a full queue makes the receiver answer 503/UNAVAILABLE without touching the
 metrics, so the sender's retry is not counted twice. One worker thread delivers batches in
 order; a retryable failure keeps the batch at the head and backs off exponentially (or as the
 destination's Retry-After says), so an outage fills the queue and backpressure reaches the
@@ -75,8 +75,12 @@ class SendingQueue:
         max_elapsed_s: float = 300.0,
         stats: QueueStats | None = None,
         spool: Spool | None = None,
+        max_bytes: int = 0,
     ) -> None:
         self.name = name
+        # In-memory bytes (payloads queued + reservations), 0 = unbounded; a spool has its own.
+        self.max_bytes = max_bytes if spool is None else 0
+        self._bytes = 0
         self._send = sender
         self.max_items = max_items
         self._initial = retry_initial_s
@@ -101,26 +105,37 @@ class SendingQueue:
     def start(self) -> None:
         self._thread.start()
 
-    def reserve(self, items: int) -> None:
-        """Claim room for `items` or raise QueueFull (before any processing happens)."""
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def reserve(self, items: int, nbytes: int = 0) -> None:
+        """Claim room for `items` (and `nbytes` of payload) or raise QueueFull (before any
+        processing happens)."""
         with self._cv:
             if self._stopping:
                 raise QueueFull(1.0)
             full = self._items + items > self.max_items
+            if self.max_bytes and self._bytes + nbytes > self.max_bytes:
+                full = True
             if self._spool is not None and self._spool.pending_bytes >= self._spool.max_bytes:
                 full = True
             if full and self._items > 0:
                 wait = max(1.0, self._backoff_until - time.monotonic())
                 raise QueueFull(min(wait, self._max))
             self._items += items
+            if self.max_bytes:
+                self._bytes += nbytes
 
-    def release(self, items: int) -> None:
+    def release(self, items: int, nbytes: int = 0) -> None:
         """Give back a reservation that will not be used (processing failed)."""
         with self._cv:
             self._items -= items
+            if self.max_bytes:
+                self._bytes -= nbytes
             self._cv.notify_all()
 
-    def put(self, data: bytes, items: int) -> None:
+    def put(self, data: bytes, items: int, reserved_bytes: int = 0) -> None:
         """Enqueue a reserved payload; QueueFull (reservation released) if the spool fails."""
         if self._spool is not None:
             try:
@@ -134,6 +149,8 @@ class SendingQueue:
             return
         with self._cv:
             self._q.append(Payload(data, items, time.monotonic()))
+            if self.max_bytes:  # the reservation was the request's size; now the payload's
+                self._bytes += len(data) - reserved_bytes
             self._cv.notify_all()
 
     def _waiting(self) -> bool:
@@ -167,6 +184,8 @@ class SendingQueue:
                 if not self._q or self._q[0] is not p:
                     return  # shutdown gave up on the queue while this send was under way
                 self._q.popleft()
+                if self.max_bytes:
+                    self._bytes -= len(p.data)
             self._items -= p.items
             self._cv.notify_all()
 
@@ -278,4 +297,5 @@ class SendingQueue:
                 log.warning("undelivered items dropped at shutdown", queue=self.name, items=left)
                 self._q.clear()
                 self._items = 0
+                self._bytes = 0
         return left

@@ -176,6 +176,7 @@ def test_cardinality_flood_stays_bounded(tmp_path: Path) -> None:
                 attrs={"gen_ai.provider.name": "acme", "error.type": "E{i}"},
             )
             assert svc.accept("traces", req, None, "http").rejected == 0
+            assert svc.wait_processed()  # the chain runs after the answer
 
     flood(0)
     after_half = rss_bytes(os.getpid())

@@ -520,6 +520,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 def _exposition(svc: Service) -> str:
+    assert svc.wait_processed()  # the chain runs after the sender's answer
     body, _ = render(AggregationCollector(svc.agg, svc.telemetry), "application/openmetrics-text")
     return body.decode()
 
