@@ -79,6 +79,7 @@ def _queue(
         max_elapsed_s=kw.get("max_elapsed_s", 0.0),
         stats=stats.queue_stats(),
         spool=spool,
+        max_bytes=int(kw.get("max_bytes", 0)),
     )
 
 
@@ -140,6 +141,30 @@ def test_an_oversized_request_fits_an_empty_queue_only(recorder: Recorder) -> No
     q.release(50)
     q.reserve(10)
     assert q.size == 10
+
+
+def test_byte_bound_refuses_until_delivery_frees_the_bytes(recorder: Recorder) -> None:
+    stats = Stats()
+    recorder.down = True
+    mib = 1024 * 1024
+    q = _queue(recorder, stats, max_items=1000, max_bytes=mib, retry_initial_s=0.05)
+    q.start()
+    # Reserved at the request's size; the payload that replaces it is what stays counted.
+    q.reserve(1, 600 * 1024)
+    q.put(b"x" * (700 * 1024), 1, 600 * 1024)
+    assert q.size_bytes == 700 * 1024
+    with pytest.raises(QueueFull):
+        q.reserve(1, 400 * 1024)  # items have room, bytes do not
+    q.reserve(1, 300 * 1024)  # exactly at the bound: taken
+    q.release(1, 300 * 1024)
+    assert q.size_bytes == 700 * 1024
+    recorder.down = False
+    _wait(lambda: q.size == 0)
+    assert q.size_bytes == 0
+    q.reserve(1, 900 * 1024)  # room again
+    q.release(1, 900 * 1024)
+    q.shutdown(1.0)
+    assert stats.exported == 1 and not stats.dropped
 
 
 def test_permanent_rejection_is_dropped_and_counted(recorder: Recorder) -> None:

@@ -1,0 +1,114 @@
+"""The service: the answer comes before the chain, the backlog is bounded, nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config import Config
+from pipeline.exporters.queue import QueueFull
+from pipeline.model import TraceBatch
+from pipeline.service import Service
+from tests.e2e.test_reliability import spans_request
+
+
+def _service(tmp_path: Path, backlog: int = 3) -> Service:
+    cfg = Config()
+    cfg.file.directory = str(tmp_path / "out")
+    cfg.queue.max_unprocessed_requests = backlog
+    cfg.queue.shutdown_timeout_s = 10.0
+    return Service(cfg)
+
+
+def _exported_spans(tmp_path: Path) -> int:
+    lines = (tmp_path / "out" / "traces.jsonl").read_text().splitlines()
+    return sum(
+        len(ss["spans"])
+        for line in lines
+        for rs in json.loads(line)["resourceSpans"]
+        for ss in rs["scopeSpans"]
+    )
+
+
+class Gate:
+    """A first processor that holds every batch until opened."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self, batch: TraceBatch) -> TraceBatch:
+        self.entered.set()
+        assert self.open.wait(30)
+        return batch
+
+
+def test_answer_before_the_chain_bounded_backlog_then_everything_processed(
+    tmp_path: Path,
+) -> None:
+    svc = _service(tmp_path, backlog=3)
+    gate = Gate()
+    svc.trace_chain.insert(0, gate)
+    svc.start()
+    traces = svc.queues["traces"]
+    # The first request is taken by the processing thread and held at the gate; the accept
+    # call itself returned without waiting for it.
+    assert svc.accept("traces", spans_request(0, 10), None, "grpc").rejected == 0
+    assert gate.entered.wait(10)
+    for i in range(3):  # the backlog: 3 requests
+        svc.accept("traces", spans_request(100 * (i + 1), 10), None, "grpc")
+    with pytest.raises(QueueFull):  # a fifth finds the backlog full: 503 / UNAVAILABLE
+        svc.accept("traces", spans_request(900, 10), None, "grpc")
+    assert traces.size == 40  # the refused request's reservation was given back
+    assert not svc.wait_processed(0.2)
+    gate.open.set()
+    assert svc.wait_processed(10)
+    assert svc.shutdown()["traces"] == 0
+    assert _exported_spans(tmp_path) == 40
+    assert svc.llm_metrics.tokens.series  # the chain ran: 40 calls counted
+    counted = sum(s.value for s in svc.llm_metrics.tokens.series.values())
+    assert counted == 40 * 15
+
+
+def test_shutdown_processes_the_backlog_before_draining(tmp_path: Path) -> None:
+    svc = _service(tmp_path, backlog=8)
+    gate = Gate()
+    svc.trace_chain.insert(0, gate)
+    svc.start()
+    for i in range(6):
+        svc.accept("traces", spans_request(100 * i, 7), None, "grpc")
+    assert gate.entered.wait(10)
+    threading.Timer(0.3, gate.open.set).start()
+    assert svc.shutdown()["traces"] == 0  # waits for the chain, then drains
+    assert _exported_spans(tmp_path) == 42
+
+
+def test_a_failing_processor_drops_that_request_counted_and_the_service_lives_on(
+    tmp_path: Path,
+) -> None:
+    svc = _service(tmp_path)
+    calls = {"n": 0}
+
+    def flaky(batch: TraceBatch) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return batch
+
+    svc.trace_chain.insert(0, flaky)
+    svc.start()
+    svc.accept("traces", spans_request(0, 5), None, "grpc")
+    assert svc.wait_processed(10)
+    svc.accept("traces", spans_request(100, 3), None, "grpc")
+    assert svc.wait_processed(10)
+    assert svc.queues["traces"].size in (0, 3)  # the failed request's room was given back
+    assert svc.shutdown()["traces"] == 0
+    assert _exported_spans(tmp_path) == 3
+    dropped = svc.telemetry.dropped.series
+    assert [(k, s.value) for k, s in dropped.items()] == [
+        (("traces", "file/traces", "processing_error"), 5.0)
+    ]
