@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 import threading
@@ -47,6 +48,13 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # The receivers' threads need the GIL for a few hundred µs per request; with CPython's
+    # default 5 ms switch interval, a busy processing thread makes each of them wait up to 5 ms
+    # at every hand-over (measured: p99 per batch 9-25 ms -> 3-9 ms at 10-20k spans/s).
+    sys.setswitchinterval(0.0005)
+    # What was built at start (modules, the price snapshot) is never garbage: keep the cyclic
+    # collector from walking it again at every full collection.
+    gc.freeze()
     sidecar.start()
     if cfg.exporters.traces.protocol == "file":
         structlog.get_logger("pipeline").info(

@@ -129,7 +129,7 @@ class QueueConfig:
     max_items: int = 200_000  # spans / log records / points waiting per signal
     # Payload bytes waiting in memory per signal (0 = no byte bound; a spool has its own):
     # what keeps the RSS bounded when a destination is down or slower than the senders.
-    max_bytes: int = 64 * 1024 * 1024
+    max_bytes: int = 32 * 1024 * 1024
     # Requests answered but not processed yet (processing runs after the answer): a full
     # backlog answers 503/UNAVAILABLE, so overload pushes back instead of growing memory.
     max_unprocessed_requests: int = 16

@@ -117,6 +117,7 @@ class CostProcessor:
         self.config.validate()
         self._rates: dict[tuple[str, str], _Rates | None] = {}
         self._on_unpriced = on_unpriced
+        get_snapshot()  # load the price data now, not on the first span
 
     def _resolve(self, provider: str, model: str) -> _Rates | None:
         key = (provider, model)
