@@ -1,8 +1,8 @@
 """A bounded sending queue with retries, in front of one destination.
 
 Capacity is counted in items (spans, log records, points) and, in memory, in payload bytes
-(`max_bytes`, what bounds the RSS), reserved *before* a request is processed: a full queue makes the receiver answer 503/UNAVAILABLE without touching the
-metrics, so the sender's retry is not counted twice. One worker thread delivers batches in
+(`max_bytes`, what bounds the RSS), reserved *before* a request is processed: a full queue
+makes the receiver answer 503/UNAVAILABLE without touching the metrics, so the sender's retry is not counted twice. One worker thread delivers batches in
 order; a retryable failure keeps the batch at the head and backs off exponentially (or as the
 destination's Retry-After says), so an outage fills the queue and backpressure reaches the
 senders. Nothing is dropped silently: every give-up is counted.
@@ -78,7 +78,8 @@ class SendingQueue:
         max_bytes: int = 0,
     ) -> None:
         self.name = name
-        # In-memory bytes (payloads queued + reservations), 0 = unbounded; a spool has its own.
+        # Bound on the in-memory bytes (payloads queued + reservations), 0 = none; a spool has
+        # its own bound on disk, and a spooled payload holds no memory once appended.
         self.max_bytes = max_bytes if spool is None else 0
         self._bytes = 0
         self._send = sender
@@ -124,15 +125,13 @@ class SendingQueue:
                 wait = max(1.0, self._backoff_until - time.monotonic())
                 raise QueueFull(min(wait, self._max))
             self._items += items
-            if self.max_bytes:
-                self._bytes += nbytes
+            self._bytes += nbytes
 
     def release(self, items: int, nbytes: int = 0) -> None:
         """Give back a reservation that will not be used (processing failed)."""
         with self._cv:
             self._items -= items
-            if self.max_bytes:
-                self._bytes -= nbytes
+            self._bytes -= nbytes
             self._cv.notify_all()
 
     def put(self, data: bytes, items: int, reserved_bytes: int = 0) -> None:
@@ -142,15 +141,16 @@ class SendingQueue:
                 self._spool.append(data, items)
             except OSError as e:
                 log.error("spool write failed", queue=self.name, items=items, error=str(e))
-                self.release(items)
+                self.release(items, reserved_bytes)
                 raise QueueFull(self._initial) from e
             with self._cv:
+                self._bytes -= reserved_bytes  # on disk now
                 self._cv.notify_all()
             return
         with self._cv:
             self._q.append(Payload(data, items, time.monotonic()))
-            if self.max_bytes:  # the reservation was the request's size; now the payload's
-                self._bytes += len(data) - reserved_bytes
+            # The reservation was the request's size; from now on the payload's counts.
+            self._bytes += len(data) - reserved_bytes
             self._cv.notify_all()
 
     def _waiting(self) -> bool:
@@ -184,8 +184,7 @@ class SendingQueue:
                 if not self._q or self._q[0] is not p:
                     return  # shutdown gave up on the queue while this send was under way
                 self._q.popleft()
-                if self.max_bytes:
-                    self._bytes -= len(p.data)
+                self._bytes -= len(p.data)
             self._items -= p.items
             self._cv.notify_all()
 

@@ -167,6 +167,27 @@ def test_byte_bound_refuses_until_delivery_frees_the_bytes(recorder: Recorder) -
     assert stats.exported == 1 and not stats.dropped
 
 
+def test_bytes_are_counted_without_a_bound_and_not_for_a_spool(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    recorder.down = True
+    q = _queue(recorder, Stats(), retry_initial_s=0.05)  # no byte bound: still measured
+    q.start()
+    q.reserve(2, 100)
+    q.put(b"y" * 150, 2, 100)
+    assert q.size_bytes == 150
+    recorder.down = False
+    _wait(lambda: q.size == 0)
+    assert q.size_bytes == 0
+    q.shutdown(1.0)
+    spooled = _queue(recorder, Stats(), spool=Spool(tmp_path / "sp", max_bytes=10_000))
+    spooled.reserve(1, 300)
+    assert spooled.size_bytes == 300  # held in memory until appended
+    spooled.put(b"z" * 300, 1, 300)
+    assert spooled.size_bytes == 0  # on disk
+    spooled.shutdown(0)
+
+
 def test_permanent_rejection_is_dropped_and_counted(recorder: Recorder) -> None:
     stats = Stats()
     recorder.script = [PermanentError("HTTP 400")]
