@@ -333,7 +333,8 @@ class Service:
         queue.put(data, items, job.nbytes)
 
     def wait_processed(self, timeout_s: float = 10.0) -> bool:
-        """Block until every admitted request went through the chain (tests, shutdown)."""
+        """Block until every admitted request went through the chain (for callers of `accept`
+        that read the results, such as tests; shutdown joins the processing thread instead)."""
         deadline = time.monotonic() + timeout_s
         with self._jobs_cv:
             while self._jobs or self._in_progress:
