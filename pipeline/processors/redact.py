@@ -54,13 +54,15 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..model import LogBatch, TraceBatch
 from ._prefilter import Prefilter
 from ._wire import ItemRange
+
+_B = TypeVar("_B", TraceBatch, LogBatch)
 
 EMAIL = "email"
 PHONE = "phone"
@@ -447,48 +449,43 @@ class Redactor:
         except (ValueError, IndexError):  # not the wire shape expected: be thorough instead
             return None
 
-    def redact_traces(self, batch: TraceBatch) -> TraceBatch:
+    def _targets(self, batch: TraceBatch | LogBatch) -> Iterator[tuple[Any, Any]]:
+        """(resource, None) and (None, span or log record) for each thing to walk."""
+        if isinstance(batch, TraceBatch):
+            resources, scopes, items = batch.request.resource_spans, "scope_spans", "spans"
+        else:
+            resources, scopes, items = batch.request.resource_logs, "scope_logs", "log_records"
+        candidates = self._candidates(batch)
+        if candidates is None:
+            for res in resources:
+                yield res.resource, None
+                for scope in getattr(res, scopes):
+                    for item in getattr(scope, items):
+                        yield None, item
+            return
+        for r in candidates:
+            res = resources[r.resource]
+            if r.scope < 0:
+                yield res.resource, None
+            else:
+                yield None, getattr(getattr(res, scopes)[r.scope], items)[r.item]
+
+    def _redact(self, batch: _B, redact_item: Callable[[Any, dict[str, int]], bool]) -> _B:
         counts: dict[str, int] = {}
         changed = False
-        attributes = self._attributes
-        candidates = self._candidates(batch)
-        resources = batch.request.resource_spans
-        if candidates is not None:
-            for r in candidates:
-                rs = resources[r.resource]
-                if r.scope < 0:
-                    changed |= attributes(rs.resource.attributes, counts)
-                else:
-                    changed |= self._span(rs.scope_spans[r.scope].spans[r.item], counts)
-        else:
-            for rs in resources:
-                changed |= attributes(rs.resource.attributes, counts)
-                for ss in rs.scope_spans:
-                    for span in ss.spans:
-                        changed |= self._span(span, counts)
+        for resource, item in self._targets(batch):
+            if item is None:
+                changed |= self._attributes(resource.attributes, counts)
+            else:
+                changed |= redact_item(item, counts)
         self._finish(batch, changed, counts)
         return batch
 
+    def redact_traces(self, batch: TraceBatch) -> TraceBatch:
+        return self._redact(batch, self._span)
+
     def redact_logs(self, batch: LogBatch) -> LogBatch:
-        counts: dict[str, int] = {}
-        changed = False
-        candidates = self._candidates(batch)
-        resources = batch.request.resource_logs
-        if candidates is not None:
-            for r in candidates:
-                rl = resources[r.resource]
-                if r.scope < 0:
-                    changed |= self._attributes(rl.resource.attributes, counts)
-                else:
-                    changed |= self._record(rl.scope_logs[r.scope].log_records[r.item], counts)
-        else:
-            for rl in resources:
-                changed |= self._attributes(rl.resource.attributes, counts)
-                for sl in rl.scope_logs:
-                    for rec in sl.log_records:
-                        changed |= self._record(rec, counts)
-        self._finish(batch, changed, counts)
-        return batch
+        return self._redact(batch, self._record)
 
     def _finish(self, batch: TraceBatch | LogBatch, changed: bool, counts: dict[str, int]) -> None:
         if changed:
