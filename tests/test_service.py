@@ -13,7 +13,7 @@ from pipeline.config import Config
 from pipeline.exporters.queue import QueueFull
 from pipeline.model import TraceBatch
 from pipeline.service import Service
-from tests.e2e.test_reliability import spans_request
+from tests.helpers.otlp_build import spans_request
 
 
 def _service(tmp_path: Path, backlog: int = 3) -> Service:

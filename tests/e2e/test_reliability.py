@@ -28,56 +28,13 @@ from pipeline.config import Config
 from pipeline.processors.cost import CostProcessor
 from pipeline.service import Service
 from tests.helpers.metrics import value
+from tests.helpers.otlp_build import T0, spans_request
 from tests.helpers.otlp_sink import OtlpSink
 from tests.helpers.sidecar import SidecarProcess, start_sidecar
 
 pytestmark = pytest.mark.e2e
 
 TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-T0 = 1_700_000_000 * 10**9
-
-
-def spans_request(
-    first: int,
-    n: int,
-    model: str = "gpt-4o",
-    pad: int = 0,
-    attrs: dict[str, Any] | None = None,
-    service: str = "rel",
-) -> ExportTraceServiceRequest:
-    """n LLM spans with span IDs first..first+n-1 (so every one is countable).
-
-    `model` and string `attrs` may use {i}, the span's number.
-    """
-    req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", service
-    ss = rs.scope_spans.add()
-    for i in range(first, first + n):
-        s = ss.spans.add()
-        s.name = "chat"
-        s.trace_id = (i + 1).to_bytes(16, "big")
-        s.span_id = (i + 1).to_bytes(8, "big")
-        s.start_time_unix_nano, s.end_time_unix_nano = T0, T0 + 10**9
-        a = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": "openai",
-            "gen_ai.request.model": model.format(i=i),
-            "gen_ai.usage.input_tokens": 10,
-            "gen_ai.usage.output_tokens": 5,
-            **(attrs or {}),
-        }
-        if pad:
-            a["gen_ai.input.messages"] = "p" * pad
-        for k, v in a.items():
-            kv = s.attributes.add()
-            kv.key = k
-            if isinstance(v, int):
-                kv.value.int_value = v
-            else:
-                kv.value.string_value = v.format(i=i)
-    return req
 
 
 def logs_request(first: int, n: int) -> ExportLogsServiceRequest:

@@ -21,6 +21,7 @@ from pipeline.model import LogBatch, TraceBatch
 from pipeline.processors._prefilter import Prefilter
 from pipeline.processors._wire import item_ranges
 from pipeline.processors.redact import BUILTIN_TYPES, RedactConfig, Redactor
+from tests.helpers.otlp_build import add_attrs
 from tests.processors.test_redact import (
     ANTHROPIC_KEY,
     AWS_KEY,
@@ -29,7 +30,6 @@ from tests.processors.test_redact import (
     GOOGLE_KEY,
     JWT,
     OPENAI_KEY,
-    add_attrs,
 )
 
 

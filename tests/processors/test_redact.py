@@ -12,12 +12,12 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from pipeline.model import LogBatch, MetricBatch, TraceBatch, any_value
 from pipeline.processors.normalize import normalize
 from pipeline.processors.redact import RedactConfig, Redactor, is_card_number, luhn_valid
+from tests.helpers.otlp_build import add_attrs, set_value
 
 TRACE_ID = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
 SPAN_ID = bytes.fromhex("00f067aa0ba902b7")
@@ -34,34 +34,6 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dBjftJeZ4CVPmB92K27uhbUJ
 
 
 # -- builders: real OTLP messages --------------------------------------------------------------
-
-
-def set_value(v: common_pb2.AnyValue, value: Any) -> None:
-    if isinstance(value, bool):
-        v.bool_value = value
-    elif isinstance(value, int):
-        v.int_value = value
-    elif isinstance(value, float):
-        v.double_value = value
-    elif isinstance(value, str):
-        v.string_value = value
-    elif isinstance(value, list):
-        for x in value:
-            set_value(v.array_value.values.add(), x)
-    elif isinstance(value, dict):
-        for k, x in value.items():
-            kv = v.kvlist_value.values.add()
-            kv.key = k
-            set_value(kv.value, x)
-    else:
-        raise TypeError(value)
-
-
-def add_attrs(attrs: Any, values: dict[str, Any]) -> None:
-    for k, v in values.items():
-        kv = attrs.add()
-        kv.key = k
-        set_value(kv.value, v)
 
 
 def attrs_of(attrs: Any) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from pipeline.receivers.decode import (
 )
 from pipeline.service import Service
 from tests.helpers.metrics import samples, value
+from tests.helpers.otlp_build import set_value
 
 # FUZZ_SCALE=20 (with --timeout=0) for a long local run; the default keeps the suite quick.
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
@@ -111,29 +112,6 @@ KEYS = st.one_of(
     st.sampled_from(["gen_ai.input.messages", "service.name", "error.type", "x"]),
     st.text(max_size=20),
 )
-
-
-def set_value(v: Any, x: Any) -> None:
-    if isinstance(x, bool):
-        v.bool_value = x
-    elif isinstance(x, int):
-        v.int_value = x
-    elif isinstance(x, float):
-        v.double_value = x
-    elif isinstance(x, bytes):
-        v.bytes_value = x
-    elif isinstance(x, str):
-        v.string_value = x
-    elif isinstance(x, list):
-        v.array_value.SetInParent()
-        for item in x:
-            set_value(v.array_value.values.add(), item)
-    else:
-        v.kvlist_value.SetInParent()
-        for k, item in x.items():
-            kv = v.kvlist_value.values.add()
-            kv.key = k
-            set_value(kv.value, item)
 
 
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
