@@ -8,7 +8,7 @@ or an LLM marker. Everything later in the chain works on the `LLMCall`s.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..model import LLMCall, TraceBatch, any_value, service_name_of
 from .conventions import LLM_MARKERS as _MARKERS
@@ -74,38 +74,76 @@ _QUALIFYING = frozenset({"request_model", "response_model", "server_ttft_s", "se
 _CONVENTION_FIELDS = frozenset({"provider", "request_model", "input_tokens"})
 
 
+class _Plan(NamedTuple):
+    """How to read spans whose attribute keys are one given sequence."""
+
+    # field -> its sources, highest priority first (attribute order among equals):
+    # (attribute index, priority, convention, transform, fast member)
+    reads: tuple[tuple[str, tuple[tuple[int, int, str, Any, str], ...]], ...]
+    present: frozenset[str]  # the table's keys on the span (enrich never overwrites them)
+
+
+# Instrumentations write the same attribute keys in the same order span after span, so the
+# table lookups and priority ordering are done once per key sequence, not per span.
+# A flood of odd key sets must not grow memory: spans with many attributes are planned
+# each time, and the cache starts over when full (at most ~5 MB of keys).
+_PLANS: dict[tuple[str, ...], _Plan | None] = {}
+_MAX_PLANS = 1024
+_MAX_PLANNED_KEYS = 64
+
+
+def _plan(keys: tuple[str, ...]) -> _Plan | None:
+    sources: dict[str, list[tuple[int, int, str, Any, str]]] = {}
+    for i, key in enumerate(keys):
+        e = _TABLE.get(key)
+        if e is not None:
+            f, priority, conv, transform, fast = e
+            sources.setdefault(f, []).append((i, priority, conv, transform, fast))
+    if not any(f in _QUALIFYING for f in sources):
+        return None
+    reads = tuple((f, tuple(sorted(found, key=lambda s: -s[1]))) for f, found in sources.items())
+    return _Plan(reads, frozenset(k for k in keys if k in _TABLE))
+
+
+def _read(v: Any, transform: Any) -> Any:
+    try:
+        value = any_value(v)
+        return value if transform is None else transform(value)
+    except (ValueError, TypeError, ArithmeticError):  # "inf" tokens: as if absent
+        return None
+
+
 def read_span(span: Any, service_name: str, scope: str = "") -> LLMCall | None:
     """An `LLMCall` for the span, or None when it is not a model call."""
-    table = _TABLE
-    found = [(e, key, kv) for kv in span.attributes if (e := table.get(key := kv.key)) is not None]
-    if not found or not any(e[0] in _QUALIFYING for e, _, _ in found):
+    kvs = list(span.attributes)
+    keys = tuple([kv.key for kv in kvs])
+    try:
+        plan = _PLANS[keys]
+    except KeyError:
+        plan = _plan(keys)
+        if len(keys) <= _MAX_PLANNED_KEYS:
+            if len(_PLANS) >= _MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[keys] = plan
+    if plan is None:
         return None
     fields: dict[str, Any] = {}
-    ranks: dict[str, int] = {}
-    present = {key for _, key, _ in found}
     convention = ""
     best = -1
-    for (f, priority, conv, transform, fast), _, kv in found:
-        v = kv.value
-        if fast and v.HasField(fast):
-            value = getattr(v, fast)
-        else:
-            try:
-                value = any_value(v)
-                if transform is not None:
-                    value = transform(value)
-            except (ValueError, TypeError, ArithmeticError):  # "inf" tokens: as if absent
-                value = None
-        if value is None or value == "":
-            continue
-        if ranks.get(f, -1) < priority:
-            fields[f] = value
-            ranks[f] = priority
-        if priority > best and f in _CONVENTION_FIELDS:
-            best, convention = priority, conv
+    for f, sources in plan.reads:
+        for i, priority, conv, transform, fast in sources:
+            v = kvs[i].value
+            # "" / 0 may also mean another member is set: then the general path decides
+            value = (fast and getattr(v, fast)) or _read(v, transform)
+            if value is not None and value != "":
+                fields[f] = value
+                if priority > best and f in _CONVENTION_FIELDS:
+                    best, convention = priority, conv
+                break
+    present = set(plan.present)
     marked = bool(_MARKERS) and any(
         (markers := _MARKERS.get(kv.key)) is not None and kv.value.string_value in markers
-        for kv in span.attributes
+        for kv in kvs
     )
 
     model = fields.get("request_model") or fields.get("response_model")
