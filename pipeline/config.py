@@ -57,6 +57,9 @@ class ReceiversConfig:
     auth_token: str | None = None  # bearer token required when set
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    # OTLP/HTTP under a flood: open connections (a thread each) and request bytes in flight
+    http_max_connections: int = 256
+    http_max_inflight_bytes: int = 64 * 1024 * 1024
 
     def validate(self) -> None:
         _check_endpoint("receivers.grpc_endpoint", self.grpc_endpoint)
@@ -65,6 +68,13 @@ class ReceiversConfig:
             raise ConfigError("receivers: at least one of grpc_endpoint/http_endpoint is needed")
         if self.max_request_bytes <= 0 or self.max_decompressed_bytes <= 0:
             raise ConfigError("receivers: size limits must be > 0")
+        if self.http_max_connections < 1:
+            raise ConfigError("receivers.http_max_connections must be >= 1")
+        if self.http_max_inflight_bytes < self.max_request_bytes:
+            raise ConfigError(
+                "receivers.http_max_inflight_bytes must be >= receivers.max_request_bytes"
+                " (a request of the largest allowed size must fit)"
+            )
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError("receivers: tls_cert_file and tls_key_file go together")
 

@@ -41,6 +41,8 @@ class Sidecar:
                 limits,
                 rc.auth_token,
                 http_tls,
+                rc.http_max_connections,
+                rc.http_max_inflight_bytes,
             )
         if config.metrics.endpoint:
             mc = config.metrics

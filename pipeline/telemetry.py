@@ -50,6 +50,11 @@ class Telemetry:
             max_series,
         )
         self.redactions = c("llm_pipeline_redactions", "Values redacted, by type.", ("type",))
+        self.refused_connections = c(
+            "llm_pipeline_refused_connections",
+            "Connections closed at once because the receiver had its maximum open.",
+            ("receiver",),
+        )
         # name -> (labels, value) readers, evaluated at scrape time (queue sizes etc.)
         self.gauges: dict[str, tuple[str, tuple[str, ...], list[GaugeReader]]] = {}
 

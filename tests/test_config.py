@@ -41,6 +41,11 @@ def test_full_file_loads_typed() -> None:
         ("queue: {max_items: 0}", "queue.max_items must be >= 1"),
         ("queue: {max_items: lots}", "queue.max_items: expected an integer"),
         ("metrics: {max_series: 0}", "metrics.max_series must be >= 1"),
+        ("receivers: {http_max_connections: 0}", "receivers.http_max_connections must be >= 1"),
+        (
+            "receivers: {max_request_bytes: 2000, http_max_inflight_bytes: 1000}",
+            "http_max_inflight_bytes must be >= receivers.max_request_bytes",
+        ),
         ("price_overrides: {m: {input_per_mtok: -1, output_per_mtok: 1}}", "must be >= 0"),
         ("- just a list", "the top level must be a mapping"),
         ("receivers: {grpc_endpoint: [", "invalid YAML"),

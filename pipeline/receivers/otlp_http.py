@@ -8,6 +8,7 @@ content type. Errors carry a google.rpc.Status body: 400 malformed, 401 unauthen
 from __future__ import annotations
 
 import json
+import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -31,7 +32,31 @@ _GRPC_CODE = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14, 500: 13, 404: 5, 405: 12
 READ_TIMEOUT_S = 60.0
 
 
+class ByteBudget:
+    """Bytes of request bodies being read or decoded at once, across connections."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def try_reserve(self, n: int) -> bool:
+        with self._lock:
+            if self.used + n > self.limit:
+                return False
+            self.used += n
+            return True
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
 class OtlpHttpReceiver(HttpServer):
+    """Memory stays bounded under a flood: at most `max_connections` open connections (a
+    thread each; more get 503 and are closed) and `max_inflight_bytes` of bodies being read
+    and decoded at once (a body that does not fit gets 503 with Retry-After, unread)."""
+
     def __init__(
         self,
         service: Service,
@@ -39,11 +64,22 @@ class OtlpHttpReceiver(HttpServer):
         limits: Limits,
         auth_token: str | None = None,
         tls: tuple[str, str] | None = None,
+        max_connections: int | None = 256,
+        max_inflight_bytes: int = 64 << 20,
     ) -> None:
-        super().__init__(endpoint, _make_handler(service, limits, auth_token), "otlp-http", tls)
+        self.budget = ByteBudget(max_inflight_bytes)
+        handler = _make_handler(service, limits, auth_token, self.budget)
+        tel = service.telemetry
+
+        def refused() -> None:
+            tel.inc(tel.refused_connections, ("otlp_http",))
+
+        super().__init__(endpoint, handler, "otlp-http", tls, max_connections, refused)
 
 
-def _make_handler(service: Service, limits: Limits, auth_token: str | None) -> Any:
+def _make_handler(
+    service: Service, limits: Limits, auth_token: str | None, budget: ByteBudget
+) -> Any:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "llm-pipeline"
@@ -105,6 +141,17 @@ def _make_handler(service: Service, limits: Limits, auth_token: str | None) -> A
                     as_json,
                 )
                 return
+            if not budget.try_reserve(length):
+                self.close_connection = True  # the body stays unread
+                service.reject(signal, "receiver_busy")
+                self._error(503, "receiver busy; retry later", as_json, {"Retry-After": "1"})
+                return
+            try:
+                self._export(signal, length, ctype, as_json)
+            finally:
+                budget.release(length)
+
+        def _export(self, signal: str, length: int, ctype: str, as_json: bool) -> None:
             body = self.rfile.read(length)
             try:
                 request = decode(

@@ -85,14 +85,20 @@ def gzip_bomb(mib: int) -> bytes:
 
 
 class Running:
-    def __init__(self, tmp: Path, limits: Limits | None = None, **queue: Any) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        limits: Limits | None = None,
+        rx: dict[str, Any] | None = None,
+        **queue: Any,
+    ) -> None:
         cfg = Config()
         cfg.file.directory = str(tmp / "out")
         for k, v in queue.items():
             setattr(cfg.queue, k, v)
         self.service = Service(cfg)
         self.receiver = OtlpHttpReceiver(
-            self.service, "127.0.0.1:0", limits or Limits(), auth_token=None
+            self.service, "127.0.0.1:0", limits or Limits(), auth_token=None, **(rx or {})
         )
         self.url = f"http://127.0.0.1:{self.receiver.port}"
         self.client = httpx.Client(timeout=10)
@@ -350,3 +356,62 @@ def test_empty_request_is_fine(rx: Running) -> None:
     assert r.status_code == 200
     r = rx.post(b"{}", JSON)
     assert r.status_code == 200 and r.json() == {}
+
+
+def _open_post(port: int, length: int, sent: bytes) -> socket.socket:
+    """A connection that declared a `length`-byte body and sent only `sent` of it."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+        b"Content-Length: %d\r\n\r\n" % length + sent
+    )
+    return s
+
+
+def test_connections_over_the_limit_get_503_and_are_counted(tmp_path: Path) -> None:
+    r = Running(tmp_path, rx={"max_connections": 3}).start()
+    held: list[socket.socket] = []
+    try:
+        held = [_open_post(r.receiver.port, len(GOOD), b"") for _ in range(3)]
+        time.sleep(0.2)  # all three are being served (waiting for their bodies)
+        with socket.create_connection(("127.0.0.1", r.receiver.port), timeout=5) as s:
+            reply = s.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in reply
+            assert s.recv(4096) == b""  # and closed
+        assert r.counter(r.service.telemetry.refused_connections, "otlp_http") == 1
+        # a held connection finishes its request: it is answered, and its slot comes back
+        held[0].sendall(GOOD)
+        assert held[0].recv(4096).startswith(b"HTTP/1.1 200")
+        held.pop(0).close()
+        time.sleep(0.2)
+        r.client.close()
+        r.client = httpx.Client(timeout=10)
+        _still_serves(r)
+    finally:
+        for s in held:
+            s.close()
+        r.stop()
+
+
+def test_bodies_over_the_inflight_budget_get_503_unread(tmp_path: Path) -> None:
+    budget = 3 * len(GOOD) // 2
+    r = Running(tmp_path, Limits(len(GOOD), 1 << 20), rx={"max_inflight_bytes": budget}).start()
+    try:
+        slow = _open_post(r.receiver.port, len(GOOD), GOOD[:10])  # holds len(GOOD) bytes
+        time.sleep(0.2)
+        busy = r.post(GOOD)
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+        assert _status(busy).code == 14 and "busy" in _status(busy).message
+        tel = r.service.telemetry
+        assert r.counter(tel.rejected, "traces", "receiver_busy") == 1
+        assert r.receiver.budget.used == len(GOOD)
+        slow.sendall(GOOD[10:])  # the slow body completes: accepted, budget given back
+        assert slow.recv(4096).startswith(b"HTTP/1.1 200")
+        slow.close()
+        assert r.receiver.budget.used == 0
+        r.client.close()
+        r.client = httpx.Client(timeout=10)
+        _still_serves(r)
+        assert r.counter(tel.received, "traces", "http") == 2
+    finally:
+        r.stop()
