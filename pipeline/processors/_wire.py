@@ -70,9 +70,12 @@ def _len_fields(data: bytes, pos: int, end: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def item_ranges(data: bytes) -> list[ItemRange]:
-    """The resources and items of a traces or logs request, in wire order (sorted by start)."""
-    out: list[ItemRange] = []
+Range = tuple[int, int, int, int, int]  # an ItemRange's fields, as a plain tuple
+
+
+def raw_ranges(data: bytes) -> list[Range]:
+    """`item_ranges` as plain tuples: a named tuple per span costs more than the walk itself."""
+    out: list[Range] = []
     r = 0
     for field, start, end in _len_fields(data, 0, len(data)):
         if field != 1:
@@ -80,14 +83,19 @@ def item_ranges(data: bytes) -> list[ItemRange]:
         s = 0
         for f2, a, b in _len_fields(data, start, end):
             if f2 == 1:
-                out.append(ItemRange(a, b, r, -1, -1))
+                out.append((a, b, r, -1, -1))
             elif f2 == 2:
                 i = 0
                 for f3, c, d in _len_fields(data, a, b):
                     if f3 == 2:
-                        out.append(ItemRange(c, d, r, s, i))
+                        out.append((c, d, r, s, i))
                         i += 1
                 s += 1
         r += 1
     out.sort()  # a resource may follow its scopes on the wire
     return out
+
+
+def item_ranges(data: bytes) -> list[ItemRange]:
+    """The resources and items of a traces or logs request, in wire order (sorted by start)."""
+    return [ItemRange._make(t) for t in raw_ranges(data)]
