@@ -114,7 +114,7 @@ class LLMMetrics:
         )
 
     def record(self, call: LLMCall, now: float) -> None:
-        trace_id, span_id = call.trace_id.hex(), call.span_id.hex()
+        tid, sid = call.trace_id.hex(), call.span_id.hex()
         base = (
             call.service_name,
             call.operation,
@@ -122,41 +122,38 @@ class LLMMetrics:
             call.request_model,
             call.response_model,
         )
-
-        def exv(value: float) -> Exemplar:
-            return Exemplar(trace_id, span_id, value, now)
-
         if call.server_side:
-            if call.server_ttft_s is not None:
-                self.server_ttft.observe(base, call.server_ttft_s, exv(call.server_ttft_s))
+            if (v := call.server_ttft_s) is not None:
+                self.server_ttft.observe(base, v, Exemplar(tid, sid, v, now))
             d = call.server_duration_s if call.server_duration_s is not None else call.duration_s
-            self.server_duration.observe((*base, call.error_type), d, exv(d))
+            self.server_duration.observe((*base, call.error_type), d, Exemplar(tid, sid, d, now))
         else:
             d = call.duration_s
-            self.duration.observe((*base, call.error_type), d, exv(d))
-            if call.streaming and call.ttft_s is not None:
-                self.ttft.observe(base, call.ttft_s, exv(call.ttft_s))
-                if call.time_per_chunk_s is not None:
-                    self.time_per_chunk.observe(
-                        base, call.time_per_chunk_s, exv(call.time_per_chunk_s)
-                    )
+            self.duration.observe((*base, call.error_type), d, Exemplar(tid, sid, d, now))
+            if call.streaming and (v := call.ttft_s) is not None:
+                self.ttft.observe(base, v, Exemplar(tid, sid, v, now))
+                if (v := call.time_per_chunk_s) is not None:
+                    self.time_per_chunk.observe(base, v, Exemplar(tid, sid, v, now))
+        # One exemplar per token type serves both token families (same value).
+        if (n := call.input_tokens) is not None:
+            key, ex = (*base, "input"), Exemplar(tid, sid, n, now)
+            self.token_usage.observe(key, n, ex)
+            if n:
+                self.tokens.add(key, n, ex)
+        if (n := call.output_tokens) is not None:
+            key, ex = (*base, "output"), Exemplar(tid, sid, n, now)
+            self.token_usage.observe(key, n, ex)
+            if n:
+                self.tokens.add(key, n, ex)
         for token_type, value in (
-            ("input", call.input_tokens),
-            ("output", call.output_tokens),
-        ):
-            if value is not None:
-                self.token_usage.observe((*base, token_type), value, exv(value))
-        for token_type, value in (
-            ("input", call.input_tokens),
-            ("output", call.output_tokens),
             ("cache_read", call.cache_read_tokens),
             ("cache_creation", call.cache_creation_tokens),
             ("reasoning", call.reasoning_tokens),
         ):
             if value:
-                self.tokens.add((*base, token_type), value, exv(value))
-        if call.cost_usd is not None:
-            self.cost.add(base, call.cost_usd, exv(call.cost_usd))
+                self.tokens.add((*base, token_type), value, Exemplar(tid, sid, value, now))
+        if (c := call.cost_usd) is not None:
+            self.cost.add(base, c, Exemplar(tid, sid, c, now))
 
     def __call__(self, batch: TraceBatch) -> TraceBatch:
         if not batch.calls:
