@@ -46,8 +46,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pipeline.demo import DemoStats, TokenCounts, emit_into
 from tests.helpers.metrics import samples
 from tests.helpers.otlp_sink import OtlpSink
-from tests.helpers.prometheus import PrometheusProcess, start_prometheus
+from tests.helpers.prometheus import start_prometheus
 from tests.helpers.sidecar import SidecarProcess, start_sidecar
+from tests.stack._prom import PrometheusServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -329,12 +330,12 @@ def prom_view(d: dict[Key, float]) -> dict[Key, float]:
     }
 
 
-def start_prometheus_jobs(tmp: Path, jobs: dict[str, list[str]]) -> PrometheusProcess:
+def start_prometheus_jobs(tmp: Path, jobs: dict[str, list[str]]) -> PrometheusServer:
     """A real Prometheus scraping several instances per job."""
     return start_prometheus(tmp, dict(jobs))
 
 
-def prom_sums(prom: PrometheusProcess, names: Iterable[str], job: str) -> dict[Key, float]:
+def prom_sums(prom: PrometheusServer, names: Iterable[str], job: str) -> dict[Key, float]:
     """`sum without (instance) (name{job=...})` for each name, job label dropped."""
     out: dict[Key, float] = {}
     for name in names:
