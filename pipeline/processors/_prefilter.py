@@ -21,7 +21,18 @@ from __future__ import annotations
 import bisect
 import re
 
-from ._wire import ItemRange, raw_ranges
+from ._wire import ItemRange, item_ranges
+
+# A card number as `is_card_number` accepts it: 13+ digits, the first four contiguous.
+_CARD = rb"0000(?:[ \-]?0){9}"
+_NANP = rb"000[ .\-]000[ .\-]0000"  # (415) 555-0123 without the parentheses, 415.555.0123
+
+
+def _merged(literal: bytes, *hints: bytes) -> bytes:
+    """One regex for hints that all start with `literal`: the literal, then either rest."""
+    assert all(h.startswith(literal) for h in hints)
+    return literal + b"(?:" + b"|".join(h[len(literal) :] for h in hints) + b")"
+
 
 # Over the folded copy (A-Z -> a-z, 1-9 -> 0).
 _FOLDED_HINTS: dict[str, tuple[bytes, ...]] = {
@@ -34,20 +45,17 @@ _FOLDED_HINTS: dict[str, tuple[bytes, ...]] = {
     ),
     "bearer_token": (rb"earer\s+[a-z0-9\-._~+/]{8}",),
     "email": (rb"@[a-z0-9][a-z0-9.\-]*\.[a-z]{2}",),
-    # A card number as `is_card_number` accepts it: 13+ digits, the first four contiguous.
-    "credit_card": (rb"0000(?:[ \-]?0){9}",),
+    "credit_card": (_CARD,),
     "phone": (
         rb"\+0{1,3}(?:[ .\-]?\(0{1,4}\))?(?:[ .\-]?0){4}",
         rb"\(000\)[ .\-]?000[ .\-]0000",
-        rb"000[ .\-]000[ .\-]0000",
+        _NANP,
     ),
 }
 # Hints of different types that start with the same literal run as one pass (one scan of the
 # request instead of two); a hit only names the item to walk, so which type hit is not needed.
 _MERGED: dict[frozenset[bytes], bytes] = {
-    frozenset(
-        {rb"0000(?:[ \-]?0){9}", rb"000[ .\-]000[ .\-]0000"}
-    ): rb"000(?:0(?:[ \-]?0){9}|[ .\-]000[ .\-]0000)",
+    frozenset({_CARD, _NANP}): _merged(b"000", _CARD, _NANP),
 }
 # Over the request as it is (lowercase `akia` would be a common-letter start).
 _RAW_HINTS: dict[str, tuple[bytes, ...]] = {
@@ -85,7 +93,7 @@ class Prefilter:
         hits = self.hits(data)
         if not hits:
             return []
-        ranges = raw_ranges(data)
+        ranges = item_ranges(data)
         starts = [r[0] for r in ranges]
         found: dict[int, None] = {}
         for a, b in hits:

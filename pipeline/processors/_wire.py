@@ -73,8 +73,10 @@ def _len_fields(data: bytes, pos: int, end: int) -> list[tuple[int, int, int]]:
 Range = tuple[int, int, int, int, int]  # an ItemRange's fields, as a plain tuple
 
 
-def raw_ranges(data: bytes) -> list[Range]:
-    """`item_ranges` as plain tuples: a named tuple per span costs more than the walk itself."""
+def item_ranges(data: bytes) -> list[Range]:
+    """The resources and items of a traces or logs request, in wire order (sorted by start),
+    as plain tuples (`ItemRange._make` names one): a named tuple per span costs more than the
+    walk itself."""
     out: list[Range] = []
     r = 0
     for field, start, end in _len_fields(data, 0, len(data)):
@@ -94,8 +96,3 @@ def raw_ranges(data: bytes) -> list[Range]:
         r += 1
     out.sort()  # a resource may follow its scopes on the wire
     return out
-
-
-def item_ranges(data: bytes) -> list[ItemRange]:
-    """The resources and items of a traces or logs request, in wire order (sorted by start)."""
-    return [ItemRange._make(t) for t in raw_ranges(data)]

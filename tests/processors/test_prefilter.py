@@ -19,7 +19,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from pipeline.model import LogBatch, TraceBatch
 from pipeline.processors._prefilter import Prefilter
-from pipeline.processors._wire import item_ranges
+from pipeline.processors._wire import ItemRange, item_ranges
 from pipeline.processors.redact import BUILTIN_TYPES, RedactConfig, Redactor
 from tests.helpers.otlp_build import add_attrs
 from tests.processors.test_redact import (
@@ -60,7 +60,7 @@ def _trace_request(texts: list[str]) -> ExportTraceServiceRequest:
 def test_item_ranges_are_the_parsed_spans_and_resources() -> None:
     req = _trace_request(["a", "b@c.de", "x" * 300, "é" * 2000])
     data = req.SerializeToString()
-    ranges = item_ranges(data)
+    ranges = [ItemRange._make(t) for t in item_ranges(data)]
     assert [r.start for r in ranges] == sorted(r.start for r in ranges)
     spans = [
         (r, s, i)
@@ -86,7 +86,7 @@ def test_item_ranges_of_logs() -> None:
     for i in range(5):
         sl.log_records.add().body.string_value = f"line {i} " + "y" * (i * 100)
     data = req.SerializeToString()
-    got = [r for r in item_ranges(data) if r.scope >= 0]
+    got = [r for r in map(ItemRange._make, item_ranges(data)) if r.scope >= 0]
     assert [r.item for r in got] == list(range(5))
     for r in got:
         assert logs_pb2.LogRecord.FromString(data[r.start : r.end]) == sl.log_records[r.item]
