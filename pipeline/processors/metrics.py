@@ -134,17 +134,13 @@ class LLMMetrics:
                 self.ttft.observe(base, v, Exemplar(tid, sid, v, now))
                 if (v := call.time_per_chunk_s) is not None:
                     self.time_per_chunk.observe(base, v, Exemplar(tid, sid, v, now))
-        # One exemplar per token type serves both token families (same value).
-        if (n := call.input_tokens) is not None:
-            key, ex = (*base, "input"), Exemplar(tid, sid, n, now)
-            self.token_usage.observe(key, n, ex)
-            if n:
-                self.tokens.add(key, n, ex)
-        if (n := call.output_tokens) is not None:
-            key, ex = (*base, "output"), Exemplar(tid, sid, n, now)
-            self.token_usage.observe(key, n, ex)
-            if n:
-                self.tokens.add(key, n, ex)
+        # One key and exemplar per token type serve both token families (same value).
+        for token_type, n in (("input", call.input_tokens), ("output", call.output_tokens)):
+            if n is not None:
+                key, ex = (*base, token_type), Exemplar(tid, sid, n, now)
+                self.token_usage.observe(key, n, ex)
+                if n:
+                    self.tokens.add(key, n, ex)
         for token_type, value in (
             ("cache_read", call.cache_read_tokens),
             ("cache_creation", call.cache_creation_tokens),
