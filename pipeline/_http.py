@@ -36,7 +36,6 @@ class _Server(ThreadingHTTPServer):
         on_refuse: Callable[[], None] | None,
     ) -> None:
         super().__init__(address, handler)
-        self.tls = False
         self.on_refuse = on_refuse
         self._slots = threading.BoundedSemaphore(max_connections) if max_connections else None
 
@@ -45,7 +44,7 @@ class _Server(ThreadingHTTPServer):
             if self.on_refuse is not None:
                 self.on_refuse()
             try:
-                if not self.tls:
+                if not isinstance(request, ssl.SSLSocket):  # no handshake yet: just close
                     request.sendall(_BUSY)
             except OSError:
                 pass
@@ -96,7 +95,6 @@ class HttpServer:
             self._server.socket = ctx.wrap_socket(
                 self._server.socket, server_side=True, do_handshake_on_connect=False
             )
-            self._server.tls = True
             self.scheme = "https"
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)

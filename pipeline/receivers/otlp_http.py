@@ -17,6 +17,7 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from .._http import HttpServer
+from ..config import ReceiversConfig
 from ..exporters.queue import QueueFull
 from ..service import Service
 from ._common import bearer_ok, export_response
@@ -64,8 +65,8 @@ class OtlpHttpReceiver(HttpServer):
         limits: Limits,
         auth_token: str | None = None,
         tls: tuple[str, str] | None = None,
-        max_connections: int | None = 256,
-        max_inflight_bytes: int = 64 << 20,
+        max_connections: int | None = ReceiversConfig.http_max_connections,
+        max_inflight_bytes: int = ReceiversConfig.http_max_inflight_bytes,
     ) -> None:
         self.budget = ByteBudget(max_inflight_bytes)
         handler = _make_handler(service, limits, auth_token, self.budget)
