@@ -6,6 +6,10 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from pipeline.model import LLMCall
+from pipeline.processors.normalize import read_span
+from tests.instrumentation.otlp import Span, build_request
+
 T0 = 1_700_000_000 * 10**9
 
 
@@ -83,3 +87,9 @@ def spans_request(
             else:
                 kv.value.string_value = v.format(i=i)
     return req
+
+
+def read_call(attrs: dict[str, Any], **span: Any) -> LLMCall | None:
+    """What normalize reads from one span with these attributes (`span`: more `Span` fields)."""
+    req = build_request([Span(1, attrs=attrs, **span)])
+    return read_span(req.resource_spans[0].scope_spans[0].spans[0], "svc")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.model import FIELDS, LLMCall
+from pipeline.model import FIELDS
 from pipeline.processors.conventions import CHUNK_EVENTS, CONVENTIONS, LOOKUP
 from pipeline.processors.conventions.litellm import provider_prefix
 from pipeline.processors.conventions.openinference import invocation_model
@@ -22,13 +22,7 @@ from pipeline.processors.conventions.semconv import (
     normalize_provider,
     to_operation,
 )
-from pipeline.processors.normalize import read_span
-from tests.instrumentation.otlp import Span, build_request
-
-
-def read(attrs: dict[str, Any], **kw: Any) -> LLMCall | None:
-    span = build_request([Span(1, attrs=attrs, **kw)]).resource_spans[0].scope_spans[0].spans[0]
-    return read_span(span, "svc")
+from tests.helpers.otlp_build import read_call as read
 
 
 def test_every_mapping_targets_a_known_field() -> None:

@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pipeline.model import LLMCall
 from pipeline.processors import normalize as norm
-from pipeline.processors.normalize import read_span
-from tests.instrumentation.otlp import Span, build_request
-
-
-def read(attrs: dict[str, Any]) -> LLMCall | None:
-    span = build_request([Span(1, attrs=attrs)]).resource_spans[0].scope_spans[0].spans[0]
-    return read_span(span, "svc")
-
+from tests.helpers.otlp_build import read_call as read
 
 BASE = {
     "gen_ai.operation.name": "chat",
