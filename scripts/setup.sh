@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the sidecar and its tests need: Debian's prometheus (+ promtool) and
 # prometheus-alertmanager (amtool), the Python package with its test extras and the
-# instrumentation libraries, and the OCB-built Collector (cached). Idempotent.
+# instrumentation libraries, its native helpers (native/, when cargo is there), and the
+# OCB-built Collector (cached). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,18 @@ PY=${PYTHON:-python3}
 $PY -m pip install -q --disable-pip-version-check -e ".[test]"
 if [ -f tests/requirements-instrumentation.txt ]; then
   $PY -m pip install -q --disable-pip-version-check -r tests/requirements-instrumentation.txt
+fi
+
+# The native helpers (native/: Rust, PyO3): optional for the sidecar, which has a Python path
+# for each, but CI (CI=1) requires them. Rust comes from rustup (~/.cargo/bin).
+export PATH="$PATH:$HOME/.cargo/bin"
+if command -v cargo >/dev/null; then
+  $PY -m pip install -q --disable-pip-version-check ./native
+elif [ -n "${CI:-}" ]; then
+  echo "setup: cargo not found; CI needs it to build native/ (install Rust with rustup)" >&2
+  exit 1
+else
+  echo "setup: cargo not found; the sidecar runs without its native helpers (slower)" >&2
 fi
 
 if [ "${LLM_PIPELINE_SKIP_COLLECTOR:-0}" != "1" ] && [ -x scripts/build-collector.sh ]; then

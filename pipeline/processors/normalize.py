@@ -11,6 +11,7 @@ import re
 from typing import Any, NamedTuple
 
 from ..model import LLMCall, TraceBatch, any_value, service_name_of
+from ._native import KeyReader
 from .conventions import LLM_MARKERS as _MARKERS
 from .conventions import LOOKUP, normalize_provider
 from .conventions._table import to_int, to_str
@@ -81,6 +82,7 @@ class _Plan(NamedTuple):
     # (attribute index, priority, convention, transform, fast member)
     reads: tuple[tuple[str, tuple[tuple[int, int, str, Any, str], ...]], ...]
     present: frozenset[str]  # the table's keys on the span (enrich never overwrites them)
+    markers: tuple[tuple[int, frozenset[str]], ...]  # (attribute index, LLM marker values)
 
 
 # Instrumentations write the same attribute keys in the same order span after span, so the
@@ -102,7 +104,10 @@ def _plan(keys: tuple[str, ...]) -> _Plan | None:
     if not any(f in _QUALIFYING for f in sources):
         return None
     reads = tuple((f, tuple(sorted(found, key=lambda s: -s[1]))) for f, found in sources.items())
-    return _Plan(reads, frozenset(k for k in keys if k in _TABLE))
+    markers = tuple(
+        (i, frozenset(m)) for i, key in enumerate(keys) if (m := _MARKERS.get(key)) is not None
+    )
+    return _Plan(reads, frozenset(k for k in keys if k in _TABLE), markers)
 
 
 def _read(v: Any, transform: Any) -> Any:
@@ -113,10 +118,15 @@ def _read(v: Any, transform: Any) -> Any:
         return None
 
 
-def read_span(span: Any, service_name: str, scope: str = "") -> LLMCall | None:
-    """An `LLMCall` for the span, or None when it is not a model call."""
-    kvs = list(span.attributes)
-    keys = tuple([kv.key for kv in kvs])
+def read_span(
+    span: Any, service_name: str, scope: str = "", keys: tuple[str, ...] | None = None
+) -> LLMCall | None:
+    """An `LLMCall` for the span, or None when it is not a model call. `keys`: the span's
+    attribute keys in order when the caller has them (read from the wire natively)."""
+    kvs: list[Any] | None = None
+    if keys is None:
+        kvs = list(span.attributes)
+        keys = tuple([kv.key for kv in kvs])
     try:
         plan = _PLANS[keys]
     except KeyError:
@@ -127,6 +137,8 @@ def read_span(span: Any, service_name: str, scope: str = "") -> LLMCall | None:
             _PLANS[keys] = plan
     if plan is None:
         return None
+    if kvs is None:  # one list beats indexing upb's container per read
+        kvs = list(span.attributes)
     fields: dict[str, Any] = {}
     convention = ""
     best = -1
@@ -141,10 +153,7 @@ def read_span(span: Any, service_name: str, scope: str = "") -> LLMCall | None:
                     best, convention = priority, conv
                 break
     present = set(plan.present)
-    marked = bool(_MARKERS) and any(
-        (markers := _MARKERS.get(kv.key)) is not None and kv.value.string_value in markers
-        for kv in kvs
-    )
+    marked = any(kvs[i].value.string_value in values for i, values in plan.markers)
 
     model = fields.get("request_model") or fields.get("response_model")
     if not model:
@@ -214,18 +223,47 @@ def read_span(span: Any, service_name: str, scope: str = "") -> LLMCall | None:
     return call
 
 
+# Walking every span's attributes through upb only to learn their keys costs more than the
+# rest of normalize; the native reader gets them from the received bytes (interned strings).
+_KEY_READER = KeyReader() if KeyReader is not None else None
+
+
+def _wire_keys(batch: TraceBatch) -> list[tuple[str, ...]] | None:
+    """Each span's attribute keys from the received bytes, or None: read them from the spans."""
+    if _KEY_READER is None or batch.raw is None or batch.modified:
+        return None
+    try:
+        return _KEY_READER.span_keys(batch.raw)
+    except ValueError:  # not the wire shape expected: the parsed message decides
+        return None
+
+
 def normalize(batch: TraceBatch) -> TraceBatch:
     calls = batch.calls
-    count = 0
-    for rs in batch.request.resource_spans:
-        service = service_name_of(rs.resource)
-        for ss in rs.scope_spans:
-            scope = ss.scope.name
-            spans = ss.spans
-            count += len(spans)
+    scopes = [
+        (service_name_of(rs.resource), ss)
+        for rs in batch.request.resource_spans
+        for ss in rs.scope_spans
+    ]
+    count = sum(len(ss.spans) for _, ss in scopes)
+    wire_keys = _wire_keys(batch)
+    if wire_keys is not None and len(wire_keys) != count:
+        wire_keys = None  # cannot happen for bytes the parser accepted; be safe anyway
+    start = 0
+    for service, ss in scopes:
+        scope = ss.scope.name
+        spans = ss.spans
+        if wire_keys is not None:
+            keys = wire_keys[start : start + len(spans)]
+            for span, span_keys in zip(spans, keys, strict=True):
+                call = read_span(span, service, scope, span_keys)
+                if call is not None:
+                    calls.append(call)
+        else:
             for span in spans:
                 call = read_span(span, service, scope)
                 if call is not None:
                     calls.append(call)
+        start += len(spans)
     batch.span_count = count
     return batch

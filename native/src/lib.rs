@@ -1,0 +1,145 @@
+//! Native helpers for the sidecar's hot path (`pipeline.processors._native` loads them; each
+//! has a pure-Python twin that stays the reference, and the tests hold the two equal).
+//!
+//! - `item_ranges`: where each resource and span / log record of a serialized OTLP traces or
+//!   logs request lies (a walk of tags and lengths, nothing decoded).
+//! - `KeyReader.span_keys`: each span's attribute keys, in wire order, as interned `str`s, so
+//!   normalize need not materialize every KeyValue through upb to learn the keys.
+//! - `HintScanner.hits`: the redaction prefilter's hint regexes over a request (and over its
+//!   case/digit-folded copy), with the `regex` crate's literal-accelerated search.
+//!
+//! Only bytes the protobuf parser has already accepted are passed in; anything unexpected
+//! raises ValueError and the caller takes the Python path.
+
+use std::collections::HashMap;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+use regex::bytes::Regex;
+
+mod wire;
+
+fn value_error(e: wire::Error) -> PyErr {
+    PyValueError::new_err(e.0)
+}
+
+/// (start, end, resource, scope, item) of every resource and item, sorted by start; scope and
+/// item are -1 for a resource itself (the Python twin: `pipeline.processors._wire`).
+#[pyfunction]
+fn item_ranges(data: &[u8]) -> PyResult<Vec<(usize, usize, i64, i64, i64)>> {
+    let mut out = Vec::with_capacity(128);
+    wire::item_ranges(data, &mut out).map_err(value_error)?;
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Reads span attribute keys; keeps one Python `str` per distinct key (bounded) so the same
+/// key is the same object span after span (cheap to hash, no allocation).
+#[pyclass(module = "llm_pipeline_native")]
+struct KeyReader {
+    interned: HashMap<Box<[u8]>, Py<PyString>>,
+    max_keys: usize,
+}
+
+#[pymethods]
+impl KeyReader {
+    #[new]
+    #[pyo3(signature = (max_keys = 4096))]
+    fn new(max_keys: usize) -> Self {
+        KeyReader { interned: HashMap::new(), max_keys }
+    }
+
+    /// One tuple of attribute keys per span of a traces request, in the order the parsed
+    /// message iterates its spans (resource_spans, then scope_spans, then spans).
+    fn span_keys<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let mut spans: Vec<Vec<(usize, usize)>> = Vec::with_capacity(128);
+        wire::span_keys(data, &mut spans).map_err(value_error)?;
+        let mut out = Vec::with_capacity(spans.len());
+        let mut keys: Vec<Bound<'py, PyString>> = Vec::with_capacity(16);
+        for span in spans {
+            keys.clear();
+            for (a, b) in span {
+                keys.push(self.key(py, &data[a..b])?);
+            }
+            out.push(PyTuple::new(py, keys.iter())?);
+        }
+        Ok(out)
+    }
+
+    /// Distinct keys held.
+    fn __len__(&self) -> usize {
+        self.interned.len()
+    }
+}
+
+impl KeyReader {
+    fn key<'py>(&mut self, py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyString>> {
+        if let Some(s) = self.interned.get(raw) {
+            return Ok(s.bind(py).clone());
+        }
+        let text = std::str::from_utf8(raw).map_err(|_| PyValueError::new_err("key is not UTF-8"))?;
+        let s = PyString::new(py, text);
+        if self.interned.len() >= self.max_keys {
+            self.interned.clear(); // a flood of unique keys must not grow memory
+        }
+        self.interned.insert(raw.into(), s.clone().unbind());
+        Ok(s)
+    }
+}
+
+/// The prefilter's hints: `raw` patterns run over the request, `folded` ones over its copy
+/// mapped through `fold` (a 256-byte table, as `bytes.translate` takes).
+#[pyclass(module = "llm_pipeline_native")]
+struct HintScanner {
+    raw: Vec<Regex>,
+    folded: Vec<Regex>,
+    fold: [u8; 256],
+}
+
+fn compile(patterns: Vec<Vec<u8>>) -> PyResult<Vec<Regex>> {
+    patterns
+        .into_iter()
+        .map(|p| {
+            let text = String::from_utf8(p).map_err(|_| PyValueError::new_err("pattern is not UTF-8"))?;
+            // (?-u): bytes semantics, as Python's bytes patterns (classes match any byte, \s is
+            // ASCII whitespace); (?s) is not set, as in the Python patterns.
+            Regex::new(&format!("(?-u){text}")).map_err(|e| PyValueError::new_err(e.to_string()))
+        })
+        .collect()
+}
+
+#[pymethods]
+impl HintScanner {
+    #[new]
+    fn new(raw: Vec<Vec<u8>>, folded: Vec<Vec<u8>>, fold: Vec<u8>) -> PyResult<Self> {
+        let fold: [u8; 256] = fold
+            .try_into()
+            .map_err(|_| PyValueError::new_err("fold must be a 256-byte table"))?;
+        Ok(HintScanner { raw: compile(raw)?, folded: compile(folded)?, fold })
+    }
+
+    /// (start, end) of every hint match: each raw pattern in turn, then each folded one, each
+    /// pattern's matches left to right and non-overlapping (as `re.finditer`).
+    fn hits(&self, data: &[u8]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for p in &self.raw {
+            out.extend(p.find_iter(data).map(|m| (m.start(), m.end())));
+        }
+        if !self.folded.is_empty() {
+            let folded: Vec<u8> = data.iter().map(|&b| self.fold[b as usize]).collect();
+            for p in &self.folded {
+                out.extend(p.find_iter(&folded).map(|m| (m.start(), m.end())));
+            }
+        }
+        out
+    }
+}
+
+#[pymodule]
+fn llm_pipeline_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(item_ranges, m)?)?;
+    m.add_class::<KeyReader>()?;
+    m.add_class::<HintScanner>()?;
+    Ok(())
+}

@@ -1,0 +1,30 @@
+"""The optional native helpers: the `native/` crate, installed as `llm-pipeline-native`.
+
+Each helper has a pure-Python twin that stays the reference (the tests hold the two equal), so
+the sidecar works without them, only slower: `scripts/setup.sh` builds them when cargo is
+there (CI requires it). `LLM_PIPELINE_NATIVE=0` turns them off, to measure or compare the
+Python path. Their types: native/llm_pipeline_native.pyi (on mypy's path).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llm_pipeline_native import HintScanner as _HintScanner
+    from llm_pipeline_native import KeyReader as _KeyReader
+
+HintScanner: type[_HintScanner] | None = None
+KeyReader: type[_KeyReader] | None = None
+item_ranges: Callable[[bytes], list[tuple[int, int, int, int, int]]] | None = None
+
+if (
+    os.environ.get("LLM_PIPELINE_NATIVE", "1") != "0"
+    and importlib.util.find_spec("llm_pipeline_native") is not None
+):
+    import llm_pipeline_native as _lib
+
+    HintScanner, KeyReader, item_ranges = _lib.HintScanner, _lib.KeyReader, _lib.item_ranges

@@ -1,0 +1,168 @@
+"""The native helpers (native/, `llm-pipeline-native`) equal their Python twins.
+
+Each native helper is an accelerator for a Python function that stays the reference: the same
+item ranges, the same prefilter hits, the same span attribute keys as upb parses, and the same
+`LLMCall`s from normalize with the wire-read keys as without. CI builds the helpers (a
+missing build fails there); elsewhere these tests skip without them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from pipeline import demo
+from pipeline.model import TraceBatch
+from pipeline.processors import _native
+from pipeline.processors import normalize as normalize_module
+from pipeline.processors._prefilter import Prefilter
+from pipeline.processors._wire import py_item_ranges
+from pipeline.processors.redact import BUILTIN_TYPES
+from tests.processors.test_prefilter import _text, _trace_request
+
+if _native.KeyReader is None:
+    if os.environ.get("CI"):
+        pytest.fail("llm_pipeline_native is not built (scripts/setup.sh builds it with cargo)")
+    pytest.skip("llm_pipeline_native is not built", allow_module_level=True)
+import llm_pipeline_native as native
+
+
+def _outcome(f: Any, data: bytes) -> Any:
+    try:
+        return f(data)
+    except (ValueError, IndexError):
+        return "error"
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(_text, min_size=1, max_size=6), cut=st.integers(0, 400))
+def test_item_ranges_equal_python(texts: list[str], cut: int) -> None:
+    data = _trace_request(texts).SerializeToString()
+    assert native.item_ranges(data) == py_item_ranges(data)
+    broken = data[: len(data) - cut]  # truncated: both refuse it or both read the same
+    assert _outcome(native.item_ranges, broken) == _outcome(py_item_ranges, broken)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300))
+def test_item_ranges_of_random_bytes_fail_alike(data: bytes) -> None:
+    assert _outcome(native.item_ranges, data) == _outcome(py_item_ranges, data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(_text, min_size=1, max_size=6),
+    junk=st.binary(max_size=64),
+    types=st.sets(st.sampled_from(BUILTIN_TYPES)),
+)
+def test_prefilter_hits_equal_python_re(texts: list[str], junk: bytes, types: set[str]) -> None:
+    pf = Prefilter(frozenset(types or BUILTIN_TYPES))
+    assert pf._scanner is not None
+    for data in (_trace_request(texts).SerializeToString(), junk + "".join(texts).encode()):
+        assert pf.hits(data) == pf.py_hits(data)
+
+
+def test_prefilter_finds_each_fragment_natively() -> None:
+    from tests.processors.test_prefilter import FRAGMENTS
+
+    pf = Prefilter(frozenset(BUILTIN_TYPES))
+    for fragment in FRAGMENTS:
+        data = f"x {fragment} y".encode()
+        assert pf.hits(data) == pf.py_hits(data), fragment
+    assert pf.hits(b"+44 20 7946 0958") != []  # the scan does find things
+
+
+def _keys_request(spans: list[list[str]]) -> ExportTraceServiceRequest:
+    req = ExportTraceServiceRequest()
+    for r in range(2):
+        rs = req.resource_spans.add()
+        rs.resource.attributes.add(key="service.name").value.string_value = f"svc{r}"
+        for s in range(2):
+            ss = rs.scope_spans.add()
+            for keys in spans[r * 2 + s :: 4]:
+                span = ss.spans.add(name="x")
+                for i, key in enumerate(keys):
+                    kv = span.attributes.add(key=key)
+                    kv.value.int_value = i
+    return req
+
+
+def _parsed_keys(req: ExportTraceServiceRequest) -> list[tuple[str, ...]]:
+    return [
+        tuple(kv.key for kv in span.attributes)
+        for rs in req.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(spans=st.lists(st.lists(st.text(max_size=20), max_size=12), max_size=12))
+def test_span_keys_equal_the_parsed_keys(spans: list[list[str]]) -> None:
+    data = _keys_request(spans).SerializeToString()
+    reader = native.KeyReader()
+    assert reader.span_keys(data) == _parsed_keys(ExportTraceServiceRequest.FromString(data))
+
+
+def test_span_keys_follow_the_parser_on_odd_wire() -> None:
+    # A KeyValue whose key field comes twice (the parser keeps the last), one with no key,
+    # and an unknown field in the span: built by hand, as no encoder writes them.
+    def ld(field: int, payload: bytes) -> bytes:
+        return bytes([field << 3 | 2, len(payload)]) + payload
+
+    kv_twice = ld(1, b"first") + ld(1, b"gen_ai.system") + ld(2, ld(1, b"openai"))
+    kv_nokey = ld(2, ld(1, b"v"))
+    span = ld(5, b"s") + ld(9, kv_twice) + ld(9, kv_nokey) + ld(99 & 0x0F, b"?")
+    data = ld(1, ld(2, ld(2, span)))
+    parsed = ExportTraceServiceRequest.FromString(data)
+    assert native.KeyReader().span_keys(data) == _parsed_keys(parsed) == [("gen_ai.system", "")]
+
+
+def test_key_reader_is_bounded() -> None:
+    reader = native.KeyReader(max_keys=10)
+    data = _keys_request([[f"k{i}" for i in range(25)]]).SerializeToString()
+    assert reader.span_keys(data) == [tuple(f"k{i}" for i in range(25))]
+    assert len(reader) <= 10
+
+
+def _demo_requests() -> list[bytes]:
+    exporter = InMemorySpanExporter()
+    demo.emit_into(exporter, None, 60, seed=11)
+    spans = list(exporter.get_finished_spans())
+    return [encode_spans(spans[i : i + 50]).SerializeToString() for i in range(0, len(spans), 50)]
+
+
+def _calls(data: bytes, reader: Any) -> list[dict[str, Any]]:
+    saved = normalize_module._KEY_READER
+    normalize_module._KEY_READER = reader
+    try:
+        batch = normalize_module.normalize(
+            TraceBatch(ExportTraceServiceRequest.FromString(data), raw=data)
+        )
+    finally:
+        normalize_module._KEY_READER = saved
+    out = []
+    for call in batch.calls:
+        d = {f.name: getattr(call, f.name) for f in dataclasses.fields(call) if f.name != "span"}
+        d["span"] = call.span.SerializeToString()
+        out.append(d)
+    return out
+
+
+def test_normalize_with_wire_keys_equals_without() -> None:
+    requests = _demo_requests()
+    assert len(requests) >= 3
+    seen = 0
+    for data in requests:
+        wire = _calls(data, native.KeyReader())
+        assert wire == _calls(data, None)
+        seen += len(wire)
+    assert seen >= 40  # the demo's traffic is about half LLM calls
