@@ -52,6 +52,9 @@ def _trace_request(texts: list[str]) -> ExportTraceServiceRequest:
                 ev = span.events.add()
                 ev.name = "gen_ai.content.prompt"
                 add_attrs(ev.attributes, {"gen_ai.prompt": next(t)})
+                if i == 0:
+                    link = span.links.add(trace_id=b"\x07" * 16, span_id=b"\x08" * 8)
+                    add_attrs(link.attributes, {"link.note": next(t), "k": {"v": next(t)}})
                 if i == 2:
                     span.status.message = next(t)
     return req
