@@ -94,7 +94,9 @@ SIDECAR_PROCESSORS: dict[str, list[str] | None] = {
     "sidecar": None,  # the default chain (all processors)
     "sidecar-min": ["normalize", "metrics"],
     "sidecar-passthrough": [],
+    "sidecar-python": None,  # the default chain without the native helpers (native/)
 }
+WITHOUT_NATIVE = {"sidecar-python"}
 SYSTEMS = (*SIDECAR_PROCESSORS, "collector")
 
 
@@ -695,6 +697,8 @@ def start_sidecar(
         f"127.0.0.1:{metrics_port}",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if name in WITHOUT_NATIVE:
+        env["LLM_PIPELINE_NATIVE"] = "0"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             cmd,
