@@ -236,6 +236,8 @@ def _wire_keys(batch: TraceBatch) -> list[tuple[str, ...]] | None:
         return _KEY_READER.span_keys(batch.raw)
     except ValueError:  # not the wire shape expected: the parsed message decides
         return None
+    except RuntimeError:  # in use by another thread (a finalizer switched threads mid-call)
+        return None
 
 
 def normalize(batch: TraceBatch) -> TraceBatch:

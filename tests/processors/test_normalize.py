@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from pipeline.model import TraceBatch
 from pipeline.processors import normalize as norm
 from tests.helpers.otlp_build import read_call as read
+from tests.helpers.otlp_build import spans_request
 
 BASE = {
     "gen_ai.operation.name": "chat",
@@ -47,3 +52,27 @@ def test_a_flood_of_unique_key_sets_does_not_grow_the_plan_cache() -> None:
     call = read(wide)
     assert call is not None and call.request_model == "gpt-4o"
     assert len(norm._PLANS) == before  # too many keys to cache: planned, not kept
+
+
+class _FailingKeyReader:
+    def __init__(self, error: type[Exception]) -> None:
+        self.error = error
+        self.calls = 0
+
+    def span_keys(self, data: bytes) -> list[tuple[str, ...]]:
+        self.calls += 1
+        raise self.error("cannot read")
+
+
+def test_when_the_wire_key_reader_fails_the_spans_are_read_from_the_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    req = spans_request(0, 3, model="m{i}")
+    data = req.SerializeToString()
+    for error in (ValueError, RuntimeError):
+        reader = _FailingKeyReader(error)
+        monkeypatch.setattr(norm, "_KEY_READER", reader)
+        batch = norm.normalize(TraceBatch(ExportTraceServiceRequest.FromString(data), raw=data))
+        assert reader.calls == 1
+        assert [c.request_model for c in batch.calls] == ["m0", "m1", "m2"]
+        assert batch.span_count == 3
