@@ -8,6 +8,7 @@ or an LLM marker. Everything later in the chain works on the `LLMCall`s.
 from __future__ import annotations
 
 import re
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from ..model import LLMCall, TraceBatch, any_value, service_name_of
@@ -234,9 +235,9 @@ def _wire_keys(batch: TraceBatch) -> list[tuple[str, ...]] | None:
         return None
     try:
         return _KEY_READER.span_keys(batch.raw)
-    except ValueError:  # not the wire shape expected: the parsed message decides
-        return None
-    except RuntimeError:  # in use by another thread (a finalizer switched threads mid-call)
+    # ValueError: not the wire shape expected; RuntimeError: in use by another thread (a
+    # finalizer switched threads mid-call). Either way the parsed message decides.
+    except (ValueError, RuntimeError):
         return None
 
 
@@ -255,17 +256,12 @@ def normalize(batch: TraceBatch) -> TraceBatch:
     for service, ss in scopes:
         scope = ss.scope.name
         spans = ss.spans
-        if wire_keys is not None:
-            keys = wire_keys[start : start + len(spans)]
-            for span, span_keys in zip(spans, keys, strict=True):
-                call = read_span(span, service, scope, span_keys)
-                if call is not None:
-                    calls.append(call)
-        else:
-            for span in spans:
-                call = read_span(span, service, scope)
-                if call is not None:
-                    calls.append(call)
-        start += len(spans)
+        n = len(spans)
+        keys = wire_keys[start : start + n] if wire_keys is not None else repeat(None, n)
+        for span, span_keys in zip(spans, keys, strict=True):
+            call = read_span(span, service, scope, span_keys)
+            if call is not None:
+                calls.append(call)
+        start += n
     batch.span_count = count
     return batch
