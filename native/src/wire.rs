@@ -60,8 +60,10 @@ fn each_len_field(
     Ok(())
 }
 
-/// The Python twin: `pipeline.processors._wire.item_ranges` (unsorted here).
-pub fn item_ranges(d: &[u8], out: &mut Vec<(usize, usize, i64, i64, i64)>) -> Result<()> {
+/// Calls `f(start, end, resource, scope, item)` for every resource (scope and item -1) and
+/// every item (span / log record) of a traces or logs request, in wire order.
+#[inline]
+fn each_item(d: &[u8], mut f: impl FnMut(usize, usize, i64, i64, i64) -> Result<()>) -> Result<()> {
     let mut r = 0i64;
     each_len_field(d, 0, d.len(), |field, start, end| {
         if field != 1 {
@@ -70,12 +72,12 @@ pub fn item_ranges(d: &[u8], out: &mut Vec<(usize, usize, i64, i64, i64)>) -> Re
         let mut s = 0i64;
         each_len_field(d, start, end, |f2, a, b| {
             if f2 == 1 {
-                out.push((a, b, r, -1, -1));
+                f(a, b, r, -1, -1)?;
             } else if f2 == 2 {
                 let mut i = 0i64;
                 each_len_field(d, a, b, |f3, c, e| {
                     if f3 == 2 {
-                        out.push((c, e, r, s, i));
+                        f(c, e, r, s, i)?;
                         i += 1;
                     }
                     Ok(())
@@ -89,39 +91,37 @@ pub fn item_ranges(d: &[u8], out: &mut Vec<(usize, usize, i64, i64, i64)>) -> Re
     })
 }
 
+/// The Python twin: `pipeline.processors._wire.py_item_ranges` (unsorted here).
+pub fn item_ranges(d: &[u8], out: &mut Vec<(usize, usize, i64, i64, i64)>) -> Result<()> {
+    each_item(d, |start, end, r, s, i| {
+        out.push((start, end, r, s, i));
+        Ok(())
+    })
+}
+
 /// For each span of a traces request (in parse order), the byte ranges of its attribute keys.
 /// A KeyValue whose key field repeats keeps the last one, as the parser does; one without a
 /// key has the key "".
 pub fn span_keys(d: &[u8], out: &mut Vec<Vec<(usize, usize)>>) -> Result<()> {
-    each_len_field(d, 0, d.len(), |field, start, end| {
-        if field != 1 {
-            return Ok(());
+    each_item(d, |c, e, _, scope, _| {
+        if scope < 0 {
+            return Ok(()); // a resource
         }
-        each_len_field(d, start, end, |f2, a, b| {
-            if f2 != 2 {
-                return Ok(());
-            }
-            each_len_field(d, a, b, |f3, c, e| {
-                if f3 != 2 {
-                    return Ok(());
-                }
-                let mut keys = Vec::with_capacity(16);
-                each_len_field(d, c, e, |f4, g, h| {
-                    if f4 == 9 {
-                        let mut key = (g, g);
-                        each_len_field(d, g, h, |f5, k, l| {
-                            if f5 == 1 {
-                                key = (k, l);
-                            }
-                            Ok(())
-                        })?;
-                        keys.push(key);
+        let mut keys = Vec::with_capacity(16);
+        each_len_field(d, c, e, |f4, g, h| {
+            if f4 == 9 {
+                let mut key = (g, g);
+                each_len_field(d, g, h, |f5, k, l| {
+                    if f5 == 1 {
+                        key = (k, l);
                     }
                     Ok(())
                 })?;
-                out.push(keys);
-                Ok(())
-            })
-        })
+                keys.push(key);
+            }
+            Ok(())
+        })?;
+        out.push(keys);
+        Ok(())
     })
 }
