@@ -47,12 +47,19 @@ impl KeyReader {
     #[new]
     #[pyo3(signature = (max_keys = 4096))]
     fn new(max_keys: usize) -> Self {
-        KeyReader { interned: HashMap::new(), max_keys }
+        KeyReader {
+            interned: HashMap::new(),
+            max_keys,
+        }
     }
 
     /// One tuple of attribute keys per span of a traces request, in the order the parsed
     /// message iterates its spans (resource_spans, then scope_spans, then spans).
-    fn span_keys<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+    fn span_keys<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+    ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
         let mut spans: Vec<Vec<(usize, usize)>> = Vec::with_capacity(128);
         wire::span_keys(data, &mut spans).map_err(value_error)?;
         let mut out = Vec::with_capacity(spans.len());
@@ -78,7 +85,8 @@ impl KeyReader {
         if let Some(s) = self.interned.get(raw) {
             return Ok(s.bind(py).clone());
         }
-        let text = std::str::from_utf8(raw).map_err(|_| PyValueError::new_err("key is not UTF-8"))?;
+        let text =
+            std::str::from_utf8(raw).map_err(|_| PyValueError::new_err("key is not UTF-8"))?;
         let s = PyString::new(py, text);
         if self.interned.len() >= self.max_keys {
             self.interned.clear(); // a flood of unique keys must not grow memory
@@ -101,7 +109,8 @@ fn compile(patterns: Vec<Vec<u8>>) -> PyResult<Vec<Regex>> {
     patterns
         .into_iter()
         .map(|p| {
-            let text = String::from_utf8(p).map_err(|_| PyValueError::new_err("pattern is not UTF-8"))?;
+            let text =
+                String::from_utf8(p).map_err(|_| PyValueError::new_err("pattern is not UTF-8"))?;
             // (?-u): bytes semantics, as Python's bytes patterns (classes match any byte, \s is
             // ASCII whitespace); (?s) is not set, as in the Python patterns.
             Regex::new(&format!("(?-u){text}")).map_err(|e| PyValueError::new_err(e.to_string()))
@@ -116,7 +125,11 @@ impl HintScanner {
         let fold: [u8; 256] = fold
             .try_into()
             .map_err(|_| PyValueError::new_err("fold must be a 256-byte table"))?;
-        Ok(HintScanner { raw: compile(raw)?, folded: compile(folded)?, fold })
+        Ok(HintScanner {
+            raw: compile(raw)?,
+            folded: compile(folded)?,
+            fold,
+        })
     }
 
     /// (start, end) of every hint match: each raw pattern in turn, then each folded one, each

@@ -42,7 +42,10 @@ fn each_len_field(
         match tag & 7 {
             2 => {
                 let n = usize::try_from(varint(d, &mut pos, end)?).map_err(|_| Error("length"))?;
-                let e = pos.checked_add(n).filter(|&e| e <= end).ok_or(Error("truncated message"))?;
+                let e = pos
+                    .checked_add(n)
+                    .filter(|&e| e <= end)
+                    .ok_or(Error("truncated message"))?;
                 f(tag >> 3, pos, e)?;
                 pos = e;
             }
