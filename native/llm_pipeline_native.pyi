@@ -1,6 +1,11 @@
 """Type stubs of the native helpers (src/lib.rs)."""
 
+from typing import Any
+
 def item_ranges(data: bytes) -> list[tuple[int, int, int, int, int]]: ...
+def span_values(
+    data: bytes, wanted: list[tuple[int, tuple[int, ...]]]
+) -> list[tuple[bytes, bytes, bytes, int, int, int, int, list[Any]] | None]: ...
 
 class KeyReader:
     def __init__(self, max_keys: int = 4096) -> None: ...

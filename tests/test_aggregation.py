@@ -39,8 +39,13 @@ def test_text_format_without_exemplars_for_plain_scrapers() -> None:
 def test_cardinality_guard_folds_and_counts() -> None:
     agg = Aggregation()
     tel = Telemetry(agg)
-    c = agg.counter("tok", "doc", ("model", "gen_ai_token_type"), max_series=3,
-                    keep_on_overflow=("gen_ai_token_type",))
+    c = agg.counter(
+        "tok",
+        "doc",
+        ("model", "gen_ai_token_type"),
+        max_series=3,
+        keep_on_overflow=("gen_ai_token_type",),
+    )
     for i in range(1000):
         c.add((f"m{i}", "input"), 1)
         c.add((f"m{i}", "output"), 2)

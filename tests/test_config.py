@@ -62,14 +62,16 @@ def test_bad_configs_fail_with_the_key_named(tmp_path: Path, yaml_text: str, nee
 def test_validate_command_exit_codes(tmp_path: Path) -> None:
     ok = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "validate", "--config", str(DATA / "full.yaml")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert ok.returncode == 0, ok.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("queue: {max_items: -5}\n")
     r = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "validate", "--config", str(bad)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 2
     assert "queue.max_items must be >= 1" in r.stderr

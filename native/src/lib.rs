@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyFloat, PyList, PyString, PyTuple};
 use regex::bytes::Regex;
 
 mod wire;
@@ -32,6 +32,65 @@ fn item_ranges(data: &[u8]) -> PyResult<Vec<(usize, usize, i64, i64, i64)>> {
     wire::item_ranges(data, &mut out).map_err(value_error)?;
     out.sort_unstable();
     Ok(out)
+}
+
+/// For each (span index, attribute indices) of `wanted` (both ascending; spans in parse order)
+/// of a traces request: (trace_id, span_id, parent_span_id, kind, start, end, status code, the
+/// values of those attributes), or None for a span with a value the helper leaves to the
+/// parser (kvlist, bytes, nested arrays, a repeated value message). Values: str, bool, int,
+/// float, a list of those, or None when unset.
+#[pyfunction]
+fn span_values<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    wanted: Vec<(usize, Vec<usize>)>,
+) -> PyResult<Vec<Option<Bound<'py, PyTuple>>>> {
+    let mut spans = Vec::with_capacity(wanted.len());
+    wire::span_values(data, &wanted, &mut spans).map_err(value_error)?;
+    let mut out = Vec::with_capacity(spans.len());
+    for s in spans {
+        if s.values.iter().any(|v| matches!(v, wire::Value::Complex)) {
+            out.push(None);
+            continue;
+        }
+        let mut values: Vec<Bound<'py, PyAny>> = Vec::with_capacity(s.values.len());
+        for v in &s.values {
+            values.push(py_value(py, data, v)?);
+        }
+        let bytes = |(a, b): (usize, usize)| PyBytes::new(py, &data[a..b]).into_any();
+        let fields: [Bound<'py, PyAny>; 8] = [
+            bytes(s.trace_id),
+            bytes(s.span_id),
+            bytes(s.parent_span_id),
+            s.kind.into_pyobject(py)?.into_any(),
+            s.start.into_pyobject(py)?.into_any(),
+            s.end.into_pyobject(py)?.into_any(),
+            s.status_code.into_pyobject(py)?.into_any(),
+            PyList::new(py, values)?.into_any(),
+        ];
+        out.push(Some(PyTuple::new(py, fields)?));
+    }
+    Ok(out)
+}
+
+fn py_value<'py>(py: Python<'py>, data: &[u8], v: &wire::Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        wire::Value::Unset => py.None().into_bound(py),
+        wire::Value::Str(a, b) => {
+            let text = std::str::from_utf8(&data[*a..*b])
+                .map_err(|_| PyValueError::new_err("string is not UTF-8"))?;
+            PyString::new(py, text).into_any()
+        }
+        wire::Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        wire::Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        wire::Value::Double(f) => PyFloat::new(py, *f).into_any(),
+        wire::Value::Array(items) => {
+            let list: PyResult<Vec<Bound<'py, PyAny>>> =
+                items.iter().map(|x| py_value(py, data, x)).collect();
+            PyList::new(py, list?)?.into_any()
+        }
+        wire::Value::Complex => return Err(PyValueError::new_err("complex value")),
+    })
 }
 
 /// Reads span attribute keys; keeps one Python `str` per distinct key (bounded) so the same
@@ -152,6 +211,7 @@ impl HintScanner {
 #[pymodule]
 fn llm_pipeline_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(item_ranges, m)?)?;
+    m.add_function(wrap_pyfunction!(span_values, m)?)?;
     m.add_class::<KeyReader>()?;
     m.add_class::<HintScanner>()?;
     Ok(())

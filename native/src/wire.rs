@@ -128,3 +128,194 @@ pub fn span_keys(d: &[u8], out: &mut Vec<Vec<(usize, usize)>>) -> Result<()> {
         Ok(())
     })
 }
+
+/// Calls `f(field number, wire type, scalar, start, end)` for each field of the message
+/// d[pos..end]: a varint or fixed value in `scalar`, a length-delimited one as start..end.
+#[inline]
+fn each_field(
+    d: &[u8],
+    mut pos: usize,
+    end: usize,
+    mut f: impl FnMut(u64, u64, u64, usize, usize) -> Result<()>,
+) -> Result<()> {
+    while pos < end {
+        let tag = varint(d, &mut pos, end)?;
+        let (wt, field) = (tag & 7, tag >> 3);
+        match wt {
+            0 => {
+                let v = varint(d, &mut pos, end)?;
+                f(field, wt, v, pos, pos)?;
+            }
+            1 | 5 => {
+                let n = if wt == 1 { 8 } else { 4 };
+                let e = pos
+                    .checked_add(n)
+                    .filter(|&e| e <= end)
+                    .ok_or(Error("truncated fixed"))?;
+                let mut b = [0u8; 8];
+                b[..n].copy_from_slice(&d[pos..e]);
+                f(field, wt, u64::from_le_bytes(b), pos, e)?;
+                pos = e;
+            }
+            2 => {
+                let n = usize::try_from(varint(d, &mut pos, end)?).map_err(|_| Error("length"))?;
+                let e = pos
+                    .checked_add(n)
+                    .filter(|&e| e <= end)
+                    .ok_or(Error("truncated message"))?;
+                f(field, wt, 0, pos, e)?;
+                pos = e;
+            }
+            _ => return Err(Error("unsupported wire type")),
+        }
+    }
+    Ok(())
+}
+
+/// An attribute's value as the parser sees it: the last scalar member set, or `Complex` when
+/// the helpers do not read it (arrays, kvlists, bytes, a value message that repeats) and the
+/// caller reads the span through the parser instead.
+pub enum Value {
+    Unset,
+    Str(usize, usize),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Array(Vec<Value>), // of scalars
+    Complex,
+}
+
+/// The fields of a span that normalize reads (wire type mismatches are unknown fields to the
+/// parser, so they are skipped here too; repeated scalars: the last one wins).
+pub struct SpanFields {
+    pub trace_id: (usize, usize),
+    pub span_id: (usize, usize),
+    pub parent_span_id: (usize, usize),
+    pub kind: i32,
+    pub start: u64,
+    pub end: u64,
+    pub status_code: i32,
+    pub values: Vec<Value>,
+}
+
+fn any_value(d: &[u8], start: usize, end: usize, nested: bool) -> Result<Value> {
+    let mut out = Value::Unset;
+    let mut arrays = 0;
+    each_field(d, start, end, |field, wt, v, a, b| {
+        out = match (field, wt) {
+            (1, 2) => Value::Str(a, b),
+            (2, 0) => Value::Bool(v != 0),
+            (3, 0) => Value::Int(v as i64),
+            (4, 1) => Value::Double(f64::from_bits(v)),
+            // an array of scalars; the parser merges a repeated array_value, so leave that
+            // (and arrays in arrays) to it
+            (5, 2) if !nested && arrays == 0 => {
+                arrays += 1;
+                let mut items = Vec::new();
+                each_field(d, a, b, |f2, w2, _, c, e| {
+                    if f2 == 1 && w2 == 2 {
+                        items.push(any_value(d, c, e, true)?);
+                    }
+                    Ok(())
+                })?;
+                if items.iter().any(|x| matches!(x, Value::Complex)) {
+                    Value::Complex
+                } else {
+                    Value::Array(items)
+                }
+            }
+            (5..=7, 2) => Value::Complex,
+            _ => return Ok(()), // unknown to the parser
+        };
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn key_value(d: &[u8], start: usize, end: usize) -> Result<Value> {
+    let mut out = Value::Unset;
+    let mut seen = false;
+    each_field(d, start, end, |field, wt, _, a, b| {
+        if field == 2 && wt == 2 {
+            // a repeated value message is merged by the parser: leave that to it
+            out = if seen {
+                Value::Complex
+            } else {
+                any_value(d, a, b, false)?
+            };
+            seen = true;
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn span_fields(d: &[u8], start: usize, end: usize, attrs: &[usize]) -> Result<SpanFields> {
+    let mut attr = 0usize; // index of the next attribute
+    let mut next = 0usize; // position in attrs
+    let mut s = SpanFields {
+        trace_id: (start, start),
+        span_id: (start, start),
+        parent_span_id: (start, start),
+        kind: 0,
+        start: 0,
+        end: 0,
+        status_code: 0,
+        values: Vec::with_capacity(attrs.len()),
+    };
+    each_field(d, start, end, |field, wt, v, a, b| {
+        match (field, wt) {
+            (1, 2) => s.trace_id = (a, b),
+            (2, 2) => s.span_id = (a, b),
+            (4, 2) => s.parent_span_id = (a, b),
+            (6, 0) => s.kind = v as i32, // an open enum: the low 32 bits, as int32
+            (7, 1) => s.start = v,
+            (8, 1) => s.end = v,
+            (9, 2) => {
+                if next < attrs.len() && attrs[next] == attr {
+                    s.values.push(key_value(d, a, b)?);
+                    next += 1;
+                }
+                attr += 1;
+            }
+            (15, 2) => each_field(d, a, b, |f2, w2, c, _, _| {
+                if f2 == 3 && w2 == 0 {
+                    s.status_code = c as i32;
+                }
+                Ok(())
+            })?,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    if next != attrs.len() {
+        return Err(Error("attribute index out of range or not ascending"));
+    }
+    Ok(s)
+}
+
+/// The fields of the spans at `wanted` (span index in parse order, ascending; the indices of
+/// the attributes whose values to read, ascending) of a traces request.
+pub fn span_values(
+    d: &[u8],
+    wanted: &[(usize, Vec<usize>)],
+    out: &mut Vec<SpanFields>,
+) -> Result<()> {
+    let mut index = 0usize;
+    let mut next = 0usize;
+    each_item(d, |c, e, _, scope, _| {
+        if scope < 0 {
+            return Ok(());
+        }
+        if next < wanted.len() && wanted[next].0 == index {
+            out.push(span_fields(d, c, e, &wanted[next].1)?);
+            next += 1;
+        }
+        index += 1;
+        Ok(())
+    })?;
+    if next != wanted.len() {
+        return Err(Error("span index out of range or not ascending"));
+    }
+    Ok(())
+}

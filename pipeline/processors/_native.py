@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llm_pipeline_native import HintScanner as _HintScanner
@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 HintScanner: type[_HintScanner] | None = None
 KeyReader: type[_KeyReader] | None = None
 item_ranges: Callable[[bytes], list[tuple[int, int, int, int, int]]] | None = None
+span_values: (
+    Callable[
+        [bytes, list[tuple[int, tuple[int, ...]]]],
+        list[tuple[bytes, bytes, bytes, int, int, int, int, list[Any]] | None],
+    ]
+    | None
+) = None
 
 if (
     os.environ.get("LLM_PIPELINE_NATIVE", "1") != "0"
@@ -28,3 +35,4 @@ if (
     import llm_pipeline_native as _lib
 
     HintScanner, KeyReader, item_ranges = _lib.HintScanner, _lib.KeyReader, _lib.item_ranges
+    span_values = _lib.span_values

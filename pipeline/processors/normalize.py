@@ -8,11 +8,10 @@ or an LLM marker. Everything later in the chain works on the `LLMCall`s.
 from __future__ import annotations
 
 import re
-from itertools import repeat
 from typing import Any, NamedTuple
 
 from ..model import LLMCall, TraceBatch, any_value, service_name_of
-from ._native import KeyReader
+from ._native import KeyReader, span_values
 from .conventions import LLM_MARKERS as _MARKERS
 from .conventions import LOOKUP, normalize_provider
 from .conventions._table import to_int, to_str
@@ -44,11 +43,11 @@ def tidy_error_type(raw: str) -> str:
     return s[:128]
 
 
-def _error_type(span: Any, fields: dict[str, Any]) -> str:
+def _error_type(span: Any, status_code: int, fields: dict[str, Any]) -> str:
     raw = fields.get("error_type")
     if raw:
         return tidy_error_type(str(raw))
-    if span.status.code != _STATUS_ERROR:
+    if status_code != _STATUS_ERROR:
         return ""
     for ev in span.events:
         if ev.name == "exception":
@@ -65,6 +64,8 @@ _FAST = {
     to_str: "string_value",
     to_int: "int_value",
 }
+# The Python type of a fast member's values (what the native reader returns for it).
+_FAST_TYPES: dict[str, type | None] = {"string_value": str, "int_value": int, "": None}
 _TABLE: dict[str, tuple[str, int, str, Any, str]] = {
     key: (m.field, priority, conv, m.transform, _FAST.get(m.transform, ""))  # type: ignore[arg-type]
     for key, (m, priority, conv) in LOOKUP.items()
@@ -80,10 +81,12 @@ class _Plan(NamedTuple):
     """How to read spans whose attribute keys are one given sequence."""
 
     # field -> its sources, highest priority first (attribute order among equals):
-    # (attribute index, priority, convention, transform, fast member)
-    reads: tuple[tuple[str, tuple[tuple[int, int, str, Any, str], ...]], ...]
+    # (attribute index, position in `attrs`, priority, convention, transform, fast member)
+    reads: tuple[tuple[str, tuple[tuple[int, int, int, str, Any, str], ...]], ...]
     present: frozenset[str]  # the table's keys on the span (enrich never overwrites them)
-    markers: tuple[tuple[int, frozenset[str]], ...]  # (attribute index, LLM marker values)
+    # (attribute index, position in `attrs`, LLM marker values)
+    markers: tuple[tuple[int, int, frozenset[str]], ...]
+    attrs: tuple[int, ...]  # the attributes read, ascending (what the native reader decodes)
 
 
 # Instrumentations write the same attribute keys in the same order span after span, so the
@@ -104,19 +107,83 @@ def _plan(keys: tuple[str, ...]) -> _Plan | None:
             sources.setdefault(f, []).append((i, priority, conv, transform, fast))
     if not any(f in _QUALIFYING for f in sources):
         return None
-    reads = tuple((f, tuple(sorted(found, key=lambda s: -s[1]))) for f, found in sources.items())
-    markers = tuple(
-        (i, frozenset(m)) for i, key in enumerate(keys) if (m := _MARKERS.get(key)) is not None
+    marker_at = [(i, m) for i, key in enumerate(keys) if (m := _MARKERS.get(key)) is not None]
+    attrs = tuple(
+        sorted({i for found in sources.values() for i, *_ in found} | {i for i, _ in marker_at})
     )
-    return _Plan(reads, frozenset(k for k in keys if k in _TABLE), markers)
+    pos = {i: k for k, i in enumerate(attrs)}
+    reads = tuple(
+        (f, tuple((i, pos[i], *rest) for i, *rest in sorted(found, key=lambda s: -s[1])))
+        for f, found in sources.items()
+    )
+    markers = tuple((i, pos[i], frozenset(m)) for i, m in marker_at)
+    return _Plan(reads, frozenset(k for k in keys if k in _TABLE), markers, attrs)
 
 
-def _read(v: Any, transform: Any) -> Any:
+def _plan_of(keys: tuple[str, ...]) -> _Plan | None:
     try:
-        value = any_value(v)
+        return _PLANS[keys]
+    except KeyError:
+        plan = _plan(keys)
+        if len(keys) <= _MAX_PLANNED_KEYS:
+            if len(_PLANS) >= _MAX_PLANS:
+                _PLANS.clear()
+            _PLANS[keys] = plan
+        return plan
+
+
+def _apply(value: Any, transform: Any) -> Any:
+    try:
         return value if transform is None else transform(value)
     except (ValueError, TypeError, ArithmeticError):  # "inf" tokens: as if absent
         return None
+
+
+def _read(v: Any, transform: Any) -> Any:
+    return _apply(any_value(v), transform)
+
+
+# The span's fields normalize reads besides its attributes, in the native reader's order:
+# (trace_id, span_id, parent_span_id, kind, start, end, status code, attribute values).
+SpanHead = tuple[bytes, bytes, bytes, int, int, int, int, list[Any]]
+
+
+def _fields_from_message(kvs: list[Any], plan: _Plan) -> tuple[dict[str, Any], str, bool]:
+    fields: dict[str, Any] = {}
+    convention = ""
+    best = -1
+    for f, sources in plan.reads:
+        for i, _, priority, conv, transform, fast in sources:
+            v = kvs[i].value
+            # "" / 0 may also mean another member is set: then the general path decides
+            value = (fast and getattr(v, fast)) or _read(v, transform)
+            if value is not None and value != "":
+                fields[f] = value
+                if priority > best and f in _CONVENTION_FIELDS:
+                    best, convention = priority, conv
+                break
+    marked = any(kvs[i].value.string_value in values for i, _, values in plan.markers)
+    return fields, convention, marked
+
+
+def _fields_from_values(values: list[Any], plan: _Plan) -> tuple[dict[str, Any], str, bool]:
+    """As `_fields_from_message`, over the values the native reader decoded."""
+    fields: dict[str, Any] = {}
+    convention = ""
+    best = -1
+    for f, sources in plan.reads:
+        for _, k, priority, conv, transform, fast in sources:
+            raw = values[k]
+            value = raw if raw and type(raw) is _FAST_TYPES[fast] else _apply(raw, transform)
+            if value is not None and value != "":
+                fields[f] = value
+                if priority > best and f in _CONVENTION_FIELDS:
+                    best, convention = priority, conv
+                break
+    marked = any(
+        type(v := values[k]) is str and v in marker_values for _, k, marker_values in plan.markers
+    )
+    return fields, convention, marked
 
 
 def read_span(
@@ -128,34 +195,34 @@ def read_span(
     if keys is None:
         kvs = list(span.attributes)
         keys = tuple([kv.key for kv in kvs])
-    try:
-        plan = _PLANS[keys]
-    except KeyError:
-        plan = _plan(keys)
-        if len(keys) <= _MAX_PLANNED_KEYS:
-            if len(_PLANS) >= _MAX_PLANS:
-                _PLANS.clear()
-            _PLANS[keys] = plan
+    plan = _plan_of(keys)
     if plan is None:
         return None
     if kvs is None:  # one list beats indexing upb's container per read
         kvs = list(span.attributes)
-    fields: dict[str, Any] = {}
-    convention = ""
-    best = -1
-    for f, sources in plan.reads:
-        for i, priority, conv, transform, fast in sources:
-            v = kvs[i].value
-            # "" / 0 may also mean another member is set: then the general path decides
-            value = (fast and getattr(v, fast)) or _read(v, transform)
-            if value is not None and value != "":
-                fields[f] = value
-                if priority > best and f in _CONVENTION_FIELDS:
-                    best, convention = priority, conv
-                break
-    present = set(plan.present)
-    marked = any(kvs[i].value.string_value in values for i, values in plan.markers)
+    fields, convention, marked = _fields_from_message(kvs, plan)
+    head = (
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id,
+        span.kind,
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        span.status.code,
+    )
+    return _call(span, head, plan, fields, convention, marked, service_name, scope)
 
+
+def _call(
+    span: Any,
+    head: tuple[Any, ...],
+    plan: _Plan,
+    fields: dict[str, Any],
+    convention: str,
+    marked: bool,
+    service_name: str,
+    scope: str,
+) -> LLMCall | None:
     model = fields.get("request_model") or fields.get("response_model")
     if not model:
         # vLLM's v1 server span (`llm_request`) names no model, but its server-side latencies
@@ -171,21 +238,22 @@ def read_span(
     ):
         return None
 
+    trace_id, span_id, parent_span_id, kind, start_ns, end_ns, status_code = head[:7]
     call = LLMCall(
         span=span,
         service_name=service_name,
         convention=convention or "unknown",
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-        parent_span_id=span.parent_span_id,
-        start_ns=span.start_time_unix_nano,
-        end_ns=span.end_time_unix_nano,
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent_span_id,
+        start_ns=start_ns,
+        end_ns=end_ns,
         scope=scope,
         operation=str(fields.get("operation") or "chat"),
         provider=normalize_provider(str(fields.get("provider") or "")) or "unknown",
         request_model=str(fields.get("request_model") or model),
         response_model=str(fields.get("response_model") or ""),
-        present=present,
+        present=set(plan.present),
         response_id=str(fields.get("response_id", "")),
     )
     for f in _TOKEN_FIELDS:
@@ -207,13 +275,13 @@ def read_span(
     if ttft is not None and ttft >= 0:
         call.ttft_s = float(ttft)
         call.streaming = True
-    call.error_type = _error_type(span, fields)
+    call.error_type = _error_type(span, status_code, fields)
     server_ttft = fields.get("server_ttft_s")
     server_duration = fields.get("server_duration_s")
     if (
         server_ttft is not None
         or server_duration is not None
-        or (fields.get("span_kind_hint") == "server" or span.kind == _SPAN_KIND_SERVER)
+        or (fields.get("span_kind_hint") == "server" or kind == _SPAN_KIND_SERVER)
     ):
         call.server_side = True
         call.server_ttft_s = server_ttft
@@ -225,8 +293,10 @@ def read_span(
 
 
 # Walking every span's attributes through upb only to learn their keys costs more than the
-# rest of normalize; the native reader gets them from the received bytes (interned strings).
+# rest of normalize; the native reader gets them from the received bytes (interned strings),
+# and the LLM spans' values too, so upb materializes nothing of a span but the LLM ones.
 _KEY_READER = KeyReader() if KeyReader is not None else None
+_SPAN_VALUES = span_values
 
 
 def _wire_keys(batch: TraceBatch) -> list[tuple[str, ...]] | None:
@@ -241,8 +311,53 @@ def _wire_keys(batch: TraceBatch) -> list[tuple[str, ...]] | None:
         return None
 
 
-def normalize(batch: TraceBatch) -> TraceBatch:
+def _read_wire(
+    batch: TraceBatch,
+    scopes: list[tuple[str, Any]],
+    wire_keys: list[tuple[str, ...]],
+) -> None:
+    """normalize with the span keys (and the LLM spans' values) read from the wire."""
+    found: list[tuple[int, _Plan, int, int]] = []  # (span index, plan, scope, index in scope)
+    g = 0
+    for si, (_, ss) in enumerate(scopes):
+        for j in range(len(ss.spans)):
+            plan = _plan_of(wire_keys[g])
+            if plan is not None:
+                found.append((g, plan, si, j))
+            g += 1
+    if not found:
+        return
+    heads: list[SpanHead | None] | None = None
+    if _SPAN_VALUES is not None:
+        try:
+            heads = _SPAN_VALUES(batch.raw or b"", [(g, plan.attrs) for g, plan, _, _ in found])
+        except ValueError:
+            heads = None
     calls = batch.calls
+    for n, (_, plan, si, j) in enumerate(found):
+        service, ss = scopes[si]
+        span = ss.spans[j]
+        head = heads[n] if heads is not None else None
+        if head is None:  # a value the native reader leaves to the parser
+            fields, convention, marked = _fields_from_message(list(span.attributes), plan)
+            head = (
+                span.trace_id,
+                span.span_id,
+                span.parent_span_id,
+                span.kind,
+                span.start_time_unix_nano,
+                span.end_time_unix_nano,
+                span.status.code,
+                [],
+            )
+        else:
+            fields, convention, marked = _fields_from_values(head[7], plan)
+        call = _call(span, head, plan, fields, convention, marked, service, ss.scope.name)
+        if call is not None:
+            calls.append(call)
+
+
+def normalize(batch: TraceBatch) -> TraceBatch:
     scopes = [
         (service_name_of(rs.resource), ss)
         for rs in batch.request.resource_spans
@@ -250,18 +365,15 @@ def normalize(batch: TraceBatch) -> TraceBatch:
     ]
     count = sum(len(ss.spans) for _, ss in scopes)
     wire_keys = _wire_keys(batch)
-    if wire_keys is not None and len(wire_keys) != count:
-        wire_keys = None  # cannot happen for bytes the parser accepted; be safe anyway
-    start = 0
-    for service, ss in scopes:
-        scope = ss.scope.name
-        spans = ss.spans
-        n = len(spans)
-        keys = wire_keys[start : start + n] if wire_keys is not None else repeat(None, n)
-        for span, span_keys in zip(spans, keys, strict=True):
-            call = read_span(span, service, scope, span_keys)
-            if call is not None:
-                calls.append(call)
-        start += n
+    if wire_keys is not None and len(wire_keys) == count:
+        _read_wire(batch, scopes, wire_keys)
+    else:  # (a count mismatch cannot happen for bytes the parser accepted; be safe anyway)
+        calls = batch.calls
+        for service, ss in scopes:
+            scope = ss.scope.name
+            for span in ss.spans:
+                call = read_span(span, service, scope)
+                if call is not None:
+                    calls.append(call)
     batch.span_count = count
     return batch

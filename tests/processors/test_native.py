@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from pipeline import demo
-from pipeline.model import TraceBatch
+from pipeline.model import TraceBatch, any_value
 from pipeline.processors import _native
 from pipeline.processors import normalize as normalize_module
 from pipeline.processors._prefilter import Prefilter
@@ -166,3 +166,163 @@ def test_normalize_with_wire_keys_equals_without() -> None:
         assert wire == _calls(data, None)
         seen += len(wire)
     assert seen >= 40  # the demo's traffic is about half LLM calls
+
+
+# -- span_values: the LLM spans' fields and attribute values, read from the wire ------------
+
+_scalar = st.one_of(
+    st.text(max_size=12),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+_value = st.one_of(
+    st.none(),  # unset
+    _scalar,
+    st.lists(st.one_of(_scalar, st.none()), max_size=3),  # an array of scalars
+    st.just({"k": "v"}),  # a kvlist: left to the parser
+    st.just(b"\x00\x01"),  # bytes: left to the parser
+    st.just([[1]]),  # an array in an array: left to the parser
+)
+
+
+def _set_value(v: Any, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool):
+        v.bool_value = value
+    elif isinstance(value, int):
+        v.int_value = value
+    elif isinstance(value, float):
+        v.double_value = value
+    elif isinstance(value, str):
+        v.string_value = value
+    elif isinstance(value, bytes):
+        v.bytes_value = value
+    elif isinstance(value, dict):
+        for k, x in value.items():
+            _set_value(v.kvlist_value.values.add(key=k).value, x)
+    else:
+        v.array_value.SetInParent()
+        for x in value:
+            _set_value(v.array_value.values.add(), x)
+
+
+def _parsed_head(span: Any, attrs: tuple[int, ...]) -> Any:
+    values = []
+    for i in attrs:
+        v = span.attributes[i].value
+        kind = v.WhichOneof("value")
+        if kind in ("kvlist_value", "bytes_value") or (
+            kind == "array_value"
+            and any(x.WhichOneof("value") in _COMPLEX for x in v.array_value.values)
+        ):
+            return None
+        values.append(any_value(v))
+    return (
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id,
+        span.kind,
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        span.status.code,
+        values,
+    )
+
+
+_COMPLEX = ("kvlist_value", "bytes_value", "array_value")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    spans=st.lists(
+        st.tuples(
+            st.lists(_value, max_size=8),
+            st.binary(max_size=16),
+            st.integers(0, 2**31 - 1),  # kind: an open enum
+            st.integers(0, 2**64 - 1),
+            st.integers(-5, 5),  # status code, unknown values too
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    pick=st.randoms(use_true_random=False),
+)
+def test_span_values_equal_the_parser(spans: list[Any], pick: Any) -> None:
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    for values, tid, kind, start, code in spans:
+        span = ss.spans.add(trace_id=tid, span_id=tid[:8], kind=kind, start_time_unix_nano=start)
+        span.status.code = code
+        for i, value in enumerate(values):
+            _set_value(span.attributes.add(key=f"k{i}").value, value)
+    data = req.SerializeToString()
+    parsed = ExportTraceServiceRequest.FromString(data).resource_spans[0].scope_spans[0].spans
+    wanted = []
+    for g, span in enumerate(parsed):
+        if pick.random() < 0.7:
+            n = len(span.attributes)
+            wanted.append((g, tuple(sorted(pick.sample(range(n), pick.randint(0, n))))))
+    got = native.span_values(data, wanted)
+    expected = [_parsed_head(parsed[g], attrs) for g, attrs in wanted]
+    assert repr(got) == repr(expected)  # repr: NaN equals NaN, -0.0 differs from 0.0
+
+
+def test_span_values_follow_the_parser_on_odd_wire() -> None:
+    def ld(field: int, payload: bytes) -> bytes:
+        return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+    def vi(field: int, value: int) -> bytes:
+        return _varint(field << 3) + _varint(value)
+
+    two_members = ld(1, b"m") + ld(2, ld(1, b"text") + vi(3, 7))  # the last member set wins
+    value_twice = ld(1, b"t") + ld(2, ld(1, b"a")) + ld(2, vi(3, 1))  # merged by the parser
+    wrong_type = ld(1, b"w") + ld(2, ld(3, b"x"))  # int_value length-delimited: unknown
+    span = (
+        ld(1, b"T" * 16)
+        + ld(1, b"t" * 16)  # trace_id twice: the last one
+        + vi(7, 5)  # start_time_unix_nano as a varint: an unknown field to the parser
+        + vi(6, 2**40 + 3)  # kind beyond int32: its low 32 bits
+        + ld(9, two_members)
+        + ld(9, wrong_type)
+        + ld(15, vi(3, 2))
+        + ld(15, ld(2, b"msg"))  # status twice: merged, the code stays
+        + ld(9, value_twice)
+    )
+    data = ld(1, ld(2, ld(2, span)))
+    parsed = ExportTraceServiceRequest.FromString(data).resource_spans[0].scope_spans[0].spans
+    assert native.span_values(data, [(0, (0, 1))]) == [_parsed_head(parsed[0], (0, 1))]
+    assert native.span_values(data, [(0, (0, 1))])[0][3] == 3
+    assert native.span_values(data, [(0, (2,))]) == [None]  # the repeated value message
+    with pytest.raises(ValueError):
+        native.span_values(data, [(0, (3,))])  # no fourth attribute
+    with pytest.raises(ValueError):
+        native.span_values(data, [(1, ())])  # no second span
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def test_normalize_reads_values_the_native_reader_leaves_to_the_parser() -> None:
+    # A model named by an array (to_str takes its first item) and a kvlist-valued attribute
+    # the plan reads: the first span's values come from the wire, the second's from upb.
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    for i, model in enumerate((["gpt-4o", "x"], {"name": "gpt-4o"})):
+        span = ss.spans.add(name="chat", trace_id=bytes([i + 1]) * 16, span_id=b"\1" * 8)
+        span.attributes.add(key="gen_ai.provider.name").value.string_value = "openai"
+        _set_value(span.attributes.add(key="gen_ai.request.model").value, model)
+        span.attributes.add(key="gen_ai.usage.input_tokens").value.int_value = 12 + i
+    data = req.SerializeToString()
+    wire = _calls(data, native.KeyReader())
+    assert wire == _calls(data, None)
+    assert [c["request_model"] for c in wire] == ["gpt-4o", "{'name': 'gpt-4o'}"]
+    assert [c["input_tokens"] for c in wire] == [12, 13]
