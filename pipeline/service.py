@@ -255,7 +255,7 @@ class Service:
         rejected, message = 0, ""
         try:
             if signal == "traces":
-                rejected, message = drop_invalid_spans(request)
+                rejected, message = drop_invalid_spans(request, raw)
         except BaseException:
             queue.release(items, nbytes)
             raise

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 use regex::bytes::Regex;
 
 mod wire;
@@ -91,6 +91,50 @@ fn py_value<'py>(py: Python<'py>, data: &[u8], v: &wire::Value) -> PyResult<Boun
         }
         wire::Value::Complex => return Err(PyValueError::new_err("complex value")),
     })
+}
+
+/// Indices (parse order) of the spans of a traces request whose ids are not valid: the
+/// receivers reject them (the twin: `pipeline.receivers.decode.drop_invalid_spans`).
+#[pyfunction]
+fn invalid_spans(data: &[u8]) -> PyResult<Vec<usize>> {
+    let mut ids = Vec::with_capacity(128);
+    wire::span_ids(data, &mut ids).map_err(value_error)?;
+    let len = |(a, b): (usize, usize)| b - a;
+    Ok(ids
+        .iter()
+        .enumerate()
+        .filter(|(_, [t, s, p])| {
+            len(*t) != 16
+                || len(*s) != 8
+                || !(len(*p) == 0 || len(*p) == 8)
+                || data[t.0..t.1].iter().all(|&b| b == 0)
+        })
+        .map(|(i, _)| i)
+        .collect())
+}
+
+/// trace_id + span_id -> trace_id + parent_span_id (None for a root) of every span of a traces
+/// request, later spans overwriting earlier ones (the twin: the walk in dedupe).
+#[pyfunction]
+fn span_parents<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyDict>> {
+    let mut ids = Vec::with_capacity(128);
+    wire::span_ids(data, &mut ids).map_err(value_error)?;
+    let out = PyDict::new(py);
+    let mut key = Vec::with_capacity(24);
+    for [t, s, p] in ids {
+        key.clear();
+        key.extend_from_slice(&data[t.0..t.1]);
+        key.extend_from_slice(&data[s.0..s.1]);
+        let k = PyBytes::new(py, &key);
+        if p.1 > p.0 {
+            key.truncate(t.1 - t.0);
+            key.extend_from_slice(&data[p.0..p.1]);
+            out.set_item(k, PyBytes::new(py, &key))?;
+        } else {
+            out.set_item(k, py.None())?;
+        }
+    }
+    Ok(out)
 }
 
 /// Reads span attribute keys; keeps one Python `str` per distinct key (bounded) so the same
@@ -212,6 +256,8 @@ impl HintScanner {
 fn llm_pipeline_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(item_ranges, m)?)?;
     m.add_function(wrap_pyfunction!(span_values, m)?)?;
+    m.add_function(wrap_pyfunction!(invalid_spans, m)?)?;
+    m.add_function(wrap_pyfunction!(span_parents, m)?)?;
     m.add_class::<KeyReader>()?;
     m.add_class::<HintScanner>()?;
     Ok(())

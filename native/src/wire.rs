@@ -319,3 +319,24 @@ pub fn span_values(
     }
     Ok(())
 }
+
+/// The trace_id, span_id and parent_span_id of each span of a traces request, in parse order.
+pub fn span_ids(d: &[u8], out: &mut Vec<[(usize, usize); 3]>) -> Result<()> {
+    each_item(d, |c, e, _, scope, _| {
+        if scope < 0 {
+            return Ok(());
+        }
+        let mut ids = [(c, c); 3];
+        each_len_field(d, c, e, |field, a, b| {
+            match field {
+                1 => ids[0] = (a, b),
+                2 => ids[1] = (a, b),
+                4 => ids[2] = (a, b),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        out.push(ids);
+        Ok(())
+    })
+}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import re
 
-from ._native import HintScanner
+from .._native import HintScanner
 from ._wire import ItemRange, item_ranges
 
 # A card number as `is_card_number` accepts it: 13+ digits, the first four contiguous.

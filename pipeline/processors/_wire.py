@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import _native
+from .. import _native
 
 
 class ItemRange(NamedTuple):

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from .._native import span_parents
 from ..model import LLMCall, TraceBatch
 
 
@@ -42,6 +43,23 @@ class DedupeConfig:
     def validate(self) -> None:
         if self.max_entries < 1:
             raise ValueError("max_entries must be >= 1")
+
+
+def _parents(batch: TraceBatch) -> dict[bytes, bytes | None]:
+    """trace_id + span_id -> trace_id + parent_span_id (None for a root) of every span."""
+    if span_parents is not None and batch.raw is not None and not batch.modified:
+        try:
+            return span_parents(batch.raw)  # from the received bytes: no span materialized
+        except ValueError:
+            pass  # not the wire shape expected: the parsed message decides
+    parents: dict[bytes, bytes | None] = {}
+    for rs in batch.request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                tid = span.trace_id
+                psid = span.parent_span_id
+                parents[tid + span.span_id] = tid + psid if psid else None
+    return parents
 
 
 class Dedupe:
@@ -61,13 +79,7 @@ class Dedupe:
         if not calls and not pending:
             return batch
         call_keys = [c.trace_id + c.span_id for c in calls]
-        parents: dict[bytes, bytes | None] = {}  # every span of the batch -> its parent
-        for rs in batch.request.resource_spans:
-            for ss in rs.scope_spans:
-                for span in ss.spans:
-                    tid = span.trace_id
-                    psid = span.parent_span_id
-                    parents[tid + span.span_id] = tid + psid if psid else None
+        parents = _parents(batch)  # every span of the batch -> its parent
         earlier: list[bytes] = []  # spans of this batch flagged by an earlier batch
         if pending:
             earlier = [key for key in parents if key in pending]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
+from .._native import KeyReader, span_values
 from ..model import LLMCall, TraceBatch, any_value, service_name_of
-from ._native import KeyReader, span_values
 from .conventions import LLM_MARKERS as _MARKERS
 from .conventions import LOOKUP, normalize_provider
 from .conventions._table import to_int, to_str

@@ -30,6 +30,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from .._native import invalid_spans
+
 SIGNALS = ("traces", "logs", "metrics")
 REQUEST_TYPES: dict[str, type[Message]] = {
     "traces": ExportTraceServiceRequest,
@@ -160,8 +162,16 @@ def count_items(signal: str, msg: Any) -> int:
     return n
 
 
-def drop_invalid_spans(msg: Any) -> tuple[int, str]:
-    """Remove spans whose IDs are not 16/8 bytes; (how many, why) for partial_success."""
+def drop_invalid_spans(msg: Any, raw: bytes | None = None) -> tuple[int, str]:
+    """Remove spans whose IDs are not 16/8 bytes; (how many, why) for partial_success.
+    `raw`: the message's bytes, when the caller has them (checked natively, no span
+    materialized, when every span is valid)."""
+    if raw is not None and invalid_spans is not None:
+        try:
+            if not invalid_spans(raw):
+                return 0, ""
+        except ValueError:
+            pass  # not the wire shape expected: the walk below decides
     rejected = 0
     reason = ""
     for rs in msg.resource_spans:

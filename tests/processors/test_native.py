@@ -19,13 +19,13 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from pipeline import demo
+from pipeline import _native, demo
 from pipeline.model import TraceBatch, any_value
-from pipeline.processors import _native
 from pipeline.processors import normalize as normalize_module
 from pipeline.processors._prefilter import Prefilter
 from pipeline.processors._wire import py_item_ranges
 from pipeline.processors.redact import BUILTIN_TYPES
+from pipeline.receivers.decode import drop_invalid_spans
 from tests.processors.test_prefilter import _text, _trace_request
 
 if _native.KeyReader is None:
@@ -326,3 +326,51 @@ def test_normalize_reads_values_the_native_reader_leaves_to_the_parser() -> None
     assert wire == _calls(data, None)
     assert [c["request_model"] for c in wire] == ["gpt-4o", "{'name': 'gpt-4o'}"]
     assert [c["input_tokens"] for c in wire] == [12, 13]
+
+
+# -- invalid_spans and span_parents: the ids of every span, read from the wire ---------------
+
+_ids = st.tuples(
+    st.sampled_from([b"", b"\0" * 16, b"\1" * 15]) | st.binary(min_size=16, max_size=16),
+    st.binary(max_size=9),
+    st.sampled_from([b""]) | st.binary(min_size=7, max_size=9),
+)
+
+
+def _ids_request(spans: list[tuple[bytes, bytes, bytes]]) -> bytes:
+    req = ExportTraceServiceRequest()
+    for n, (tid, sid, psid) in enumerate(spans):
+        if n % 3 == 0:  # a few spans per resource
+            ss = req.resource_spans.add().scope_spans.add()
+        ss.spans.add(trace_id=tid, span_id=sid, parent_span_id=psid, name=f"s{n}")
+    return req.SerializeToString()
+
+
+@settings(max_examples=200, deadline=None)
+@given(spans=st.lists(_ids, max_size=10))
+def test_invalid_spans_equal_the_receivers_check(spans: list[tuple[bytes, bytes, bytes]]) -> None:
+    data = _ids_request(spans)
+    msg = ExportTraceServiceRequest.FromString(data)
+    names = [s.name for rs in msg.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    rejected, _ = drop_invalid_spans(msg)  # the Python walk, which removes them
+    kept = {s.name for rs in msg.resource_spans for ss in rs.scope_spans for s in ss.spans}
+    bad = native.invalid_spans(data)
+    assert len(bad) == rejected
+    assert [names[i] for i in bad] == [n for n in names if n not in kept]
+
+
+@settings(max_examples=200, deadline=None)
+@given(spans=st.lists(_ids, max_size=10))
+def test_span_parents_equal_the_parsed_ids(spans: list[tuple[bytes, bytes, bytes]]) -> None:
+    data = _ids_request(spans)
+    msg = ExportTraceServiceRequest.FromString(data)
+    expected: dict[bytes, bytes | None] = {}
+    for rs in msg.resource_spans:
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                expected[s.trace_id + s.span_id] = (
+                    s.trace_id + s.parent_span_id if s.parent_span_id else None
+                )
+    got = native.span_parents(data)
+    assert got == expected
+    assert list(got) == list(expected)  # the same order: later duplicates overwrite

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 HintScanner: type[_HintScanner] | None = None
 KeyReader: type[_KeyReader] | None = None
 item_ranges: Callable[[bytes], list[tuple[int, int, int, int, int]]] | None = None
+invalid_spans: Callable[[bytes], list[int]] | None = None
+span_parents: Callable[[bytes], dict[bytes, bytes | None]] | None = None
 span_values: (
     Callable[
         [bytes, list[tuple[int, tuple[int, ...]]]],
@@ -36,3 +38,4 @@ if (
 
     HintScanner, KeyReader, item_ranges = _lib.HintScanner, _lib.KeyReader, _lib.item_ranges
     span_values = _lib.span_values
+    invalid_spans, span_parents = _lib.invalid_spans, _lib.span_parents
