@@ -1214,7 +1214,7 @@ def run_stages(pool: list[Payload], passes: int) -> StageResult | None:
             t1 = clock()
             cost["parse"] += t1 - t
             n = count_items("traces", req)
-            rejected, _ = drop_invalid_spans(req)
+            rejected, _ = drop_invalid_spans(req, data)
             t2 = clock()
             cost["count+validate"] += t2 - t1
             batch = TraceBatch(req, raw=None if rejected else data)
