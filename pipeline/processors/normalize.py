@@ -148,6 +148,20 @@ def _read(v: Any, transform: Any) -> Any:
 SpanHead = tuple[bytes, bytes, bytes, int, int, int, int, list[Any]]
 
 
+def _head(span: Any) -> SpanHead:
+    """The span's head read through upb (its attribute values are read by the plan)."""
+    return (
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id,
+        span.kind,
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        span.status.code,
+        [],
+    )
+
+
 def _fields_from_message(kvs: list[Any], plan: _Plan) -> tuple[dict[str, Any], str, bool]:
     fields: dict[str, Any] = {}
     convention = ""
@@ -201,21 +215,12 @@ def read_span(
     if kvs is None:  # one list beats indexing upb's container per read
         kvs = list(span.attributes)
     fields, convention, marked = _fields_from_message(kvs, plan)
-    head = (
-        span.trace_id,
-        span.span_id,
-        span.parent_span_id,
-        span.kind,
-        span.start_time_unix_nano,
-        span.end_time_unix_nano,
-        span.status.code,
-    )
-    return _call(span, head, plan, fields, convention, marked, service_name, scope)
+    return _call(span, _head(span), plan, fields, convention, marked, service_name, scope)
 
 
 def _call(
     span: Any,
-    head: tuple[Any, ...],
+    head: SpanHead,
     plan: _Plan,
     fields: dict[str, Any],
     convention: str,
@@ -238,7 +243,7 @@ def _call(
     ):
         return None
 
-    trace_id, span_id, parent_span_id, kind, start_ns, end_ns, status_code = head[:7]
+    trace_id, span_id, parent_span_id, kind, start_ns, end_ns, status_code, _ = head
     call = LLMCall(
         span=span,
         service_name=service_name,
@@ -340,16 +345,7 @@ def _read_wire(
         head = heads[n] if heads is not None else None
         if head is None:  # a value the native reader leaves to the parser
             fields, convention, marked = _fields_from_message(list(span.attributes), plan)
-            head = (
-                span.trace_id,
-                span.span_id,
-                span.parent_span_id,
-                span.kind,
-                span.start_time_unix_nano,
-                span.end_time_unix_nano,
-                span.status.code,
-                [],
-            )
+            head = _head(span)
         else:
             fields, convention, marked = _fields_from_values(head[7], plan)
         call = _call(span, head, plan, fields, convention, marked, service, ss.scope.name)
