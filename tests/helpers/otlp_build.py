@@ -14,7 +14,10 @@ T0 = 1_700_000_000 * 10**9
 
 
 def set_value(v: Any, x: Any) -> None:
-    """Write a Python value into an OTLP AnyValue (lists and dicts nest, empty ones included)."""
+    """Write a Python value into an OTLP AnyValue (lists and dicts nest, empty ones included;
+    None leaves it unset, as `any_value` reads an unset one)."""
+    if x is None:
+        return
     if isinstance(x, bool):
         v.bool_value = x
     elif isinstance(x, int):

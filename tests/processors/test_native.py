@@ -26,6 +26,7 @@ from pipeline.processors._prefilter import Prefilter
 from pipeline.processors._wire import py_item_ranges
 from pipeline.processors.redact import BUILTIN_TYPES
 from pipeline.receivers.decode import drop_invalid_spans
+from tests.helpers.otlp_build import set_value
 from tests.processors.test_prefilter import _text, _trace_request
 
 if _native.KeyReader is None:
@@ -186,28 +187,6 @@ _value = st.one_of(
 )
 
 
-def _set_value(v: Any, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool):
-        v.bool_value = value
-    elif isinstance(value, int):
-        v.int_value = value
-    elif isinstance(value, float):
-        v.double_value = value
-    elif isinstance(value, str):
-        v.string_value = value
-    elif isinstance(value, bytes):
-        v.bytes_value = value
-    elif isinstance(value, dict):
-        for k, x in value.items():
-            _set_value(v.kvlist_value.values.add(key=k).value, x)
-    else:
-        v.array_value.SetInParent()
-        for x in value:
-            _set_value(v.array_value.values.add(), x)
-
-
 def _parsed_head(span: Any, attrs: tuple[int, ...]) -> Any:
     values = []
     for i in attrs:
@@ -256,7 +235,7 @@ def test_span_values_equal_the_parser(spans: list[Any], pick: Any) -> None:
         span = ss.spans.add(trace_id=tid, span_id=tid[:8], kind=kind, start_time_unix_nano=start)
         span.status.code = code
         for i, value in enumerate(values):
-            _set_value(span.attributes.add(key=f"k{i}").value, value)
+            set_value(span.attributes.add(key=f"k{i}").value, value)
     data = req.SerializeToString()
     parsed = ExportTraceServiceRequest.FromString(data).resource_spans[0].scope_spans[0].spans
     wanted = []
@@ -319,7 +298,7 @@ def test_normalize_reads_values_the_native_reader_leaves_to_the_parser() -> None
     for i, model in enumerate((["gpt-4o", "x"], {"name": "gpt-4o"})):
         span = ss.spans.add(name="chat", trace_id=bytes([i + 1]) * 16, span_id=b"\1" * 8)
         span.attributes.add(key="gen_ai.provider.name").value.string_value = "openai"
-        _set_value(span.attributes.add(key="gen_ai.request.model").value, model)
+        set_value(span.attributes.add(key="gen_ai.request.model").value, model)
         span.attributes.add(key="gen_ai.usage.input_tokens").value.int_value = 12 + i
     data = req.SerializeToString()
     wire = _calls(data, native.KeyReader())
