@@ -33,34 +33,22 @@ fn varint(d: &[u8], pos: &mut usize, end: usize) -> Result<u64> {
 #[inline]
 fn each_len_field(
     d: &[u8],
-    mut pos: usize,
+    pos: usize,
     end: usize,
     mut f: impl FnMut(u64, usize, usize) -> Result<()>,
 ) -> Result<()> {
-    while pos < end {
-        let tag = varint(d, &mut pos, end)?;
-        match tag & 7 {
-            2 => {
-                let n = usize::try_from(varint(d, &mut pos, end)?).map_err(|_| Error("length"))?;
-                let e = pos
-                    .checked_add(n)
-                    .filter(|&e| e <= end)
-                    .ok_or(Error("truncated message"))?;
-                f(tag >> 3, pos, e)?;
-                pos = e;
+    each_field(
+        d,
+        pos,
+        end,
+        |field, wt, _, a, b| {
+            if wt == 2 {
+                f(field, a, b)
+            } else {
+                Ok(())
             }
-            0 => {
-                varint(d, &mut pos, end)?;
-            }
-            1 => pos += 8,
-            5 => pos += 4,
-            _ => return Err(Error("unsupported wire type")),
-        }
-    }
-    if pos != end {
-        return Err(Error("truncated message"));
-    }
-    Ok(())
+        },
+    )
 }
 
 /// Calls `f(start, end, resource, scope, item)` for every resource (scope and item -1) and
