@@ -6,7 +6,9 @@ not counted twice. Then the sender gets its answer, and the processing thread ru
 (as the Collector's receivers answer once the data is in its pipeline): the added latency is
 receive + parse + validate, not the chain. The backlog of unprocessed requests is bounded
 (`queue.max_unprocessed_requests`; full -> 503 too), and shutdown processes it before the
-queues drain. The chain runs under one lock (processors keep state: dedupe, fallback,
+queues drain. With a spool (`queue.spool_directory`) the answer waits for the chain and the
+spool append instead: an acknowledged request must survive a SIGKILL, and the backlog lives
+in memory only. The chain runs under one lock (processors keep state: dedupe, fallback,
 aggregation); the GIL would serialize it anyway.
 """
 
@@ -76,6 +78,8 @@ class Service:
             [self._redactor] if "redact" in config.processors else []
         )
         self.queues = {s: self._build_queue(s) for s in SIGNALS}
+        # Durable: answer only once the request is on disk (the backlog would be lost by a kill).
+        self._durable = bool(config.queue.spool_directory)
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="fallback-ticker", daemon=True)
         self._jobs: deque[_Job] = deque()
@@ -246,7 +250,8 @@ class Service:
 
         Validation (partial_success) happens here; the processor chain runs afterwards on the
         processing thread once the service is started, so the sender's answer does not wait
-        for it (inline before `start()`, as tests and the stage benchmark use it).
+        for it. It runs inline (the answer waits) before `start()`, as tests and the stage
+        benchmark use it, and with a spool, so that what was acknowledged is on disk.
         """
         items = count_items(signal, request)
         queue = self.queues[signal]
@@ -266,7 +271,7 @@ class Service:
         job = _Job(signal, request, None if rejected else raw, accepted, nbytes)
         if not accepted:
             queue.release(0, nbytes)
-        elif self._worker.is_alive():
+        elif self._worker.is_alive() and not self._durable:
             with self._jobs_cv:
                 if len(self._jobs) >= self.config.queue.max_unprocessed_requests:
                     queue.release(accepted, nbytes)

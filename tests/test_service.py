@@ -14,6 +14,7 @@ from pipeline.exporters.queue import QueueFull
 from pipeline.model import TraceBatch
 from pipeline.service import Service
 from tests.helpers.otlp_build import spans_request
+from tests.helpers.otlp_sink import free_port
 
 
 def _service(tmp_path: Path, backlog: int = 3) -> Service:
@@ -112,3 +113,35 @@ def test_a_failing_processor_drops_that_request_counted_and_the_service_lives_on
     assert [(k, s.value) for k, s in dropped.items()] == [
         (("traces", "file/traces", "processing_error"), 5.0)
     ]
+
+
+def test_with_a_spool_the_answer_waits_until_the_request_is_on_disk(tmp_path: Path) -> None:
+    """A SIGKILL must not lose what was acknowledged: with a spool there is no in-memory backlog."""
+    cfg = Config()
+    cfg.queue.spool_directory = str(tmp_path / "spool")
+    cfg.queue.shutdown_timeout_s = 1.0
+    # Nothing listens there: what was appended stays in the spool for the assertion.
+    cfg.exporters.traces.protocol = "grpc"
+    cfg.exporters.traces.endpoint = f"127.0.0.1:{free_port()}"
+    svc = Service(cfg)
+    gate = Gate()
+    svc.trace_chain.insert(0, gate)
+    svc.start()
+    spool = svc.queues["traces"]._spool
+    assert spool is not None
+    answered = threading.Event()
+
+    def send() -> None:
+        svc.accept("traces", spans_request(0, 6), None, "grpc")
+        answered.set()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    assert gate.entered.wait(10)
+    assert not answered.wait(0.3)  # held in the chain: not acknowledged yet
+    assert spool.pending_items == 0
+    gate.open.set()
+    assert answered.wait(10)
+    assert spool.pending_items == 6  # acknowledged means appended
+    sender.join()
+    assert svc.shutdown()["traces"] == 6  # kept for the next start
