@@ -180,6 +180,7 @@ def test_sidecar_exporter_has_a_persistent_queue_and_unbounded_retry() -> None:
     assert "file_storage" in cfg["service"]["extensions"]
     assert side["retry_on_failure"]["enabled"] is True
     assert side["retry_on_failure"]["max_elapsed_time"] == "0s"
+    assert side["compression"] == "none"  # a local hop: gzip would cost CPU on both ends
     for p in ("traces/in", "logs/in"):
         assert cfg["service"]["pipelines"][p]["exporters"] == ["otlp_grpc/sidecar"]
 

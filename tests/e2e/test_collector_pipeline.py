@@ -121,11 +121,12 @@ def stack(otelcol_binary: Path, tmp_path: Path) -> Iterator[Stack]:
     )
     collector = Collector(otelcol_binary, [CONFIG], env, tmp_path / "collector.log")
     # The sidecar as compose runs it (compose/sidecar/config.yaml): traces and logs back to the
-    # Collector's enriched receiver over OTLP/gRPC.
+    # Collector's enriched receiver over OTLP/gRPC, traces uncompressed as there; logs keep the
+    # exporter's default gzip, so the real Collector's gzip decoding stays covered too.
     enriched = f"127.0.0.1:{ports.enriched_grpc}"
     sidecar_config: dict[str, Any] = {
         "exporters": {
-            "traces": {"protocol": "grpc", "endpoint": enriched},
+            "traces": {"protocol": "grpc", "endpoint": enriched, "compression": "none"},
             "logs": {"protocol": "grpc", "endpoint": enriched},
         },
         "queue": {"retry_initial_s": 0.2, "retry_max_s": 1.0},

@@ -429,7 +429,13 @@ def test_sidecar_config_matches_the_brief(sidecar_cfg: dict[str, Any]) -> None:
     ]
     for signal in ("traces", "logs"):
         e = sidecar_cfg["exporters"][signal]
-        assert e == {"protocol": "grpc", "endpoint": "collector:4319", "insecure": True}
+        # uncompressed on the local hop (the Collector compresses towards the backends)
+        assert e == {
+            "protocol": "grpc",
+            "endpoint": "collector:4319",
+            "insecure": True,
+            "compression": "none",
+        }
 
 
 def test_sidecar_exports_to_the_collector_enriched_receiver(
