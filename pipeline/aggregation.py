@@ -34,12 +34,10 @@ TIME_PER_CHUNK_BUCKETS = (
 # fmt: on
 
 
-@dataclass(slots=True)
-class Exemplar:
-    trace_id: str
-    span_id: str
-    value: float
-    timestamp: float
+# (trace id, span id, value, unix time). A plain tuple: one is built per observation on the
+# hot path (a class instance costs several times more), and the ids stay bytes until a scrape
+# renders the few that are kept (one per bucket).
+Exemplar = tuple[bytes, bytes, float, float]
 
 
 @dataclass(slots=True)

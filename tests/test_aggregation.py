@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.aggregation import OTHER, Aggregation, Exemplar
+from pipeline.aggregation import OTHER, Aggregation
 from pipeline.exporters.prometheus import AggregationCollector, render
 from pipeline.telemetry import Telemetry
 from tests.helpers.metrics import find, value
@@ -13,8 +13,13 @@ OM = "application/openmetrics-text; version=1.0.0"
 def test_histogram_buckets_are_cumulative_with_exemplars() -> None:
     agg = Aggregation()
     h = agg.histogram("t_seconds", "doc", ("m",), (0.1, 1.0, 10.0))
-    for v, tid in ((0.05, "a" * 32), (0.1, "b" * 32), (0.5, "c" * 32), (50.0, "d" * 32)):
-        h.observe(("x",), v, Exemplar(tid, "1" * 16, v, 1700000000.0))
+    for v, tid in (
+        (0.05, b"\xaa" * 16),
+        (0.1, b"\xbb" * 16),
+        (0.5, b"\xcc" * 16),
+        (50.0, b"\xdd" * 16),
+    ):
+        h.observe(("x",), v, (tid, b"\x11" * 8, v, 1700000000.0))
     body, ctype = render(AggregationCollector(agg), OM)
     text = body.decode()
     assert ctype.startswith("application/openmetrics-text")
@@ -24,12 +29,13 @@ def test_histogram_buckets_are_cumulative_with_exemplars() -> None:
     assert value(text, "t_seconds_count", m="x") == 4
     assert value(text, "t_seconds_sum", m="x") == 50.65
     [b] = find(text, "t_seconds_bucket", m="x", le="1.0")
-    assert b.exemplar.labels["trace_id"] == "c" * 32 and b.exemplar.value == 0.5
+    assert b.exemplar.labels["trace_id"] == "cc" * 16 and b.exemplar.value == 0.5
+    assert b.exemplar.labels["span_id"] == "11" * 8
 
 
 def test_text_format_without_exemplars_for_plain_scrapers() -> None:
     agg = Aggregation()
-    agg.counter("c", "doc", ("m",)).add(("x",), 3, Exemplar("a" * 32, "1" * 16, 3, 1.0))
+    agg.counter("c", "doc", ("m",)).add(("x",), 3, (b"\xaa" * 16, b"\x11" * 8, 3, 1.0))
     body, ctype = render(AggregationCollector(agg), "text/plain")
     assert ctype.startswith("text/plain")
     assert 'c_total{m="x"} 3.0' in body.decode()

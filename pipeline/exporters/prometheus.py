@@ -26,7 +26,8 @@ from ..telemetry import Telemetry, __version__
 def _ex(e: Exemplar | None) -> PromExemplar | None:
     if e is None:
         return None
-    return PromExemplar({"trace_id": e.trace_id, "span_id": e.span_id}, e.value, e.timestamp)
+    trace_id, span_id, value, timestamp = e
+    return PromExemplar({"trace_id": trace_id.hex(), "span_id": span_id.hex()}, value, timestamp)
 
 
 def _fmt_bound(b: float) -> str:

@@ -45,7 +45,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..aggregation import Exemplar
 from ..model import TraceBatch
 from .metrics import LLMMetrics
 
@@ -93,8 +92,8 @@ class _Window:
         self.calls: list[_Fact] = []
 
 
-# (is_fallback, label values, exemplar trace id hex, exemplar span id hex)
-Decision = tuple[bool, tuple[str, ...], str, str]
+# (is_fallback, label values, exemplar trace id, exemplar span id)
+Decision = tuple[bool, tuple[str, ...], bytes, bytes]
 
 
 def decide(trace_id: bytes, calls: list[_Fact]) -> list[Decision]:
@@ -105,7 +104,6 @@ def decide(trace_id: bytes, calls: list[_Fact]) -> list[Decision]:
     for f in calls:
         groups.setdefault((f.parent, f.operation), {}).setdefault(f.span_id, f)
     out: list[Decision] = []
-    trace_hex = trace_id.hex()
     for group in groups.values():
         if len(group) < 2:
             continue
@@ -114,10 +112,10 @@ def decide(trace_id: bytes, calls: list[_Fact]) -> list[Decision]:
             if not a.failed or b.start_ns < a.end_ns:
                 continue
             if a.provider == b.provider and a.model == b.model:
-                out.append((False, (b.service, b.provider, b.model), trace_hex, b.span_id.hex()))
+                out.append((False, (b.service, b.provider, b.model), trace_id, b.span_id))
             elif not b.failed:
                 labels = (b.service, a.provider, a.model, b.provider, b.model)
-                out.append((True, labels, trace_hex, b.span_id.hex()))
+                out.append((True, labels, trace_id, b.span_id))
     return out
 
 
@@ -232,6 +230,6 @@ class FallbackDetector:
             return
         now = time.time()
         with m.agg.lock:
-            for is_fallback, labels, trace_hex, span_hex in decisions:
+            for is_fallback, labels, trace_id, span_id in decisions:
                 family = m.fallbacks if is_fallback else m.retries
-                family.add(labels, 1, Exemplar(trace_hex, span_hex, 1.0, now))
+                family.add(labels, 1, (trace_id, span_id, 1.0, now))

@@ -15,7 +15,6 @@ from ..aggregation import (
     TOKEN_BUCKETS,
     TTFT_BUCKETS,
     Aggregation,
-    Exemplar,
 )
 from ..model import LLMCall, TraceBatch
 
@@ -114,7 +113,7 @@ class LLMMetrics:
         )
 
     def record(self, call: LLMCall, now: float) -> None:
-        tid, sid = call.trace_id.hex(), call.span_id.hex()
+        tid, sid = call.trace_id, call.span_id
         base = (
             call.service_name,
             call.operation,
@@ -124,20 +123,20 @@ class LLMMetrics:
         )
         if call.server_side:
             if (v := call.server_ttft_s) is not None:
-                self.server_ttft.observe(base, v, Exemplar(tid, sid, v, now))
+                self.server_ttft.observe(base, v, (tid, sid, v, now))
             d = call.server_duration_s if call.server_duration_s is not None else call.duration_s
-            self.server_duration.observe((*base, call.error_type), d, Exemplar(tid, sid, d, now))
+            self.server_duration.observe((*base, call.error_type), d, (tid, sid, d, now))
         else:
             d = call.duration_s
-            self.duration.observe((*base, call.error_type), d, Exemplar(tid, sid, d, now))
+            self.duration.observe((*base, call.error_type), d, (tid, sid, d, now))
             if call.streaming and (v := call.ttft_s) is not None:
-                self.ttft.observe(base, v, Exemplar(tid, sid, v, now))
+                self.ttft.observe(base, v, (tid, sid, v, now))
                 if (v := call.time_per_chunk_s) is not None:
-                    self.time_per_chunk.observe(base, v, Exemplar(tid, sid, v, now))
+                    self.time_per_chunk.observe(base, v, (tid, sid, v, now))
         # One key and exemplar per token type serve both token families (same value).
         for token_type, n in (("input", call.input_tokens), ("output", call.output_tokens)):
             if n is not None:
-                key, ex = (*base, token_type), Exemplar(tid, sid, n, now)
+                key, ex = (*base, token_type), (tid, sid, n, now)
                 self.token_usage.observe(key, n, ex)
                 if n:
                     self.tokens.add(key, n, ex)
@@ -147,9 +146,9 @@ class LLMMetrics:
             ("reasoning", call.reasoning_tokens),
         ):
             if value:
-                self.tokens.add((*base, token_type), value, Exemplar(tid, sid, value, now))
+                self.tokens.add((*base, token_type), value, (tid, sid, value, now))
         if (c := call.cost_usd) is not None:
-            self.cost.add(base, c, Exemplar(tid, sid, c, now))
+            self.cost.add(base, c, (tid, sid, c, now))
 
     def __call__(self, batch: TraceBatch) -> TraceBatch:
         if not batch.calls:
