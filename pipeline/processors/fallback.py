@@ -43,7 +43,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..model import TraceBatch
 from .metrics import LLMMetrics
@@ -70,7 +70,8 @@ class FallbackConfig:
 
 
 class _Fact(NamedTuple):
-    """What is kept of one call while its trace's window is open."""
+    """What is kept of one call while its trace's window is open (buffered as a plain tuple
+    of these fields, which is cheaper to build per call; `decide` names them)."""
 
     start_ns: int
     end_ns: int
@@ -89,19 +90,19 @@ class _Window:
     def __init__(self, trace_id: bytes, opened: float) -> None:
         self.trace_id = trace_id
         self.opened = opened
-        self.calls: list[_Fact] = []
+        self.calls: list[tuple[Any, ...]] = []  # _Fact fields
 
 
 # (is_fallback, label values, exemplar trace id, exemplar span id)
 Decision = tuple[bool, tuple[str, ...], bytes, bytes]
 
 
-def decide(trace_id: bytes, calls: list[_Fact]) -> list[Decision]:
+def decide(trace_id: bytes, calls: list[tuple[Any, ...]]) -> list[Decision]:
     """The retries and fallbacks among one trace's calls (the rule in the module docstring)."""
     if len(calls) < 2:
         return []
     groups: dict[tuple[bytes, str], dict[bytes, _Fact]] = {}
-    for f in calls:
+    for f in map(_Fact._make, calls):
         groups.setdefault((f.parent, f.operation), {}).setdefault(f.span_id, f)
     out: list[Decision] = []
     for group in groups.values():
@@ -145,19 +146,20 @@ class FallbackDetector:
         return len(self._windows)
 
     def __call__(self, batch: TraceBatch) -> TraceBatch:
+        intern = sys.intern
         facts = [
             (
                 c.trace_id,
-                _Fact(
+                (  # the _Fact fields
                     c.start_ns,
                     c.end_ns,
                     c.span_id,
                     c.parent_span_id,
-                    sys.intern(c.operation),
-                    sys.intern(c.provider),
-                    sys.intern(c.request_model),
+                    intern(c.operation),
+                    intern(c.provider),
+                    intern(c.request_model),
                     c.failed,
-                    sys.intern(c.service_name),
+                    intern(c.service_name),
                 ),
             )
             for c in batch.calls
