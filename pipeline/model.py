@@ -71,10 +71,9 @@ class LLMCall:
     cost_usd: float | None = None
     response_id: str = ""  # gen_ai.response.id, for dedupe
     counted: bool = True  # False when a nested LLM span already counted this call
-    # Attribute keys present on the span, so enrich never overwrites what is there.
-    present: set[str] = field(default_factory=set)
-    # Current-convention names to add when the span used deprecated/other names.
-    aliases: dict[str, Any] = field(default_factory=dict)
+    # The convention tables' keys present on the span, so enrich never overwrites what is
+    # there (shared by the spans of one key sequence: never mutated).
+    present: frozenset[str] = frozenset()
 
     @property
     def duration_s(self) -> float:

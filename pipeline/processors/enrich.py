@@ -13,13 +13,14 @@ from ..model import LLMCall, TraceBatch, set_any_value
 from .conventions import COST_ATTRIBUTE, CURRENT_NAMES, TTFT_ATTRIBUTE
 
 
-def _add(span: Any, present: set[str], key: str, value: Any) -> bool:
+def _add(span: Any, present: frozenset[str], key: str, value: Any) -> bool:
+    # The keys written here are distinct and enrich runs once per batch (config.validate), so
+    # one call never writes a key twice.
     if key in present or value is None or value == "":
         return False
     kv = span.attributes.add()
     kv.key = key
     set_any_value(kv.value, value)
-    present.add(key)
     return True
 
 

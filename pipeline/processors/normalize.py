@@ -12,8 +12,8 @@ from typing import Any, NamedTuple
 
 from .._native import KeyReader, span_values
 from ..model import LLMCall, TraceBatch, any_value, service_name_of
+from .conventions import COST_ATTRIBUTE, CURRENT_NAMES, LOOKUP, TTFT_ATTRIBUTE, normalize_provider
 from .conventions import LLM_MARKERS as _MARKERS
-from .conventions import LOOKUP, normalize_provider
 from .conventions._table import to_int, to_str
 
 RESPONSE_ID_KEY = "gen_ai.response.id"
@@ -74,6 +74,8 @@ _TABLE: dict[str, tuple[str, int, str, Any, str]] = {
 _TABLE[RESPONSE_ID_KEY] = ("response_id", 0, "", to_str, "string_value")
 # A span is a model call only when one of these is present (see read_span).
 _QUALIFYING = frozenset({"request_model", "response_model", "server_ttft_s", "server_duration_s"})
+# What enrich may write: a span that has one keeps it (gen_ai.usage.cost is in no table).
+_ENRICHED_KEYS = frozenset({COST_ATTRIBUTE, TTFT_ATTRIBUTE, *CURRENT_NAMES.values()})
 _CONVENTION_FIELDS = frozenset({"provider", "request_model", "input_tokens"})
 
 
@@ -83,7 +85,7 @@ class _Plan(NamedTuple):
     # field -> its sources, highest priority first (attribute order among equals):
     # (attribute index, position in `attrs`, priority, convention, transform, fast member)
     reads: tuple[tuple[str, tuple[tuple[int, int, int, str, Any, str], ...]], ...]
-    present: frozenset[str]  # the table's keys on the span (enrich never overwrites them)
+    present: frozenset[str]  # the keys enrich must not write again (table or enrich keys)
     # (attribute index, position in `attrs`, LLM marker values)
     markers: tuple[tuple[int, int, frozenset[str]], ...]
     attrs: tuple[int, ...]  # the attributes read, ascending (what the native reader decodes)
@@ -117,7 +119,8 @@ def _plan(keys: tuple[str, ...]) -> _Plan | None:
         for f, found in sources.items()
     )
     markers = tuple((i, pos[i], frozenset(m)) for i, m in marker_at)
-    return _Plan(reads, frozenset(k for k in keys if k in _TABLE), markers, attrs)
+    present = frozenset(k for k in keys if k in _TABLE or k in _ENRICHED_KEYS)
+    return _Plan(reads, present, markers, attrs)
 
 
 def _plan_of(keys: tuple[str, ...]) -> _Plan | None:
@@ -258,7 +261,7 @@ def _call(
         provider=normalize_provider(str(fields.get("provider") or "")) or "unknown",
         request_model=str(fields.get("request_model") or model),
         response_model=str(fields.get("response_model") or ""),
-        present=set(plan.present),
+        present=plan.present,
         response_id=str(fields.get("response_id", "")),
     )
     for f in _TOKEN_FIELDS:

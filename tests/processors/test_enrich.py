@@ -1,0 +1,75 @@
+"""enrich: adds cost and current-convention names to LLM spans, never overwrites, and leaves
+spans it did not change (and so their batch) as received."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline.model import TraceBatch, any_value
+from pipeline.processors.enrich import enrich
+from pipeline.processors.normalize import normalize
+from tests.instrumentation.otlp import Span, build_request
+
+
+def _enriched(*spans: Span, cost: float | None = None) -> tuple[TraceBatch, list[dict[str, Any]]]:
+    batch = normalize(TraceBatch(build_request(list(spans))))
+    for call in batch.calls:
+        call.cost_usd = cost
+    batch = enrich(batch)
+    out = [
+        [(kv.key, any_value(kv.value)) for kv in s.attributes]
+        for rs in batch.request.resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+    ]
+    return batch, [dict(a) | {"#": len(a)} for a in out]
+
+
+def test_deprecated_names_get_the_current_ones_and_the_cost() -> None:
+    batch, [a] = _enriched(
+        Span(
+            1,
+            attrs={
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.usage.prompt_tokens": 12,
+                "gen_ai.usage.completion_tokens": 3,
+            },
+        ),
+        cost=0.0125,
+    )
+    assert batch.modified
+    assert a["gen_ai.provider.name"] == "openai"
+    assert a["gen_ai.usage.input_tokens"] == 12
+    assert a["gen_ai.usage.output_tokens"] == 3
+    assert a["gen_ai.usage.cost"] == pytest.approx(0.0125)
+    assert a["gen_ai.usage.prompt_tokens"] == 12  # the original names stay
+    assert a["gen_ai.operation.name"] == "chat"  # the default operation is written too
+
+
+def test_present_keys_are_never_written_again() -> None:
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": "claude-3-5-sonnet",
+        "gen_ai.usage.input_tokens": 7,
+        "gen_ai.usage.output_tokens": 2,
+        "gen_ai.usage.cost": 0.5,
+    }
+    # the span's own cost stays, even when the chain derived another one
+    batch, [a] = _enriched(Span(1, attrs=attrs), cost=0.25)
+    assert a["gen_ai.usage.cost"] == 0.5
+    assert a["#"] == len(attrs)  # nothing added: no key twice
+    assert not batch.modified  # so the request is forwarded as received
+
+
+def test_each_span_gets_its_own_values() -> None:
+    base = {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o"}
+    _, [a, b] = _enriched(
+        Span(1, attrs={**base, "gen_ai.usage.prompt_tokens": 5}),
+        Span(2, attrs={**base, "gen_ai.usage.prompt_tokens": 9}),
+    )
+    assert (a["gen_ai.usage.input_tokens"], b["gen_ai.usage.input_tokens"]) == (5, 9)
+    assert "gen_ai.usage.cost" not in a  # no cost derived: none written
