@@ -71,8 +71,8 @@ class LLMCall:
     cost_usd: float | None = None
     response_id: str = ""  # gen_ai.response.id, for dedupe
     counted: bool = True  # False when a nested LLM span already counted this call
-    # The convention tables' keys present on the span, so enrich never overwrites what is
-    # there (shared by the spans of one key sequence: never mutated).
+    # The keys on the span that enrich could write (tables' and enrich's own), so enrich never
+    # writes one again (shared by the spans of one key sequence: never mutated).
     present: frozenset[str] = frozenset()
 
     @property

@@ -78,8 +78,6 @@ class Service:
             [self._redactor] if "redact" in config.processors else []
         )
         self.queues = {s: self._build_queue(s) for s in SIGNALS}
-        # Durable: answer only once the request is on disk (the backlog would be lost by a kill).
-        self._durable = bool(config.queue.spool_directory)
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="fallback-ticker", daemon=True)
         self._jobs: deque[_Job] = deque()
@@ -217,7 +215,10 @@ class Service:
         for q in self.queues.values():
             q.start()
         self._ticker.start()
-        self._worker.start()
+        # With a spool there is no processing thread: requests are processed before the answer,
+        # so what was acknowledged is on disk (a backlog in memory would be lost by a kill).
+        if not self.config.queue.spool_directory:
+            self._worker.start()
 
     def _tick(self) -> None:
         while not self._stop.wait(1.0):
@@ -271,7 +272,7 @@ class Service:
         job = _Job(signal, request, None if rejected else raw, accepted, nbytes)
         if not accepted:
             queue.release(0, nbytes)
-        elif self._worker.is_alive() and not self._durable:
+        elif self._worker.is_alive():
             with self._jobs_cv:
                 if len(self._jobs) >= self.config.queue.max_unprocessed_requests:
                     queue.release(accepted, nbytes)
