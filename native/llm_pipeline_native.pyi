@@ -1,5 +1,6 @@
 """Type stubs of the native helpers (src/lib.rs)."""
 
+from collections.abc import Callable
 from typing import Any
 
 def item_ranges(data: bytes) -> list[tuple[int, int, int, int, int]]: ...
@@ -17,3 +18,20 @@ class KeyReader:
 class HintScanner:
     def __init__(self, raw: list[bytes], folded: list[bytes], fold: bytes) -> None: ...
     def hits(self, data: bytes) -> list[tuple[int, int]]: ...
+
+class GrpcServer:
+    def __init__(
+        self,
+        endpoint: str,
+        handler: Callable[
+            [str, bytes | None, bool, str | None],
+            tuple[int, str, bytes, tuple[tuple[str, str | bytes], ...]],
+        ],
+        max_message_bytes: int,
+        workers: int = 8,
+        max_concurrent_calls: int = 64,
+    ) -> None: ...
+    @property
+    def port(self) -> int: ...
+    def start(self) -> None: ...
+    def stop(self, grace_s: float) -> None: ...

@@ -14,9 +14,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from llm_pipeline_native import GrpcServer as _GrpcServer
     from llm_pipeline_native import HintScanner as _HintScanner
     from llm_pipeline_native import KeyReader as _KeyReader
 
+GrpcServer: type[_GrpcServer] | None = None
 HintScanner: type[_HintScanner] | None = None
 KeyReader: type[_KeyReader] | None = None
 item_ranges: Callable[[bytes], list[tuple[int, int, int, int, int]]] | None = None
@@ -39,3 +41,4 @@ if (
     HintScanner, KeyReader, item_ranges = _lib.HintScanner, _lib.KeyReader, _lib.item_ranges
     span_values = _lib.span_values
     invalid_spans, span_parents = _lib.invalid_spans, _lib.span_parents
+    GrpcServer = _lib.GrpcServer

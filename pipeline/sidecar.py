@@ -82,6 +82,7 @@ class Sidecar:
             **self.addresses(),
             **{f"{s}_to": d for s, d in self.service.destinations().items()},
             processors=",".join(self.config.processors),
+            **({"grpc_transport": self.grpc.transport} if self.grpc else {}),
         )
 
     def shutdown(self) -> dict[str, int]:

@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 use regex::bytes::Regex;
 
+mod grpc;
 mod wire;
 
 fn value_error(e: wire::Error) -> PyErr {
@@ -260,5 +261,6 @@ fn llm_pipeline_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(span_parents, m)?)?;
     m.add_class::<KeyReader>()?;
     m.add_class::<HintScanner>()?;
+    m.add_class::<grpc::GrpcServer>()?;
     Ok(())
 }

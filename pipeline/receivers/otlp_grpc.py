@@ -3,6 +3,11 @@
 Handlers take the raw request bytes (no generated deserializer), so a malformed message is
 answered INVALID_ARGUMENT with the parser's reason and the unmodified bytes can be forwarded
 as they came.
+
+Two transports answer the same way (`_answer` decides): the native one (`GrpcServer` from
+native/src/grpc.rs: HTTP/2 in Rust, one Python call per request) when it is built and TLS is
+off, grpcio otherwise. A grpcio server costs ~0.85 ms of CPU per 58 KB request before our code
+runs; the native one ~0.4 ms (bench/README).
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import structlog
 from google.rpc import status_pb2
 from google.rpc.error_details_pb2 import RetryInfo
 
+from .. import _native
 from ..exporters.queue import QueueFull
 from ..service import Service
 from ._common import bearer_ok, export_response
-from .decode import DecodeError, count_items, parse_protobuf
+from .decode import DecodeError, count_items, gunzip, parse_protobuf
 
 log = structlog.get_logger("pipeline.receivers")
 
@@ -44,6 +50,41 @@ def _retry_metadata(delay_s: int, message: str) -> tuple[tuple[str, str | bytes]
     )
 
 
+# gRPC status codes by number (the native transport speaks numbers).
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+_OK, _INVALID_ARGUMENT, _RESOURCE_EXHAUSTED = 0, 3, 8
+_UNIMPLEMENTED, _INTERNAL, _UNAVAILABLE, _UNAUTHENTICATED = 12, 13, 14, 16
+_PATHS = {f"/{name}/Export": signal for signal, name in _SERVICES.items()}
+
+# (status code, message, response bytes, trailing metadata)
+Answer = tuple[int, str, bytes, tuple[tuple[str, str | bytes], ...]]
+
+
+def _answer(
+    service: Service, auth: str | None, signal: str, raw: bytes, authorization: str | None
+) -> Answer:
+    """What to answer an Export call carrying `raw` (the request message's bytes)."""
+    if auth and not bearer_ok(auth, authorization):
+        service.reject(signal, "unauthenticated")
+        return _UNAUTHENTICATED, "missing or invalid bearer token", b"", ()
+    try:
+        request = parse_protobuf(signal, raw)
+    except DecodeError as e:
+        service.reject(signal, e.reason)
+        return _INVALID_ARGUMENT, str(e), b"", ()
+    try:
+        result = service.accept(signal, request, raw, "grpc")
+    except QueueFull as e:
+        service.reject(signal, "queue_full", count_items(signal, request))
+        delay = max(1, math.ceil(e.retry_after_s))
+        message = f"sending queue full; retry after {delay}s"
+        return _UNAVAILABLE, message, b"", _retry_metadata(delay, message)
+    except Exception as e:  # a processor bug must not kill the receiver
+        log.exception("processing failed", signal=signal)
+        return _INTERNAL, f"processing failed: {type(e).__name__}", b"", ()
+    return 0, "", bytes(export_response(signal, result).SerializeToString()), ()
+
+
 class OtlpGrpcReceiver:
     def __init__(
         self,
@@ -57,6 +98,17 @@ class OtlpGrpcReceiver:
         self.service = service
         self.endpoint = endpoint
         self._auth = auth_token
+        self._max_request_bytes = max_request_bytes
+        self._native: Any = None
+        self._server: Any = None
+        if _native.GrpcServer is not None and tls is None:
+            self.transport = "native"
+            self._native = _native.GrpcServer(
+                endpoint, self._native_handler, max_request_bytes, workers, workers * 8
+            )
+            self.port = int(self._native.port)
+            return
+        self.transport = "grpcio"
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
             options=[
@@ -80,39 +132,56 @@ class OtlpGrpcReceiver:
         if self.port == 0:
             raise OSError(f"cannot bind OTLP/gRPC receiver to {endpoint}")
 
+    def _native_handler(
+        self, path: str, message: bytes | None, compressed: bool, authorization: str | None
+    ) -> Answer:
+        """Called by the native transport once per request (in one of its threads); `message`
+        is None when the request was larger than max_request_bytes (and was not read)."""
+        signal = _PATHS.get(path)
+        if signal is None:
+            return _UNIMPLEMENTED, f"unknown method {path}", b"", ()
+        if message is None:
+            self.service.reject(signal, "too_large")
+            limit = self._max_request_bytes
+            return _RESOURCE_EXHAUSTED, f"request exceeds {limit} bytes", b"", ()
+        if compressed:  # grpc-encoding: gzip (the transport refuses other encodings)
+            try:
+                message = gunzip(message, self._max_request_bytes)
+            except DecodeError as e:
+                self.service.reject(signal, e.reason)
+                code = _RESOURCE_EXHAUSTED if e.reason == "too_large" else _INVALID_ARGUMENT
+                return code, str(e), b"", ()
+        try:
+            return _answer(self.service, self._auth, signal, message, authorization)
+        except Exception as e:  # the transport must get an answer whatever happens
+            log.exception("receiver failed", signal=signal)
+            return _INTERNAL, f"receiver failed: {type(e).__name__}", b"", ()
+
     def _handler(self, signal: str) -> Any:
         service = self.service
+        auth = self._auth
 
         def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
-            if self._auth:
-                md = dict(context.invocation_metadata())
-                if not bearer_ok(self._auth, md.get("authorization")):
-                    service.reject(signal, "unauthenticated")
-                    context.abort(
-                        grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token"
-                    )
-            try:
-                request = parse_protobuf(signal, raw)
-            except DecodeError as e:
-                service.reject(signal, e.reason)
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-            try:
-                result = service.accept(signal, request, raw, "grpc")
-            except QueueFull as e:
-                service.reject(signal, "queue_full", count_items(signal, request))
-                delay = max(1, math.ceil(e.retry_after_s))
-                message = f"sending queue full; retry after {delay}s"
-                context.set_trailing_metadata(_retry_metadata(delay, message))
-                context.abort(grpc.StatusCode.UNAVAILABLE, message)
-            except Exception as e:  # a processor bug must not kill the receiver
-                log.exception("processing failed", signal=signal)
-                context.abort(grpc.StatusCode.INTERNAL, f"processing failed: {type(e).__name__}")
-            return bytes(export_response(signal, result).SerializeToString())
+            authorization = None
+            if auth:
+                authorization = dict(context.invocation_metadata()).get("authorization")
+            code, message, body, trailers = _answer(service, auth, signal, raw, authorization)
+            if code:
+                if trailers:
+                    context.set_trailing_metadata(trailers)
+                context.abort(_CODES[code], message)
+            return body
 
         return export
 
     def start(self) -> None:
-        self._server.start()
+        if self._native is not None:
+            self._native.start()
+        else:
+            self._server.start()
 
     def shutdown(self, grace_s: float = 5.0) -> None:
-        self._server.stop(grace_s).wait()
+        if self._native is not None:
+            self._native.stop(grace_s)
+        else:
+            self._server.stop(grace_s).wait()
