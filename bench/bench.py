@@ -95,12 +95,14 @@ SIDECAR_PROCESSORS: dict[str, list[str] | None] = {
     "sidecar-min": ["normalize", "metrics"],
     "sidecar-passthrough": [],
     "sidecar-python": None,  # the default chain without the native helpers (native/)
-    "sidecar-gzip": None,  # the default chain, forwarding with gzip as the Collector does
+    "sidecar-gzip": None,  # the default chain, forwarding with gzip
+    "sidecar-grpcio": None,  # the default chain, receiving through grpcio (not native/'s)
 }
 WITHOUT_NATIVE = {"sidecar-python"}
 # The sidecars forward uncompressed, as compose/sidecar/config.yaml does on its hop back to the
 # Collector beside it; `sidecar-gzip` shows what gzip on that hop would cost.
 WITH_GZIP = {"sidecar-gzip"}
+WITH_GRPCIO = {"sidecar-grpcio"}
 GZIP_STAGE = "gzip (export with compression: gzip only, approx.)"
 SYSTEMS = (*SIDECAR_PROCESSORS, "collector")
 
@@ -687,6 +689,8 @@ def start_sidecar(
         cfg["processors"] = processors
     if queue_items is not None:
         cfg["queue"] = {"max_items": queue_items}
+    if name in WITH_GRPCIO:
+        cfg["receivers"] = {"grpc_transport": "grpcio"}
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     cfg_path = OUT_DIR / f"{name}-{tag}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))

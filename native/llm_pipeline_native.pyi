@@ -28,7 +28,6 @@ class GrpcServer:
             tuple[int, str, bytes, tuple[tuple[str, str | bytes], ...]],
         ],
         max_message_bytes: int,
-        workers: int = 8,
         max_concurrent_calls: int = 64,
     ) -> None: ...
     @property

@@ -60,9 +60,24 @@ class ReceiversConfig:
     # OTLP/HTTP under a flood: open connections (a thread each) and request bytes in flight
     http_max_connections: int = 256
     http_max_inflight_bytes: int = 64 * 1024 * 1024
+    # The OTLP/gRPC transport: "native" (native/src/grpc.rs), "grpcio", or "auto": native
+    # when it is built and TLS is off (it speaks plain HTTP/2 only), grpcio otherwise.
+    grpc_transport: str = "auto"
 
     def validate(self) -> None:
         _check_endpoint("receivers.grpc_endpoint", self.grpc_endpoint)
+        if self.grpc_transport not in ("auto", "native", "grpcio"):
+            raise ConfigError("receivers.grpc_transport must be auto, native or grpcio")
+        if self.grpc_transport == "native":
+            if self.tls_cert_file:
+                raise ConfigError("receivers.grpc_transport native has no TLS: use auto or grpcio")
+            from . import _native  # the config is checked where the sidecar runs
+
+            if _native.GrpcServer is None:
+                raise ConfigError(
+                    "receivers.grpc_transport native: the native helpers are not built"
+                    " (scripts/setup.sh builds them)"
+                )
         _check_endpoint("receivers.http_endpoint", self.http_endpoint)
         if not self.grpc_endpoint and not self.http_endpoint:
             raise ConfigError("receivers: at least one of grpc_endpoint/http_endpoint is needed")

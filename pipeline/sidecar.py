@@ -31,7 +31,12 @@ class Sidecar:
             if tls_files is not None and tls_files[1]:
                 tls = (Path(tls_files[0]).read_bytes(), Path(tls_files[1]).read_bytes())
             self.grpc = OtlpGrpcReceiver(
-                self.service, rc.grpc_endpoint, rc.max_request_bytes, rc.auth_token, tls
+                self.service,
+                rc.grpc_endpoint,
+                rc.max_request_bytes,
+                rc.auth_token,
+                tls,
+                transport=rc.grpc_transport,
             )
         if rc.http_endpoint:
             http_tls = (tls_files[0], tls_files[1]) if tls_files and tls_files[1] else None

@@ -42,6 +42,11 @@ def test_full_file_loads_typed() -> None:
         ("queue: {max_items: lots}", "queue.max_items: expected an integer"),
         ("metrics: {max_series: 0}", "metrics.max_series must be >= 1"),
         ("receivers: {http_max_connections: 0}", "receivers.http_max_connections must be >= 1"),
+        ("receivers: {grpc_transport: tonic}", "grpc_transport must be auto, native or grpcio"),
+        (
+            "receivers: {grpc_transport: native, tls_cert_file: c, tls_key_file: k}",
+            "native has no TLS",
+        ),
         (
             "receivers: {max_request_bytes: 2000, http_max_inflight_bytes: 1000}",
             "http_max_inflight_bytes must be >= receivers.max_request_bytes",

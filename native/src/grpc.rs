@@ -255,7 +255,11 @@ async fn handle(
     .await)
 }
 
-/// The Python handler's answer, called on the blocking pool (it takes the GIL and may wait).
+/// The Python handler's answer, called on this worker thread. Not on tokio's blocking pool:
+/// a hand-over back to the worker after the call waits for the core (the sidecar runs on one)
+/// while the processing thread, just woken by the request, runs the chain (measured: p50 4.5
+/// ms per batch instead of 1.5). The GIL serializes the handlers anyway; the second worker
+/// keeps reading other connections while one waits for it.
 async fn answer(
     shared: Arc<Shared>,
     path: String,
@@ -263,17 +267,13 @@ async fn answer(
     compressed: bool,
     authorization: Option<String>,
 ) -> Response<GrpcBody> {
-    let answer = tokio::task::spawn_blocking(move || {
-        call_handler(
-            &shared.handler,
-            &path,
-            message.as_deref(),
-            compressed,
-            authorization,
-        )
-    })
-    .await
-    .unwrap_or_else(|_| Answer::Error(INTERNAL, "receiver failed".into(), Vec::new()));
+    let answer = call_handler(
+        &shared.handler,
+        &path,
+        message.as_deref(),
+        compressed,
+        authorization,
+    );
     match answer {
         Answer::Ok(m) => ok(&m),
         Answer::Error(code, text, extra) => error(code, &text, extra),
@@ -317,19 +317,17 @@ pub struct GrpcServer {
     state: Option<(StdListener, Arc<Shared>)>, // until start()
     stop: Option<oneshot::Sender<f64>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    workers: usize,
 }
 
 #[pymethods]
 impl GrpcServer {
     /// Binds `endpoint` ("host:port"; port 0 picks one) now, serves from `start()`.
     #[new]
-    #[pyo3(signature = (endpoint, handler, max_message_bytes, workers = 8, max_concurrent_calls = 64))]
+    #[pyo3(signature = (endpoint, handler, max_message_bytes, max_concurrent_calls = 64))]
     fn new(
         endpoint: &str,
         handler: Py<PyAny>,
         max_message_bytes: usize,
-        workers: usize,
         max_concurrent_calls: usize,
     ) -> PyResult<Self> {
         let listener = StdListener::bind(endpoint).map_err(|e| {
@@ -352,7 +350,6 @@ impl GrpcServer {
             state: Some((listener, shared)),
             stop: None,
             thread: None,
-            workers: workers.max(1),
         })
     }
 
@@ -366,8 +363,7 @@ impl GrpcServer {
             return Err(PyRuntimeError::new_err("already started"));
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1) // HTTP/2 framing is cheap; the handlers run on the blocking pool
-            .max_blocking_threads(self.workers)
+            .worker_threads(2) // see `answer`: handlers run on the workers
             .thread_name("otlp-grpc")
             .enable_all()
             .build()

@@ -94,6 +94,7 @@ class OtlpGrpcReceiver:
         auth_token: str | None = None,
         tls: tuple[bytes, bytes] | None = None,
         workers: int = 8,
+        transport: str = "auto",
     ) -> None:
         self.service = service
         self.endpoint = endpoint
@@ -101,10 +102,12 @@ class OtlpGrpcReceiver:
         self._max_request_bytes = max_request_bytes
         self._native: Any = None
         self._server: Any = None
-        if _native.GrpcServer is not None and tls is None:
+        if transport == "native" and (_native.GrpcServer is None or tls is not None):
+            raise ValueError("the native gRPC transport is not built, or TLS is on")
+        if transport != "grpcio" and _native.GrpcServer is not None and tls is None:
             self.transport = "native"
             self._native = _native.GrpcServer(
-                endpoint, self._native_handler, max_request_bytes, workers, workers * 8
+                endpoint, self._native_handler, max_request_bytes, workers * 8
             )
             self.port = int(self._native.port)
             return
