@@ -24,10 +24,11 @@ class GrpcServer:
         self,
         endpoint: str,
         handler: Callable[
-            [str, bytes | None, bool, str | None],
+            [str, bytes | None, bool, str | None, str],
             tuple[int, str, bytes, tuple[tuple[str, str | bytes], ...]],
         ],
         max_message_bytes: int,
+        max_inflight_bytes: int,
         max_concurrent_calls: int = 64,
     ) -> None: ...
     @property

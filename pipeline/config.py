@@ -63,6 +63,9 @@ class ReceiversConfig:
     # The OTLP/gRPC transport: "native" (native/src/grpc.rs), "grpcio", or "auto": native
     # when it is built and TLS is off (it speaks plain HTTP/2 only), grpcio otherwise.
     grpc_transport: str = "auto"
+    # Request bytes being read or handled at once by the native gRPC transport (more gets
+    # UNAVAILABLE with a retry hint); grpcio bounds calls only (64 at once).
+    grpc_max_inflight_bytes: int = 64 * 1024 * 1024
 
     def validate(self) -> None:
         _check_endpoint("receivers.grpc_endpoint", self.grpc_endpoint)
@@ -89,6 +92,10 @@ class ReceiversConfig:
             raise ConfigError(
                 "receivers.http_max_inflight_bytes must be >= receivers.max_request_bytes"
                 " (a request of the largest allowed size must fit)"
+            )
+        if self.grpc_max_inflight_bytes < self.max_request_bytes:
+            raise ConfigError(
+                "receivers.grpc_max_inflight_bytes must be >= receivers.max_request_bytes"
             )
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError("receivers: tls_cert_file and tls_key_file go together")

@@ -37,6 +37,7 @@ class Sidecar:
                 rc.auth_token,
                 tls,
                 transport=rc.grpc_transport,
+                max_inflight_bytes=rc.grpc_max_inflight_bytes,
             )
         if rc.http_endpoint:
             http_tls = (tls_files[0], tls_files[1]) if tls_files and tls_files[1] else None

@@ -95,6 +95,7 @@ class OtlpGrpcReceiver:
         tls: tuple[bytes, bytes] | None = None,
         workers: int = 8,
         transport: str = "auto",
+        max_inflight_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.service = service
         self.endpoint = endpoint
@@ -107,7 +108,11 @@ class OtlpGrpcReceiver:
         if transport != "grpcio" and _native.GrpcServer is not None and tls is None:
             self.transport = "native"
             self._native = _native.GrpcServer(
-                endpoint, self._native_handler, max_request_bytes, workers * 8
+                endpoint,
+                self._native_handler,
+                max_request_bytes,
+                max(max_inflight_bytes, max_request_bytes),
+                workers * 8,
             )
             self.port = int(self._native.port)
             return
@@ -136,15 +141,23 @@ class OtlpGrpcReceiver:
             raise OSError(f"cannot bind OTLP/gRPC receiver to {endpoint}")
 
     def _native_handler(
-        self, path: str, message: bytes | None, compressed: bool, authorization: str | None
+        self,
+        path: str,
+        message: bytes | None,
+        compressed: bool,
+        authorization: str | None,
+        refused: str,
     ) -> Answer:
         """Called by the native transport once per request (in one of its threads); `message`
-        is None when the request was larger than max_request_bytes (and was not read)."""
+        is None when the transport refused the request unread, `refused` says why."""
         signal = _PATHS.get(path)
         if signal is None:
             return _UNIMPLEMENTED, f"unknown method {path}", b"", ()
         if message is None:
-            self.service.reject(signal, "too_large")
+            self.service.reject(signal, refused)
+            if refused == "receiver_busy":
+                text = "receiver busy; retry after 1s"
+                return _UNAVAILABLE, text, b"", _retry_metadata(1, text)
             limit = self._max_request_bytes
             return _RESOURCE_EXHAUSTED, f"request exceeds {limit} bytes", b"", ()
         if compressed:  # grpc-encoding: gzip (the transport refuses other encodings)

@@ -30,12 +30,16 @@ LIMIT = 64 * 1024
 
 
 class Receiver:
-    def __init__(self, tmp_path: Path, transport: str, auth: str | None = None) -> None:
+    def __init__(
+        self, tmp_path: Path, transport: str, auth: str | None = None, inflight: int = LIMIT * 8
+    ) -> None:
         cfg = Config()
         cfg.file.directory = str(tmp_path / "out")
         self.out = tmp_path / "out" / "traces.jsonl"
         self.service = Service(cfg)
-        self.receiver = OtlpGrpcReceiver(self.service, "127.0.0.1:0", LIMIT, auth)
+        self.receiver = OtlpGrpcReceiver(
+            self.service, "127.0.0.1:0", LIMIT, auth, max_inflight_bytes=inflight
+        )
         assert self.receiver.transport == transport
         self.service.start()
         self.receiver.start()
@@ -204,3 +208,37 @@ def test_shutdown_lets_a_call_under_way_finish_then_refuses(
     finally:
         fresh.close()
     assert len(rx.exported_span_ids()) == 4
+
+
+def test_native_requests_in_flight_are_bounded_in_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if _native.GrpcServer is None:
+        pytest.skip("native helpers not built (scripts/setup.sh builds them)")
+    r = Receiver(tmp_path, "native", inflight=LIMIT)  # room for one full-size request
+    try:
+        accept = r.service.accept
+        entered, release = threading.Event(), threading.Event()
+
+        def held(*args: Any) -> Any:
+            entered.set()
+            assert release.wait(10)
+            return accept(*args)
+
+        monkeypatch.setattr(r.service, "accept", held)
+        big = spans_request(1, 40, pad=LIMIT // 60).SerializeToString()
+        assert LIMIT // 2 < len(big) <= LIMIT
+        t = threading.Thread(target=lambda: r.export(big, timeout=10))
+        t.start()
+        assert entered.wait(10)  # its bytes are held while it is handled
+        code, details, md = _code(r.export, big)
+        assert code == grpc.StatusCode.UNAVAILABLE and "receiver busy" in details
+        assert RetryInfo.FromString(md["google.rpc.retryinfo-bin"]).retry_delay.seconds == 1
+        assert r.rejected("receiver_busy") == 1
+        release.set()
+        t.join(10)
+        r.export(big, timeout=10)  # the budget is back
+        assert len(r.exported_span_ids()) == 80
+    finally:
+        release.set()
+        r.close()
