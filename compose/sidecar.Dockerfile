@@ -3,14 +3,29 @@
 #   docker build -f compose/sidecar.Dockerfile -t llm-otel-pipeline/sidecar:local .
 # (compose/docker-compose.yml does this with context `..`.)
 
+# The native helpers (native/: the OTLP/gRPC transport, wire readers, redaction prefilter) as
+# an abi3 wheel: the sidecar runs without them, only slower (README, performance).
+FROM rust:1.95.0-slim-bookworm AS native
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/maturin \
+ && /opt/maturin/bin/pip install "maturin>=1.7,<2"
+WORKDIR /src
+COPY native ./native
+RUN /opt/maturin/bin/maturin build --release --manifest-path native/Cargo.toml \
+      --compatibility linux --interpreter python3 --out /wheels
+
 FROM python:3.12.12-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
+COPY --from=native /wheels /wheels
 RUN python -m venv /opt/llm-pipeline \
  && /opt/llm-pipeline/bin/pip install --upgrade pip \
- && /opt/llm-pipeline/bin/pip install .
+ && /opt/llm-pipeline/bin/pip install . /wheels/*.whl
 
 FROM python:3.12.12-slim-bookworm
 ENV PATH=/opt/llm-pipeline/bin:$PATH \

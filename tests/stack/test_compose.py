@@ -517,6 +517,11 @@ def test_sidecar_dockerfile() -> None:
             assert (REPO / s).exists(), f"COPY {s}: not in the build context (repo root)"
     ignore = (COMPOSE_DIR / "sidecar.Dockerfile.dockerignore").read_text().split()
     assert "*" in ignore and {"!pyproject.toml", "!README.md", "!pipeline/"} <= set(ignore)
+    # the native helpers are built into the image (a wheel from native/, installed with it)
+    assert {"!native/", "native/target/"} <= set(ignore)
+    assert re.search(r"^COPY native \./native$", text, re.M)
+    assert re.search(r"maturin build --release --manifest-path native/Cargo.toml", text)
+    assert re.search(r"pip install \. /wheels/\*\.whl$", text, re.M)
     assert '"llm-pipeline", "run", "--config", "/etc/llm-pipeline/config.yaml"' in text
 
 
