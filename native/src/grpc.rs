@@ -248,6 +248,7 @@ async fn handle(
     if !refused.is_empty() {
         // the handler is told (message None) so the refusal is counted and answered
         drop(held);
+        before_blocking().await;
         return Ok(answer(&shared, &path, None, false, authorization, refused));
     }
     let body = buf.freeze();
@@ -266,6 +267,7 @@ async fn handle(
         let msg = format!("Compression algorithm {encoding:?} is not supported (identity, gzip)");
         return Ok(error(UNIMPLEMENTED, &msg, Vec::new()));
     }
+    before_blocking().await;
     let answer = answer(
         &shared,
         &path,
@@ -276,6 +278,13 @@ async fn handle(
     );
     drop(held);
     Ok(answer)
+}
+
+/// Called before `answer` blocks this worker: the connection's own task, if it is queued on
+/// this worker (tokio's LIFO slot cannot be stolen), runs first, so while the handler blocks,
+/// the connection is woken on the other worker and keeps reading the calls that follow.
+async fn before_blocking() {
+    tokio::task::yield_now().await;
 }
 
 /// The Python handler's answer, called on this worker thread. Not on tokio's blocking pool:
