@@ -292,8 +292,11 @@ def _call(
         or (fields.get("span_kind_hint") == "server" or kind == _SPAN_KIND_SERVER)
     ):
         call.server_side = True
-        call.server_ttft_s = server_ttft
-        call.server_duration_s = server_duration
+        # a negative latency is not one (as ttft above): the call counts, the value does not
+        call.server_ttft_s = server_ttft if server_ttft is not None and server_ttft >= 0 else None
+        call.server_duration_s = (
+            server_duration if server_duration is not None and server_duration >= 0 else None
+        )
     cost = fields.get("cost_usd")
     if cost is not None and cost >= 0:
         call.cost_usd = float(cost)

@@ -251,6 +251,21 @@ def test_vllm_server_span_without_a_model_is_a_server_call() -> None:
     assert call.ttft_s is None  # a server latency is not the client's TTFT
 
 
+def test_negative_server_latencies_are_dropped_not_the_call() -> None:
+    # found by tests/receivers/test_fuzz_decode.py: a negative TTFT made the histogram's
+    # _sum negative, which Prometheus' OpenMetrics parser refuses for the whole scrape
+    call = read(
+        {
+            "gen_ai.latency.time_to_first_token": -0.2,
+            "gen_ai.latency.e2e": 0.9,
+            "gen_ai.usage.prompt_tokens": 12,
+        },
+        kind=2,
+    )
+    assert call is not None and call.server_side is True
+    assert (call.server_ttft_s, call.server_duration_s) == (None, 0.9)
+
+
 def test_vllm_provider_stand_in_loses_to_an_explicit_one() -> None:
     attrs = {"gen_ai.latency.time_in_queue": 0.01, "gen_ai.latency.e2e": 0.9}
     call = read({**attrs, "gen_ai.system": "sglang"})
