@@ -14,10 +14,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from llm_pipeline_native import GrpcClient as _GrpcClient
     from llm_pipeline_native import GrpcServer as _GrpcServer
     from llm_pipeline_native import HintScanner as _HintScanner
     from llm_pipeline_native import KeyReader as _KeyReader
 
+GrpcClient: type[_GrpcClient] | None = None
 GrpcServer: type[_GrpcServer] | None = None
 HintScanner: type[_HintScanner] | None = None
 KeyReader: type[_KeyReader] | None = None
@@ -41,4 +43,4 @@ if (
     HintScanner, KeyReader, item_ranges = _lib.HintScanner, _lib.KeyReader, _lib.item_ranges
     span_values = _lib.span_values
     invalid_spans, span_parents = _lib.invalid_spans, _lib.span_parents
-    GrpcServer = _lib.GrpcServer
+    GrpcServer, GrpcClient = _lib.GrpcServer, _lib.GrpcClient

@@ -125,6 +125,9 @@ class ExporterConfig:
     insecure: bool = True
     timeout_s: float = 10.0
     compression: str = "gzip"  # gzip | none
+    # protocol grpc: "native" (native/src/grpc_client.rs), "grpcio", or "auto": native when
+    # it is built and the channel is insecure (it speaks plain HTTP/2 only), grpcio otherwise.
+    grpc_transport: str = "auto"
 
     def validate(self, name: str = "exporter") -> None:
         if self.protocol not in ("grpc", "http", "file"):
@@ -141,6 +144,10 @@ class ExporterConfig:
             raise ConfigError(f"{name}.timeout_s must be > 0")
         if self.compression not in ("gzip", "none"):
             raise ConfigError(f"{name}.compression: expected gzip or none")
+        if self.grpc_transport not in ("auto", "native", "grpcio"):
+            raise ConfigError(f"{name}.grpc_transport must be auto, native or grpcio")
+        if self.grpc_transport == "native" and not self.insecure:
+            raise ConfigError(f"{name}.grpc_transport native has no TLS: use auto or grpcio")
 
 
 @dataclass

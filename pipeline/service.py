@@ -123,7 +123,13 @@ class Service:
         sender: Callable[[bytes], None]
         if ex.protocol == "grpc":
             sender = GrpcSender(
-                signal, ex.endpoint, ex.headers, ex.insecure, ex.timeout_s, ex.compression
+                signal,
+                ex.endpoint,
+                ex.headers,
+                ex.insecure,
+                ex.timeout_s,
+                ex.compression,
+                ex.grpc_transport,
             )
             name = f"otlp_grpc/{signal}"
         elif ex.protocol == "http":

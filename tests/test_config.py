@@ -44,6 +44,15 @@ def test_full_file_loads_typed() -> None:
         ("receivers: {http_max_connections: 0}", "receivers.http_max_connections must be >= 1"),
         ("receivers: {grpc_transport: tonic}", "grpc_transport must be auto, native or grpcio"),
         (
+            "exporters: {traces: {protocol: grpc, endpoint: 'a:1', grpc_transport: x}}",
+            "exporters.traces.grpc_transport must be auto, native or grpcio",
+        ),
+        (
+            "exporters: {logs: {protocol: grpc, endpoint: 'a:1', insecure: false,"
+            " grpc_transport: native}}",
+            "exporters.logs.grpc_transport native has no TLS",
+        ),
+        (
             "receivers: {grpc_transport: native, tls_cert_file: c, tls_key_file: k}",
             "native has no TLS",
         ),

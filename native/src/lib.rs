@@ -19,6 +19,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 use regex::bytes::Regex;
 
 mod grpc;
+mod grpc_client;
 mod wire;
 
 fn value_error(e: wire::Error) -> PyErr {
@@ -262,5 +263,6 @@ fn llm_pipeline_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<KeyReader>()?;
     m.add_class::<HintScanner>()?;
     m.add_class::<grpc::GrpcServer>()?;
+    m.add_class::<grpc_client::GrpcClient>()?;
     Ok(())
 }

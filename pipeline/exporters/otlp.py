@@ -11,10 +11,12 @@ import email.utils
 import gzip
 import time
 import urllib.parse
+from typing import Any
 
 import grpc
 import httpx
 
+from .. import _native
 from .queue import PermanentError, RetryableError
 
 _GRPC_METHODS = {
@@ -33,6 +35,8 @@ _RETRYABLE_GRPC = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     )
 )
+_RETRYABLE_CODES = frozenset(c.value[0] for c in _RETRYABLE_GRPC)
+_CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
 _RETRYABLE_HTTP = frozenset((429, 502, 503, 504))
 
 
@@ -60,6 +64,10 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class GrpcSender:
+    """Unary Export calls with the serialized request. The transport is native
+    (`native/src/grpc_client.rs`: hyper HTTP/2, the GIL released) when it is built and the
+    channel is insecure, grpcio otherwise (`transport`: auto | native | grpcio)."""
+
     def __init__(
         self,
         signal: str,
@@ -68,8 +76,23 @@ class GrpcSender:
         insecure: bool = True,
         timeout_s: float = 10.0,
         compression: str = "gzip",
+        transport: str = "auto",
     ) -> None:
         target = endpoint.removeprefix("http://").removeprefix("https://")
+        self._native: Any = None
+        if transport == "native" and (_native.GrpcClient is None or not insecure):
+            raise ValueError("the native gRPC client is not built, or TLS is on")
+        if transport != "grpcio" and _native.GrpcClient is not None and insecure:
+            self.transport = "native"
+            self._native = _native.GrpcClient(
+                target,
+                _GRPC_METHODS[signal],
+                list((headers or {}).items()),
+                timeout_s,
+                compression == "gzip",
+            )
+            return
+        self.transport = "grpcio"
         if insecure:
             self._channel = grpc.insecure_channel(target)
         else:
@@ -80,6 +103,14 @@ class GrpcSender:
         self._compression = grpc.Compression.Gzip if compression == "gzip" else None
 
     def __call__(self, data: bytes) -> None:
+        if self._native is not None:
+            code, details = self._native.call(data)
+            if code:
+                msg = f"gRPC {_CODE_NAMES.get(code, str(code))}: {details}"
+                if code in _RETRYABLE_CODES:
+                    raise RetryableError(msg)
+                raise PermanentError(msg)
+            return
         try:
             self._call(
                 data,
@@ -97,7 +128,10 @@ class GrpcSender:
             raise PermanentError(msg) from e
 
     def close(self) -> None:
-        self._channel.close()
+        if self._native is not None:
+            self._native.close()
+        else:
+            self._channel.close()
 
 
 class HttpSender:
