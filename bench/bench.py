@@ -96,7 +96,7 @@ SIDECAR_PROCESSORS: dict[str, list[str] | None] = {
     "sidecar-passthrough": [],
     "sidecar-python": None,  # the default chain without the native helpers (native/)
     "sidecar-gzip": None,  # the default chain, forwarding with gzip
-    "sidecar-grpcio": None,  # the default chain, receiving through grpcio (not native/'s)
+    "sidecar-grpcio": None,  # the default chain on grpcio's transports (not native/'s)
 }
 WITHOUT_NATIVE = {"sidecar-python"}
 # The sidecars forward uncompressed, as compose/sidecar/config.yaml does on its hop back to the
@@ -678,6 +678,7 @@ def start_sidecar(
         "protocol": "grpc",
         "endpoint": sink_endpoint,
         "compression": "gzip" if name in WITH_GZIP else "none",
+        "grpc_transport": "grpcio" if name in WITH_GRPCIO else "auto",
     }
     cfg: dict[str, Any] = {
         "exporters": {"traces": forward, "logs": forward, "metrics": forward},
