@@ -262,6 +262,10 @@ async fn handle(
             Vec::new(),
         ));
     }
+    if body[0] > 1 {
+        let msg = format!("invalid gRPC compressed flag {}", body[0]);
+        return Ok(error(INTERNAL, &msg, Vec::new()));
+    }
     let compressed = body[0] == 1;
     if compressed && encoding != "gzip" {
         let msg = format!("Compression algorithm {encoding:?} is not supported (identity, gzip)");

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -12,8 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 from google.rpc.error_details_pb2 import RetryInfo
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
@@ -242,3 +249,115 @@ def test_native_requests_in_flight_are_bounded_in_bytes(
     finally:
         release.set()
         r.close()
+
+
+def _raw_call(port: int, path: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+    """One HTTP/2 request by hand (h2): the response's headers and trailers, merged."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(conn.data_to_send())
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(
+            sid,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":authority", f"127.0.0.1:{port}"),
+                (":path", path),
+                ("te", "trailers"),
+                *headers.items(),
+            ],
+        )
+        conn.send_data(sid, body, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        got: dict[str, str] = {}
+        ended = False
+        while not ended:
+            data = sock.recv(65536)
+            assert data, "connection closed without an answer"
+            for ev in conn.receive_data(data):
+                if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                    got.update({_s(k): _s(v) for k, v in ev.headers})
+                elif isinstance(ev, h2.events.DataReceived):
+                    conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+                ended |= isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset))
+            sock.sendall(conn.data_to_send())
+    return got
+
+
+def _s(v: str | bytes) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+@pytest.fixture(scope="module")
+def native_rx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+    if _native.GrpcServer is None:
+        pytest.skip("native helpers not built (scripts/setup.sh builds them)")
+    r = Receiver(tmp_path_factory.mktemp("fuzz"), "native")
+    yield r
+    r.close()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        # a frame header that claims more or less than follows, compressed or not
+        st.builds(
+            lambda flag, n, rest: bytes([flag]) + struct.pack(">I", n) + rest,
+            st.sampled_from([0, 1, 2, 255]),
+            st.integers(0, 2**32 - 1),
+            st.binary(max_size=100),
+        ),
+        # well framed, random flag and message
+        st.builds(
+            lambda flag, rest: bytes([flag]) + struct.pack(">I", len(rest)) + rest,
+            st.sampled_from([0, 1, 2]),
+            st.binary(max_size=200),
+        ),
+    ),
+    encoding=st.sampled_from(["", "gzip", "deflate", "snappy"]),
+)
+def test_native_transport_answers_any_body_with_a_grpc_status(
+    native_rx: Receiver, body: bytes, encoding: str
+) -> None:
+    headers = {"content-type": "application/grpc"}
+    if encoding:
+        headers["grpc-encoding"] = encoding
+    got = _raw_call(native_rx.receiver.port, TRACES, body, headers)
+    assert got[":status"] == "200"
+    # OK only for a well-formed empty-ish request; otherwise a clean error with a reason
+    assert got["grpc-status"] in {"0", "3", "8", "12", "13"}, got
+    if got["grpc-status"] != "0":
+        assert got.get("grpc-message")
+    framed = len(body) >= 5 and len(body) - 5 == int.from_bytes(body[1:5], "big")
+    if not framed:
+        assert got["grpc-status"] == "13" and "frame" in got["grpc-message"]
+    elif body[0] > 1:  # the compressed flag is 0 or 1
+        assert got["grpc-status"] == "13" and "compressed flag" in got["grpc-message"]
+
+
+def test_native_transport_survives_garbage_connections(native_rx: Receiver) -> None:
+    for junk in (
+        b"",
+        b"\0" * 100,
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64,
+    ):
+        with socket.create_connection(("127.0.0.1", native_rx.receiver.port), timeout=5) as s:
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            try:
+                while s.recv(4096):
+                    pass
+            except OSError:
+                pass
+    got = _raw_call(
+        native_rx.receiver.port, TRACES, b"\0\0\0\0\0", {"content-type": "application/grpc"}
+    )
+    assert got["grpc-status"] == "0"  # an empty request is a valid one
+    got = _raw_call(native_rx.receiver.port, TRACES, b"", {"content-type": "text/plain"})
+    assert got[":status"] == "415"
