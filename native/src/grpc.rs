@@ -10,8 +10,10 @@
 //! The handler: `handler(path, message, compressed, authorization, refused) -> (status,
 //! message, body, trailers)`; `message` is None when the transport refused the request, and
 //! `refused` says why: "too_large" (over `max_message_bytes`) or "receiver_busy" (the bytes
-//! of the requests in flight would exceed `max_inflight_bytes`); `status` 0 answers `body` as the response message, anything else is a gRPC error
-//! (Trailers-Only) with `grpc-message` and the extra `trailers` (`-bin` values are bytes).
+//! of the requests in flight would exceed `max_inflight_bytes`); `status` 0 answers `body` as
+//! the response message, anything else is a gRPC error (Trailers-Only) with `grpc-message` and
+//! the extra `trailers` (`-bin` values are bytes). The handler runs on a tokio worker (see
+//! `answer`), two of them, so one keeps reading while the other waits for the GIL.
 
 use std::convert::Infallible;
 use std::net::TcpListener as StdListener;
