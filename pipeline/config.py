@@ -8,6 +8,7 @@ Unknown keys are errors (a typo must not silently fall back to a default).
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -117,6 +118,10 @@ class MetricsEndpointConfig:
             raise ConfigError("metrics: tls_cert_file and tls_key_file go together")
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 @dataclass
 class ExporterConfig:
     protocol: str = "file"  # grpc | http | file
@@ -144,6 +149,11 @@ class ExporterConfig:
             raise ConfigError(f"{name}.timeout_s must be > 0")
         if self.compression not in ("gzip", "none"):
             raise ConfigError(f"{name}.compression: expected gzip or none")
+        for key, value in self.headers.items():
+            # an HTTP field name (a token) and a value without control characters: anything
+            # else fails every export (grpcio) or the start (the native client)
+            if not _HEADER_NAME.fullmatch(str(key)) or _HEADER_VALUE_BAD.search(str(value)):
+                raise ConfigError(f"{name}.headers: {key!r} is not a valid header name and value")
         if self.grpc_transport not in ("auto", "native", "grpcio"):
             raise ConfigError(f"{name}.grpc_transport must be auto, native or grpcio")
         if self.grpc_transport == "native" and not self.insecure:

@@ -44,6 +44,14 @@ def test_full_file_loads_typed() -> None:
         ("receivers: {http_max_connections: 0}", "receivers.http_max_connections must be >= 1"),
         ("receivers: {grpc_transport: tonic}", "grpc_transport must be auto, native or grpcio"),
         (
+            "exporters: {traces: {protocol: grpc, endpoint: 'a:1', headers: {'X Tenant': a}}}",
+            "exporters.traces.headers: 'X Tenant' is not a valid header",
+        ),
+        (
+            "exporters: {logs: {protocol: http, endpoint: 'http://a:1', headers: {k: \"a\\nb\"}}}",
+            "exporters.logs.headers: 'k' is not a valid header",
+        ),
+        (
             "exporters: {traces: {protocol: grpc, endpoint: 'a:1', grpc_transport: x}}",
             "exporters.traces.grpc_transport must be auto, native or grpcio",
         ),
