@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from llm_pipeline_native import GrpcClient as _GrpcClient
@@ -44,3 +44,15 @@ if (
     span_values = _lib.span_values
     invalid_spans, span_parents = _lib.invalid_spans, _lib.span_parents
     GrpcServer, GrpcClient = _lib.GrpcServer, _lib.GrpcClient
+
+
+_T = TypeVar("_T")
+
+
+def native_transport(requested: str, helper: _T | None, plain: bool) -> _T | None:
+    """The native helper a gRPC transport (`grpc_transport`: auto | native | grpcio) runs on,
+    or None for grpcio: "native" insists (a ValueError when the helper is not built or TLS is
+    on), "auto" takes it when it is built and the connection is plain, "grpcio" never does."""
+    if requested == "native" and (helper is None or not plain):
+        raise ValueError("the native gRPC transport is not built, or TLS is on")
+    return helper if requested != "grpcio" and plain else None

@@ -250,8 +250,7 @@ async fn handle(
     if !refused.is_empty() {
         // the handler is told (message None) so the refusal is counted and answered
         drop(held);
-        before_blocking().await;
-        return Ok(answer(&shared, &path, None, false, authorization, refused));
+        return Ok(answer(&shared, &path, None, false, authorization, refused).await);
     }
     let body = buf.freeze();
     // One length-prefixed message: [compressed flag][u32 length][message].
@@ -273,7 +272,6 @@ async fn handle(
         let msg = format!("Compression algorithm {encoding:?} is not supported (identity, gzip)");
         return Ok(error(UNIMPLEMENTED, &msg, Vec::new()));
     }
-    before_blocking().await;
     let answer = answer(
         &shared,
         &path,
@@ -281,24 +279,21 @@ async fn handle(
         compressed,
         authorization,
         "",
-    );
+    )
+    .await;
     drop(held);
     Ok(answer)
-}
-
-/// Called before `answer` blocks this worker: the connection's own task, if it is queued on
-/// this worker (tokio's LIFO slot cannot be stolen), runs first, so while the handler blocks,
-/// the connection is woken on the other worker and keeps reading the calls that follow.
-async fn before_blocking() {
-    tokio::task::yield_now().await;
 }
 
 /// The Python handler's answer, called on this worker thread. Not on tokio's blocking pool:
 /// a hand-over back to the worker after the call waits for the core (the sidecar runs on one)
 /// while the processing thread, just woken by the request, runs the chain (measured: p50 4.5
 /// ms per batch instead of 1.5). The GIL serializes the handlers anyway; the second worker
-/// keeps reading other connections while one waits for it.
-fn answer(
+/// keeps reading other connections while one waits for it. It yields once first: the
+/// connection's own task, if it is queued on this worker (tokio's LIFO slot cannot be
+/// stolen), runs before the call blocks, so meanwhile the connection is woken on the other
+/// worker and keeps reading the calls that follow.
+async fn answer(
     shared: &Shared,
     path: &str,
     message: Option<&[u8]>,
@@ -306,6 +301,7 @@ fn answer(
     authorization: Option<String>,
     refused: &str,
 ) -> Response<GrpcBody> {
+    tokio::task::yield_now().await;
     let answer = call_handler(
         &shared.handler,
         path,

@@ -80,11 +80,10 @@ class GrpcSender:
     ) -> None:
         target = endpoint.removeprefix("http://").removeprefix("https://")
         self._native: Any = None
-        if transport == "native" and (_native.GrpcClient is None or not insecure):
-            raise ValueError("the native gRPC client is not built, or TLS is on")
-        if transport != "grpcio" and _native.GrpcClient is not None and insecure:
+        client = _native.native_transport(transport, _native.GrpcClient, insecure)
+        if client is not None:
             self.transport = "native"
-            self._native = _native.GrpcClient(
+            self._native = client(
                 target,
                 _GRPC_METHODS[signal],
                 list((headers or {}).items()),

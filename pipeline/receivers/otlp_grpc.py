@@ -82,7 +82,7 @@ def _answer(
     except Exception as e:  # a processor bug must not kill the receiver
         log.exception("processing failed", signal=signal)
         return _INTERNAL, f"processing failed: {type(e).__name__}", b"", ()
-    return 0, "", bytes(export_response(signal, result).SerializeToString()), ()
+    return _OK, "", bytes(export_response(signal, result).SerializeToString()), ()
 
 
 class OtlpGrpcReceiver:
@@ -103,11 +103,10 @@ class OtlpGrpcReceiver:
         self._max_request_bytes = max_request_bytes
         self._native: Any = None
         self._server: Any = None
-        if transport == "native" and (_native.GrpcServer is None or tls is not None):
-            raise ValueError("the native gRPC transport is not built, or TLS is on")
-        if transport != "grpcio" and _native.GrpcServer is not None and tls is None:
+        server = _native.native_transport(transport, _native.GrpcServer, tls is None)
+        if server is not None:
             self.transport = "native"
-            self._native = _native.GrpcServer(
+            self._native = server(
                 endpoint,
                 self._native_handler,
                 max_request_bytes,
