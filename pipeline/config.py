@@ -75,13 +75,7 @@ class ReceiversConfig:
         if self.grpc_transport == "native":
             if self.tls_cert_file:
                 raise ConfigError("receivers.grpc_transport native has no TLS: use auto or grpcio")
-            from . import _native  # the config is checked where the sidecar runs
-
-            if _native.GrpcServer is None:
-                raise ConfigError(
-                    "receivers.grpc_transport native: the native helpers are not built"
-                    " (scripts/setup.sh builds them)"
-                )
+            _check_native_built("receivers.grpc_transport")
         _check_endpoint("receivers.http_endpoint", self.http_endpoint)
         if not self.grpc_endpoint and not self.http_endpoint:
             raise ConfigError("receivers: at least one of grpc_endpoint/http_endpoint is needed")
@@ -116,6 +110,16 @@ class MetricsEndpointConfig:
             raise ConfigError("metrics.max_series must be >= 1")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError("metrics: tls_cert_file and tls_key_file go together")
+
+
+def _check_native_built(name: str) -> None:
+    """`grpc_transport: native` needs the native helpers where the sidecar runs."""
+    from . import _native
+
+    if _native.GrpcServer is None or _native.GrpcClient is None:
+        raise ConfigError(
+            f"{name} native: the native helpers are not built (scripts/setup.sh builds them)"
+        )
 
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -156,8 +160,10 @@ class ExporterConfig:
                 raise ConfigError(f"{name}.headers: {key!r} is not a valid header name and value")
         if self.grpc_transport not in ("auto", "native", "grpcio"):
             raise ConfigError(f"{name}.grpc_transport must be auto, native or grpcio")
-        if self.grpc_transport == "native" and not self.insecure:
-            raise ConfigError(f"{name}.grpc_transport native has no TLS: use auto or grpcio")
+        if self.grpc_transport == "native":
+            if not self.insecure:
+                raise ConfigError(f"{name}.grpc_transport native has no TLS: use auto or grpcio")
+            _check_native_built(f"{name}.grpc_transport")
 
 
 @dataclass

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config, ConfigError, load
+from pipeline.config import Config, ConfigError, ExporterConfig, load
 
 DATA = Path(__file__).parent / "testdata" / "configs"
 
@@ -129,3 +129,17 @@ def test_bench_command_passes_its_arguments_through_in_order() -> None:
     finally:
         cli._bench = original  # type: ignore[assignment]
     assert seen == [["--quick", "--systems", "sidecar"], ["--rates", "2000"]]
+
+
+def test_native_transport_needs_the_native_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import _native
+
+    monkeypatch.setattr(_native, "GrpcClient", None)
+    cfg = Config()
+    cfg.exporters.traces = ExporterConfig(protocol="grpc", endpoint="a:1", grpc_transport="native")
+    with pytest.raises(ConfigError, match=r"exporters\.traces\.grpc_transport native: the native"):
+        cfg.validate()
+    cfg.exporters.traces.grpc_transport = "auto"
+    cfg.receivers.grpc_transport = "native"
+    with pytest.raises(ConfigError, match=r"receivers\.grpc_transport native: the native"):
+        cfg.validate()
