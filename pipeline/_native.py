@@ -11,28 +11,21 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from llm_pipeline_native import CallReader as _CallReader
     from llm_pipeline_native import GrpcClient as _GrpcClient
     from llm_pipeline_native import GrpcServer as _GrpcServer
     from llm_pipeline_native import HintScanner as _HintScanner
-    from llm_pipeline_native import KeyReader as _KeyReader
 
+CallReader: type[_CallReader] | None = None
 GrpcClient: type[_GrpcClient] | None = None
 GrpcServer: type[_GrpcServer] | None = None
 HintScanner: type[_HintScanner] | None = None
-KeyReader: type[_KeyReader] | None = None
 item_ranges: Callable[[bytes], list[tuple[int, int, int, int, int]]] | None = None
 invalid_spans: Callable[[bytes], list[int]] | None = None
 span_parents: Callable[[bytes], dict[bytes, bytes | None]] | None = None
-span_values: (
-    Callable[
-        [bytes, list[tuple[int, tuple[int, ...]]]],
-        list[tuple[bytes, bytes, bytes, int, int, int, int, list[Any]] | None],
-    ]
-    | None
-) = None
 
 if (
     os.environ.get("LLM_PIPELINE_NATIVE", "1") != "0"
@@ -40,10 +33,10 @@ if (
 ):
     import llm_pipeline_native as _lib
 
-    HintScanner, KeyReader, item_ranges = _lib.HintScanner, _lib.KeyReader, _lib.item_ranges
-    span_values = _lib.span_values
+    HintScanner, item_ranges = _lib.HintScanner, _lib.item_ranges
     invalid_spans, span_parents = _lib.invalid_spans, _lib.span_parents
     GrpcServer, GrpcClient = _lib.GrpcServer, _lib.GrpcClient
+    CallReader = _lib.CallReader
 
 
 _T = TypeVar("_T")

@@ -3,21 +3,20 @@
 //!
 //! - `item_ranges`: where each resource and span / log record of a serialized OTLP traces or
 //!   logs request lies (a walk of tags and lengths, nothing decoded).
-//! - `KeyReader.span_keys`: each span's attribute keys, in wire order, as interned `str`s, so
-//!   normalize need not materialize every KeyValue through upb to learn the keys.
+//! - `CallReader.read` (src/calls.rs): normalize's per-span work, the `LLMCall` arguments of
+//!   each model-call span, so upb materializes no span normalize does not keep.
 //! - `HintScanner.hits`: the redaction prefilter's hint regexes over a request (and over its
 //!   case/digit-folded copy), with the `regex` crate's literal-accelerated search.
 //!
 //! Only bytes the protobuf parser has already accepted are passed in; anything unexpected
 //! raises ValueError and the caller takes the Python path.
 
-use std::collections::HashMap;
-
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict};
 use regex::bytes::Regex;
 
+mod calls;
 mod grpc;
 mod grpc_client;
 mod wire;
@@ -29,70 +28,11 @@ fn value_error(e: wire::Error) -> PyErr {
 /// (start, end, resource, scope, item) of every resource and item, sorted by start; scope and
 /// item are -1 for a resource itself (the Python twin: `pipeline.processors._wire`).
 #[pyfunction]
-fn item_ranges(data: &[u8]) -> PyResult<Vec<(usize, usize, i64, i64, i64)>> {
+fn item_ranges(data: &[u8]) -> PyResult<Vec<wire::ItemRange>> {
     let mut out = Vec::with_capacity(128);
     wire::item_ranges(data, &mut out).map_err(value_error)?;
     out.sort_unstable();
     Ok(out)
-}
-
-/// For each (span index, attribute indices) of `wanted` (both ascending; spans in parse order)
-/// of a traces request: (trace_id, span_id, parent_span_id, kind, start, end, status code, the
-/// values of those attributes), or None for a span with a value the helper leaves to the
-/// parser (kvlist, bytes, nested arrays, a repeated value message). Values: str, bool, int,
-/// float, a list of those, or None when unset.
-#[pyfunction]
-fn span_values<'py>(
-    py: Python<'py>,
-    data: &[u8],
-    wanted: Vec<(usize, Vec<usize>)>,
-) -> PyResult<Vec<Option<Bound<'py, PyTuple>>>> {
-    let mut spans = Vec::with_capacity(wanted.len());
-    wire::span_values(data, &wanted, &mut spans).map_err(value_error)?;
-    let mut out = Vec::with_capacity(spans.len());
-    for s in spans {
-        if s.values.iter().any(|v| matches!(v, wire::Value::Complex)) {
-            out.push(None);
-            continue;
-        }
-        let mut values: Vec<Bound<'py, PyAny>> = Vec::with_capacity(s.values.len());
-        for v in &s.values {
-            values.push(py_value(py, data, v)?);
-        }
-        let bytes = |(a, b): (usize, usize)| PyBytes::new(py, &data[a..b]).into_any();
-        let fields: [Bound<'py, PyAny>; 8] = [
-            bytes(s.trace_id),
-            bytes(s.span_id),
-            bytes(s.parent_span_id),
-            s.kind.into_pyobject(py)?.into_any(),
-            s.start.into_pyobject(py)?.into_any(),
-            s.end.into_pyobject(py)?.into_any(),
-            s.status_code.into_pyobject(py)?.into_any(),
-            PyList::new(py, values)?.into_any(),
-        ];
-        out.push(Some(PyTuple::new(py, fields)?));
-    }
-    Ok(out)
-}
-
-fn py_value<'py>(py: Python<'py>, data: &[u8], v: &wire::Value) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match v {
-        wire::Value::Unset => py.None().into_bound(py),
-        wire::Value::Str(a, b) => {
-            let text = std::str::from_utf8(&data[*a..*b])
-                .map_err(|_| PyValueError::new_err("string is not UTF-8"))?;
-            PyString::new(py, text).into_any()
-        }
-        wire::Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
-        wire::Value::Int(i) => i.into_pyobject(py)?.into_any(),
-        wire::Value::Double(f) => PyFloat::new(py, *f).into_any(),
-        wire::Value::Array(items) => {
-            let list: PyResult<Vec<Bound<'py, PyAny>>> =
-                items.iter().map(|x| py_value(py, data, x)).collect();
-            PyList::new(py, list?)?.into_any()
-        }
-        wire::Value::Complex => return Err(PyValueError::new_err("complex value")),
-    })
 }
 
 /// Indices (parse order) of the spans of a traces request whose ids are not valid: the
@@ -137,68 +77,6 @@ fn span_parents<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyDict
         }
     }
     Ok(out)
-}
-
-/// Reads span attribute keys; keeps one Python `str` per distinct key (bounded) so the same
-/// key is the same object span after span (cheap to hash, no allocation).
-#[pyclass(module = "llm_pipeline_native")]
-struct KeyReader {
-    interned: HashMap<Box<[u8]>, Py<PyString>>,
-    max_keys: usize,
-}
-
-#[pymethods]
-impl KeyReader {
-    #[new]
-    #[pyo3(signature = (max_keys = 4096))]
-    fn new(max_keys: usize) -> Self {
-        KeyReader {
-            interned: HashMap::new(),
-            max_keys,
-        }
-    }
-
-    /// One tuple of attribute keys per span of a traces request, in the order the parsed
-    /// message iterates its spans (resource_spans, then scope_spans, then spans).
-    fn span_keys<'py>(
-        &mut self,
-        py: Python<'py>,
-        data: &[u8],
-    ) -> PyResult<Vec<Bound<'py, PyTuple>>> {
-        let mut spans: Vec<Vec<(usize, usize)>> = Vec::with_capacity(128);
-        wire::span_keys(data, &mut spans).map_err(value_error)?;
-        let mut out = Vec::with_capacity(spans.len());
-        let mut keys: Vec<Bound<'py, PyString>> = Vec::with_capacity(16);
-        for span in spans {
-            keys.clear();
-            for (a, b) in span {
-                keys.push(self.key(py, &data[a..b])?);
-            }
-            out.push(PyTuple::new(py, keys.iter())?);
-        }
-        Ok(out)
-    }
-
-    /// Distinct keys held.
-    fn __len__(&self) -> usize {
-        self.interned.len()
-    }
-}
-
-impl KeyReader {
-    fn key<'py>(&mut self, py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyString>> {
-        if let Some(s) = self.interned.get(raw) {
-            return Ok(s.bind(py).clone());
-        }
-        let text =
-            std::str::from_utf8(raw).map_err(|_| PyValueError::new_err("key is not UTF-8"))?;
-        let s = PyString::new(py, text);
-        if self.interned.len() >= self.max_keys {
-            self.interned.clear(); // a flood of unique keys must not grow memory
-        }
-        self.interned.insert(raw.into(), s.clone().unbind());
-        Ok(s)
-    }
 }
 
 /// The prefilter's hints: `raw` patterns run over the request, `folded` ones over its copy
@@ -257,10 +135,9 @@ impl HintScanner {
 #[pymodule]
 fn llm_pipeline_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(item_ranges, m)?)?;
-    m.add_function(wrap_pyfunction!(span_values, m)?)?;
     m.add_function(wrap_pyfunction!(invalid_spans, m)?)?;
     m.add_function(wrap_pyfunction!(span_parents, m)?)?;
-    m.add_class::<KeyReader>()?;
+    m.add_class::<calls::CallReader>()?;
     m.add_class::<HintScanner>()?;
     m.add_class::<grpc::GrpcServer>()?;
     m.add_class::<grpc_client::GrpcClient>()?;

@@ -5,7 +5,7 @@
 
 pub struct Error(pub &'static str);
 
-type Result<T> = std::result::Result<T, Error>;
+pub type Result<T> = std::result::Result<T, Error>;
 
 #[inline]
 fn varint(d: &[u8], pos: &mut usize, end: usize) -> Result<u64> {
@@ -31,7 +31,7 @@ fn varint(d: &[u8], pos: &mut usize, end: usize) -> Result<u64> {
 /// Calls `f(field number, start, end)` for each length-delimited field of the message
 /// d[pos..end], skipping the others.
 #[inline]
-fn each_len_field(
+pub(crate) fn each_len_field(
     d: &[u8],
     pos: usize,
     end: usize,
@@ -83,36 +83,12 @@ fn each_item(d: &[u8], mut f: impl FnMut(usize, usize, i64, i64, i64) -> Result<
 }
 
 /// The Python twin: `pipeline.processors._wire.py_item_ranges` (unsorted here).
-pub fn item_ranges(d: &[u8], out: &mut Vec<(usize, usize, i64, i64, i64)>) -> Result<()> {
+/// (start, end, resource, scope, item)
+pub type ItemRange = (usize, usize, i64, i64, i64);
+
+pub fn item_ranges(d: &[u8], out: &mut Vec<ItemRange>) -> Result<()> {
     each_item(d, |start, end, r, s, i| {
         out.push((start, end, r, s, i));
-        Ok(())
-    })
-}
-
-/// For each span of a traces request (in parse order), the byte ranges of its attribute keys.
-/// A KeyValue whose key field repeats keeps the last one, as the parser does; one without a
-/// key has the key "".
-pub fn span_keys(d: &[u8], out: &mut Vec<Vec<(usize, usize)>>) -> Result<()> {
-    each_item(d, |c, e, _, scope, _| {
-        if scope < 0 {
-            return Ok(()); // a resource
-        }
-        let mut keys = Vec::with_capacity(16);
-        each_len_field(d, c, e, |f4, g, h| {
-            if f4 == 9 {
-                let mut key = (g, g);
-                each_len_field(d, g, h, |f5, k, l| {
-                    if f5 == 1 {
-                        key = (k, l);
-                    }
-                    Ok(())
-                })?;
-                keys.push(key);
-            }
-            Ok(())
-        })?;
-        out.push(keys);
         Ok(())
     })
 }
@@ -120,7 +96,7 @@ pub fn span_keys(d: &[u8], out: &mut Vec<Vec<(usize, usize)>>) -> Result<()> {
 /// Calls `f(field number, wire type, scalar, start, end)` for each field of the message
 /// d[pos..end]: a varint or fixed value in `scalar`, a length-delimited one as start..end.
 #[inline]
-fn each_field(
+pub(crate) fn each_field(
     d: &[u8],
     mut pos: usize,
     end: usize,
@@ -169,21 +145,8 @@ pub enum Value {
     Bool(bool),
     Int(i64),
     Double(f64),
-    Array(Vec<Value>), // of scalars
+    Array, // of scalars
     Complex,
-}
-
-/// The fields of a span that normalize reads (wire type mismatches are unknown fields to the
-/// parser, so they are skipped here too; repeated scalars: the last one wins).
-pub struct SpanFields {
-    pub trace_id: (usize, usize),
-    pub span_id: (usize, usize),
-    pub parent_span_id: (usize, usize),
-    pub kind: i32,
-    pub start: u64,
-    pub end: u64,
-    pub status_code: i32,
-    pub values: Vec<Value>,
 }
 
 fn any_value(d: &[u8], start: usize, end: usize, nested: bool) -> Result<Value> {
@@ -199,17 +162,17 @@ fn any_value(d: &[u8], start: usize, end: usize, nested: bool) -> Result<Value> 
             // (and arrays in arrays) to it
             (5, 2) if !nested && arrays == 0 => {
                 arrays += 1;
-                let mut items = Vec::new();
+                let mut complex = false;
                 each_field(d, a, b, |f2, w2, _, c, e| {
                     if f2 == 1 && w2 == 2 {
-                        items.push(any_value(d, c, e, true)?);
+                        complex |= matches!(any_value(d, c, e, true)?, Value::Complex);
                     }
                     Ok(())
                 })?;
-                if items.iter().any(|x| matches!(x, Value::Complex)) {
+                if complex {
                     Value::Complex
                 } else {
-                    Value::Array(items)
+                    Value::Array
                 }
             }
             (5..=7, 2) => Value::Complex,
@@ -220,7 +183,7 @@ fn any_value(d: &[u8], start: usize, end: usize, nested: bool) -> Result<Value> 
     Ok(out)
 }
 
-fn key_value(d: &[u8], start: usize, end: usize) -> Result<Value> {
+pub(crate) fn key_value(d: &[u8], start: usize, end: usize) -> Result<Value> {
     let mut out = Value::Unset;
     let mut seen = false;
     each_field(d, start, end, |field, wt, _, a, b| {
@@ -236,76 +199,6 @@ fn key_value(d: &[u8], start: usize, end: usize) -> Result<Value> {
         Ok(())
     })?;
     Ok(out)
-}
-
-fn span_fields(d: &[u8], start: usize, end: usize, attrs: &[usize]) -> Result<SpanFields> {
-    let mut attr = 0usize; // index of the next attribute
-    let mut next = 0usize; // position in attrs
-    let mut s = SpanFields {
-        trace_id: (start, start),
-        span_id: (start, start),
-        parent_span_id: (start, start),
-        kind: 0,
-        start: 0,
-        end: 0,
-        status_code: 0,
-        values: Vec::with_capacity(attrs.len()),
-    };
-    each_field(d, start, end, |field, wt, v, a, b| {
-        match (field, wt) {
-            (1, 2) => s.trace_id = (a, b),
-            (2, 2) => s.span_id = (a, b),
-            (4, 2) => s.parent_span_id = (a, b),
-            (6, 0) => s.kind = v as i32, // an open enum: the low 32 bits, as int32
-            (7, 1) => s.start = v,
-            (8, 1) => s.end = v,
-            (9, 2) => {
-                if next < attrs.len() && attrs[next] == attr {
-                    s.values.push(key_value(d, a, b)?);
-                    next += 1;
-                }
-                attr += 1;
-            }
-            (15, 2) => each_field(d, a, b, |f2, w2, c, _, _| {
-                if f2 == 3 && w2 == 0 {
-                    s.status_code = c as i32;
-                }
-                Ok(())
-            })?,
-            _ => {}
-        }
-        Ok(())
-    })?;
-    if next != attrs.len() {
-        return Err(Error("attribute index out of range or not ascending"));
-    }
-    Ok(s)
-}
-
-/// The fields of the spans at `wanted` (span index in parse order, ascending; the indices of
-/// the attributes whose values to read, ascending) of a traces request.
-pub fn span_values(
-    d: &[u8],
-    wanted: &[(usize, Vec<usize>)],
-    out: &mut Vec<SpanFields>,
-) -> Result<()> {
-    let mut index = 0usize;
-    let mut next = 0usize;
-    each_item(d, |c, e, _, scope, _| {
-        if scope < 0 {
-            return Ok(());
-        }
-        if next < wanted.len() && wanted[next].0 == index {
-            out.push(span_fields(d, c, e, &wanted[next].1)?);
-            next += 1;
-        }
-        index += 1;
-        Ok(())
-    })?;
-    if next != wanted.len() {
-        return Err(Error("span index out of range or not ascending"));
-    }
-    Ok(())
 }
 
 /// The trace_id, span_id and parent_span_id of each span of a traces request, in parse order.

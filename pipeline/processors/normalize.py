@@ -8,13 +8,27 @@ or an LLM marker. Everything later in the chain works on the `LLMCall`s.
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .._native import KeyReader, span_values
+from .._native import CallReader
 from ..model import LLMCall, TraceBatch, any_value, service_name_of
-from .conventions import COST_ATTRIBUTE, CURRENT_NAMES, LOOKUP, TTFT_ATTRIBUTE, normalize_provider
+from .conventions import (
+    COST_ATTRIBUTE,
+    CURRENT_NAMES,
+    LOOKUP,
+    TTFT_ATTRIBUTE,
+    litellm,
+    normalize_provider,
+    openinference,
+    openllmetry,
+    semconv,
+    vllm,
+)
 from .conventions import LLM_MARKERS as _MARKERS
-from .conventions._table import to_int, to_str
+from .conventions._table import to_bool, to_float, to_int, to_str
+
+if TYPE_CHECKING:
+    from llm_pipeline_native import CallReader as CallReaderType
 
 RESPONSE_ID_KEY = "gen_ai.response.id"
 
@@ -64,8 +78,6 @@ _FAST = {
     to_str: "string_value",
     to_int: "int_value",
 }
-# The Python type of a fast member's values (what the native reader returns for it).
-_FAST_TYPES: dict[str, type | None] = {"string_value": str, "int_value": int, "": None}
 _TABLE: dict[str, tuple[str, int, str, Any, str]] = {
     key: (m.field, priority, conv, m.transform, _FAST.get(m.transform, ""))  # type: ignore[arg-type]
     for key, (m, priority, conv) in LOOKUP.items()
@@ -83,12 +95,10 @@ class _Plan(NamedTuple):
     """How to read spans whose attribute keys are one given sequence."""
 
     # field -> its sources, highest priority first (attribute order among equals):
-    # (attribute index, position in `attrs`, priority, convention, transform, fast member)
-    reads: tuple[tuple[str, tuple[tuple[int, int, int, str, Any, str], ...]], ...]
+    # (attribute index, priority, convention, transform, fast member)
+    reads: tuple[tuple[str, tuple[tuple[int, int, str, Any, str], ...]], ...]
     present: frozenset[str]  # the keys enrich must not write again (table or enrich keys)
-    # (attribute index, position in `attrs`, LLM marker values)
-    markers: tuple[tuple[int, int, frozenset[str]], ...]
-    attrs: tuple[int, ...]  # the attributes read, ascending (what the native reader decodes)
+    markers: tuple[tuple[int, frozenset[str]], ...]  # (attribute index, LLM marker values)
 
 
 # Instrumentations write the same attribute keys in the same order span after span, so the
@@ -109,18 +119,12 @@ def _plan(keys: tuple[str, ...]) -> _Plan | None:
             sources.setdefault(f, []).append((i, priority, conv, transform, fast))
     if not any(f in _QUALIFYING for f in sources):
         return None
-    marker_at = [(i, m) for i, key in enumerate(keys) if (m := _MARKERS.get(key)) is not None]
-    attrs = tuple(
-        sorted({i for found in sources.values() for i, *_ in found} | {i for i, _ in marker_at})
+    reads = tuple((f, tuple(sorted(found, key=lambda s: -s[1]))) for f, found in sources.items())
+    markers = tuple(
+        (i, frozenset(m)) for i, key in enumerate(keys) if (m := _MARKERS.get(key)) is not None
     )
-    pos = {i: k for k, i in enumerate(attrs)}
-    reads = tuple(
-        (f, tuple((i, pos[i], *rest) for i, *rest in sorted(found, key=lambda s: -s[1])))
-        for f, found in sources.items()
-    )
-    markers = tuple((i, pos[i], frozenset(m)) for i, m in marker_at)
     present = frozenset(k for k in keys if k in _TABLE or k in _ENRICHED_KEYS)
-    return _Plan(reads, present, markers, attrs)
+    return _Plan(reads, present, markers)
 
 
 def _plan_of(keys: tuple[str, ...]) -> _Plan | None:
@@ -146,13 +150,12 @@ def _read(v: Any, transform: Any) -> Any:
     return _apply(any_value(v), transform)
 
 
-# The span's fields normalize reads besides its attributes, in the native reader's order:
-# (trace_id, span_id, parent_span_id, kind, start, end, status code, attribute values).
-SpanHead = tuple[bytes, bytes, bytes, int, int, int, int, list[Any]]
+# The span's fields normalize reads besides its attributes:
+# (trace_id, span_id, parent_span_id, kind, start, end, status code).
+SpanHead = tuple[bytes, bytes, bytes, int, int, int, int]
 
 
 def _head(span: Any) -> SpanHead:
-    """The span's head read through upb (its attribute values are read by the plan)."""
     return (
         span.trace_id,
         span.span_id,
@@ -161,7 +164,6 @@ def _head(span: Any) -> SpanHead:
         span.start_time_unix_nano,
         span.end_time_unix_nano,
         span.status.code,
-        [],
     )
 
 
@@ -170,7 +172,7 @@ def _fields_from_message(kvs: list[Any], plan: _Plan) -> tuple[dict[str, Any], s
     convention = ""
     best = -1
     for f, sources in plan.reads:
-        for i, _, priority, conv, transform, fast in sources:
+        for i, priority, conv, transform, fast in sources:
             v = kvs[i].value
             # "" / 0 may also mean another member is set: then the general path decides
             value = (fast and getattr(v, fast)) or _read(v, transform)
@@ -179,44 +181,16 @@ def _fields_from_message(kvs: list[Any], plan: _Plan) -> tuple[dict[str, Any], s
                 if priority > best and f in _CONVENTION_FIELDS:
                     best, convention = priority, conv
                 break
-    marked = any(kvs[i].value.string_value in values for i, _, values in plan.markers)
+    marked = any(kvs[i].value.string_value in values for i, values in plan.markers)
     return fields, convention, marked
 
 
-def _fields_from_values(values: list[Any], plan: _Plan) -> tuple[dict[str, Any], str, bool]:
-    """As `_fields_from_message`, over the values the native reader decoded."""
-    fields: dict[str, Any] = {}
-    convention = ""
-    best = -1
-    for f, sources in plan.reads:
-        for _, k, priority, conv, transform, fast in sources:
-            raw = values[k]
-            value = raw if raw and type(raw) is _FAST_TYPES[fast] else _apply(raw, transform)
-            if value is not None and value != "":
-                fields[f] = value
-                if priority > best and f in _CONVENTION_FIELDS:
-                    best, convention = priority, conv
-                break
-    marked = any(
-        type(v := values[k]) is str and v in marker_values for _, k, marker_values in plan.markers
-    )
-    return fields, convention, marked
-
-
-def read_span(
-    span: Any, service_name: str, scope: str = "", keys: tuple[str, ...] | None = None
-) -> LLMCall | None:
-    """An `LLMCall` for the span, or None when it is not a model call. `keys`: the span's
-    attribute keys in order when the caller has them (read from the wire natively)."""
-    kvs: list[Any] | None = None
-    if keys is None:
-        kvs = list(span.attributes)
-        keys = tuple([kv.key for kv in kvs])
-    plan = _plan_of(keys)
+def read_span(span: Any, service_name: str, scope: str = "") -> LLMCall | None:
+    """An `LLMCall` for the span, or None when it is not a model call."""
+    kvs = list(span.attributes)  # one list beats indexing upb's container per read
+    plan = _plan_of(tuple([kv.key for kv in kvs]))
     if plan is None:
         return None
-    if kvs is None:  # one list beats indexing upb's container per read
-        kvs = list(span.attributes)
     fields, convention, marked = _fields_from_message(kvs, plan)
     return _call(span, _head(span), plan, fields, convention, marked, service_name, scope)
 
@@ -246,7 +220,7 @@ def _call(
     ):
         return None
 
-    trace_id, span_id, parent_span_id, kind, start_ns, end_ns, status_code, _ = head
+    trace_id, span_id, parent_span_id, kind, start_ns, end_ns, status_code = head
     call = LLMCall(
         span=span,
         service_name=service_name,
@@ -303,60 +277,60 @@ def _call(
     return call
 
 
-# Walking every span's attributes through upb only to learn their keys costs more than the
-# rest of normalize; the native reader gets them from the received bytes (interned strings),
-# and the LLM spans' values too, so upb materializes nothing of a span but the LLM ones.
-_KEY_READER = KeyReader() if KeyReader is not None else None
-_SPAN_VALUES = span_values
+# Each transform of the tables the native reader can apply itself, described as data; any other
+# (or a value these cannot take, such as a string `to_int` would parse) makes it hand the span
+# back, and `read_span` reads it through the parser.
+_NATIVE_TRANSFORMS: dict[Any, tuple[Any, ...]] = {
+    to_str: ("str",),
+    to_int: ("int",),
+    to_float: ("float",),
+    to_bool: ("bool",),
+    semconv.to_operation: ("map", semconv.OPERATION_ALIASES, True),
+    openllmetry.to_operation: ("map", openllmetry.REQUEST_TYPES, True),
+    openinference.to_operation: ("map", openinference.SPAN_KINDS, False),
+    vllm.vllm_provider: ("const", "vllm"),
+    litellm.provider_prefix: ("prefix",),
+}
 
 
-def _wire_keys(batch: TraceBatch) -> list[tuple[str, ...]] | None:
-    """Each span's attribute keys from the received bytes, or None: read them from the spans."""
-    if _KEY_READER is None or batch.raw is None or batch.modified:
+def call_reader() -> CallReaderType | None:
+    """The native reader over the tables, or None when the native helpers are not built."""
+    if CallReader is None:
         return None
+    table = [
+        (key, f, priority, conv, _NATIVE_TRANSFORMS.get(transform, ("python",)))
+        for key, (f, priority, conv, transform, _) in _TABLE.items()
+    ]
+    markers = [(key, sorted(values)) for key, values in _MARKERS.items()]
+    presentable = sorted(set(_TABLE) | _ENRICHED_KEYS)
+    return CallReader(table, markers, presentable, normalize_provider, tidy_error_type)
+
+
+# Walking every span's attributes through upb only to learn their keys costs more than the rest
+# of normalize: the native reader reads the received bytes and returns each model call's
+# `LLMCall` arguments, so upb materializes nothing of a span but the LLM ones' messages.
+_CALL_READER = call_reader()
+
+
+def _read_native(batch: TraceBatch, scopes: list[tuple[str, Any]]) -> bool:
+    """normalize through the native reader; False when it cannot read the request."""
+    if _CALL_READER is None or batch.raw is None or batch.modified:
+        return False
     try:
-        return _KEY_READER.span_keys(batch.raw)
+        found = _CALL_READER.read(batch.raw, [(service, ss.scope.name) for service, ss in scopes])
     # ValueError: not the wire shape expected; RuntimeError: in use by another thread (a
     # finalizer switched threads mid-call). Either way the parsed message decides.
     except (ValueError, RuntimeError):
-        return None
-
-
-def _read_wire(
-    batch: TraceBatch,
-    scopes: list[tuple[str, Any]],
-    wire_keys: list[tuple[str, ...]],
-) -> None:
-    """normalize with the span keys (and the LLM spans' values) read from the wire."""
-    found: list[tuple[int, _Plan, int, int]] = []  # (span index, plan, scope, index in scope)
-    g = 0
-    for si, (_, ss) in enumerate(scopes):
-        for j in range(len(ss.spans)):
-            plan = _plan_of(wire_keys[g])
-            if plan is not None:
-                found.append((g, plan, si, j))
-            g += 1
-    if not found:
-        return
-    heads: list[SpanHead | None] | None = None
-    if _SPAN_VALUES is not None:
-        try:
-            heads = _SPAN_VALUES(batch.raw or b"", [(g, plan.attrs) for g, plan, _, _ in found])
-        except ValueError:
-            heads = None
+        return False
     calls = batch.calls
-    for n, (_, plan, si, j) in enumerate(found):
+    for si, j, args in found:
         service, ss = scopes[si]
         span = ss.spans[j]
-        head = heads[n] if heads is not None else None
-        if head is None:  # a value the native reader leaves to the parser
-            fields, convention, marked = _fields_from_message(list(span.attributes), plan)
-            head = _head(span)
-        else:
-            fields, convention, marked = _fields_from_values(head[7], plan)
-        call = _call(span, head, plan, fields, convention, marked, service, ss.scope.name)
-        if call is not None:
+        if args is not None:
+            calls.append(LLMCall(span, *args))
+        elif (call := read_span(span, service, ss.scope.name)) is not None:
             calls.append(call)
+    return True
 
 
 def normalize(batch: TraceBatch) -> TraceBatch:
@@ -365,11 +339,7 @@ def normalize(batch: TraceBatch) -> TraceBatch:
         for rs in batch.request.resource_spans
         for ss in rs.scope_spans
     ]
-    count = sum(len(ss.spans) for _, ss in scopes)
-    wire_keys = _wire_keys(batch)
-    if wire_keys is not None and len(wire_keys) == count:
-        _read_wire(batch, scopes, wire_keys)
-    else:  # (a count mismatch cannot happen for bytes the parser accepted; be safe anyway)
+    if not _read_native(batch, scopes):
         calls = batch.calls
         for service, ss in scopes:
             scope = ss.scope.name
@@ -377,5 +347,5 @@ def normalize(batch: TraceBatch) -> TraceBatch:
                 call = read_span(span, service, scope)
                 if call is not None:
                     calls.append(call)
-    batch.span_count = count
+    batch.span_count = sum(len(ss.spans) for _, ss in scopes)
     return batch

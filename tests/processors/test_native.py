@@ -20,16 +20,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from pipeline import _native, demo
-from pipeline.model import TraceBatch, any_value
+from pipeline.model import TraceBatch
 from pipeline.processors import normalize as normalize_module
 from pipeline.processors._prefilter import Prefilter
 from pipeline.processors._wire import py_item_ranges
+from pipeline.processors.conventions._table import to_bool, to_float, to_int
 from pipeline.processors.redact import BUILTIN_TYPES
 from pipeline.receivers.decode import drop_invalid_spans
 from tests.helpers.otlp_build import set_value
 from tests.processors.test_prefilter import _text, _trace_request
 
-if _native.KeyReader is None:
+if _native.CallReader is None:
     if os.environ.get("CI"):
         pytest.fail("llm_pipeline_native is not built (scripts/setup.sh builds it with cargo)")
     pytest.skip("llm_pipeline_native is not built", allow_module_level=True)
@@ -81,59 +82,6 @@ def test_prefilter_finds_each_fragment_natively() -> None:
     assert pf.hits(b"+44 20 7946 0958") != []  # the scan does find things
 
 
-def _keys_request(spans: list[list[str]]) -> ExportTraceServiceRequest:
-    req = ExportTraceServiceRequest()
-    for r in range(2):
-        rs = req.resource_spans.add()
-        rs.resource.attributes.add(key="service.name").value.string_value = f"svc{r}"
-        for s in range(2):
-            ss = rs.scope_spans.add()
-            for keys in spans[r * 2 + s :: 4]:
-                span = ss.spans.add(name="x")
-                for i, key in enumerate(keys):
-                    kv = span.attributes.add(key=key)
-                    kv.value.int_value = i
-    return req
-
-
-def _parsed_keys(req: ExportTraceServiceRequest) -> list[tuple[str, ...]]:
-    return [
-        tuple(kv.key for kv in span.attributes)
-        for rs in req.resource_spans
-        for ss in rs.scope_spans
-        for span in ss.spans
-    ]
-
-
-@settings(max_examples=200, deadline=None)
-@given(spans=st.lists(st.lists(st.text(max_size=20), max_size=12), max_size=12))
-def test_span_keys_equal_the_parsed_keys(spans: list[list[str]]) -> None:
-    data = _keys_request(spans).SerializeToString()
-    reader = native.KeyReader()
-    assert reader.span_keys(data) == _parsed_keys(ExportTraceServiceRequest.FromString(data))
-
-
-def test_span_keys_follow_the_parser_on_odd_wire() -> None:
-    # A KeyValue whose key field comes twice (the parser keeps the last), one with no key,
-    # and an unknown field in the span: built by hand, as no encoder writes them.
-    def ld(field: int, payload: bytes) -> bytes:
-        return bytes([field << 3 | 2, len(payload)]) + payload
-
-    kv_twice = ld(1, b"first") + ld(1, b"gen_ai.system") + ld(2, ld(1, b"openai"))
-    kv_nokey = ld(2, ld(1, b"v"))
-    span = ld(5, b"s") + ld(9, kv_twice) + ld(9, kv_nokey) + ld(99 & 0x0F, b"?")
-    data = ld(1, ld(2, ld(2, span)))
-    parsed = ExportTraceServiceRequest.FromString(data)
-    assert native.KeyReader().span_keys(data) == _parsed_keys(parsed) == [("gen_ai.system", "")]
-
-
-def test_key_reader_is_bounded() -> None:
-    reader = native.KeyReader(max_keys=10)
-    data = _keys_request([[f"k{i}" for i in range(25)]]).SerializeToString()
-    assert reader.span_keys(data) == [tuple(f"k{i}" for i in range(25))]
-    assert len(reader) <= 10
-
-
 def _demo_requests() -> list[bytes]:
     exporter = InMemorySpanExporter()
     demo.emit_into(exporter, None, 60, seed=11)
@@ -142,14 +90,15 @@ def _demo_requests() -> list[bytes]:
 
 
 def _calls(data: bytes, reader: Any) -> list[dict[str, Any]]:
-    saved = normalize_module._KEY_READER
-    normalize_module._KEY_READER = reader
+    """normalize's calls with this native reader (None: all read through upb)."""
+    saved = normalize_module._CALL_READER
+    normalize_module._CALL_READER = reader
     try:
         batch = normalize_module.normalize(
             TraceBatch(ExportTraceServiceRequest.FromString(data), raw=data)
         )
     finally:
-        normalize_module._KEY_READER = saved
+        normalize_module._CALL_READER = saved
     out = []
     for call in batch.calls:
         d = {f.name: getattr(call, f.name) for f in dataclasses.fields(call) if f.name != "span"}
@@ -158,18 +107,26 @@ def _calls(data: bytes, reader: Any) -> list[dict[str, Any]]:
     return out
 
 
-def test_normalize_with_wire_keys_equals_without() -> None:
+def _scopes(data: bytes) -> list[tuple[str, str]]:
+    req = ExportTraceServiceRequest.FromString(data)
+    return [("s", "x") for rs in req.resource_spans for _ in rs.scope_spans]
+
+
+def test_the_call_reader_equals_read_span_on_the_demo() -> None:
     requests = _demo_requests()
     assert len(requests) >= 3
-    seen = 0
+    seen = native_read = 0
+    reader = normalize_module.call_reader()
     for data in requests:
-        wire = _calls(data, native.KeyReader())
-        assert wire == _calls(data, None)
-        seen += len(wire)
+        calls = _calls(data, reader)
+        assert calls == _calls(data, None)
+        seen += len(calls)
+        native_read += sum(args is not None for _, _, args in reader.read(data, _scopes(data)))
     assert seen >= 40  # the demo's traffic is about half LLM calls
+    assert native_read >= seen * 0.8  # most read natively, not handed back (errors are)
 
 
-# -- span_values: the LLM spans' fields and attribute values, read from the wire ------------
+# -- CallReader on any attributes: the same calls as read_span ------------------------------
 
 _scalar = st.one_of(
     st.text(max_size=12),
@@ -185,99 +142,137 @@ _value = st.one_of(
     st.just(b"\x00\x01"),  # bytes: left to the parser
     st.just([[1]]),  # an array in an array: left to the parser
 )
-
-
-def _parsed_head(span: Any, attrs: tuple[int, ...]) -> Any:
-    values = []
-    for i in attrs:
-        v = span.attributes[i].value
-        kind = v.WhichOneof("value")
-        if kind in ("kvlist_value", "bytes_value") or (
-            kind == "array_value"
-            and any(x.WhichOneof("value") in _COMPLEX for x in v.array_value.values)
-        ):
-            return None
-        values.append(any_value(v))
-    return (
-        span.trace_id,
-        span.span_id,
-        span.parent_span_id,
-        span.kind,
-        span.start_time_unix_nano,
-        span.end_time_unix_nano,
-        span.status.code,
-        values,
-    )
-
-
-_COMPLEX = ("kvlist_value", "bytes_value", "array_value")
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    spans=st.lists(
-        st.tuples(
-            st.lists(_value, max_size=8),
-            st.binary(max_size=16),
-            st.integers(0, 2**31 - 1),  # kind: an open enum
-            st.integers(0, 2**64 - 1),
-            st.integers(-5, 5),  # status code, unknown values too
-        ),
-        min_size=1,
-        max_size=8,
-    ),
-    pick=st.randoms(use_true_random=False),
+# What the tables' transforms treat specially: aliases, prefixes, numbers in strings, JSON.
+_telling = st.sampled_from(
+    [
+        "chat",
+        "LLM",
+        "EMBEDDING",
+        "completion",
+        "acompletion",
+        "",
+        " OpenAI ",
+        "azure_ai",
+        "openai/gpt-4o",
+        "/x",
+        "12",
+        "1e3",
+        "-4",
+        "inf",
+        "true",
+        "server",
+        '{"model": "gpt-4o-mini"}',
+        "<class 'openai.RateLimitError'>",
+        "llm",
+        "gpt-4o",
+    ]
 )
-def test_span_values_equal_the_parser(spans: list[Any], pick: Any) -> None:
+_KEYS = sorted(
+    {*normalize_module._TABLE, *normalize_module._MARKERS, "app.other", "gen_ai.usage.cost"}
+)
+_numbers = st.one_of(st.integers(-5, 2**63 - 1), st.floats(-1e3, 1e20), st.floats())
+_TYPED = {  # values of the type each transform expects, most of the time
+    to_int: _numbers,
+    to_float: _numbers,
+    to_bool: st.one_of(st.booleans(), st.integers(0, 1)),
+}
+
+
+def _typed(key: str) -> st.SearchStrategy[Any]:
+    entry = normalize_module._TABLE.get(key)
+    markers = normalize_module._MARKERS.get(key)
+    if markers:
+        return st.sampled_from(sorted(markers))
+    return _TYPED.get(entry[3] if entry else None, _telling)
+
+
+_key = st.sampled_from(_KEYS)
+# Spans of well-typed values (read natively) and spans of any values (mostly handed back).
+_attributes = st.one_of(
+    st.lists(_key.flatmap(lambda key: st.tuples(st.just(key), _typed(key))), max_size=10),
+    st.lists(st.tuples(_key, st.one_of(_value, _telling)), max_size=10),
+)
+_span = st.tuples(
+    _attributes,
+    st.integers(0, 3),  # kind
+    st.integers(-1, 3),  # status code, unknown ones too
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.sampled_from(["", "openai.APIError"]),  # an exception event's type
+)
+
+
+def _request(scopes: list[list[Any]]) -> bytes:
     req = ExportTraceServiceRequest()
-    ss = req.resource_spans.add().scope_spans.add()
-    for values, tid, kind, start, code in spans:
-        span = ss.spans.add(trace_id=tid, span_id=tid[:8], kind=kind, start_time_unix_nano=start)
-        span.status.code = code
-        for i, value in enumerate(values):
-            set_value(span.attributes.add(key=f"k{i}").value, value)
-    data = req.SerializeToString()
-    parsed = ExportTraceServiceRequest.FromString(data).resource_spans[0].scope_spans[0].spans
-    wanted = []
-    for g, span in enumerate(parsed):
-        if pick.random() < 0.7:
-            n = len(span.attributes)
-            wanted.append((g, tuple(sorted(pick.sample(range(n), pick.randint(0, n))))))
-    got = native.span_values(data, wanted)
-    expected = [_parsed_head(parsed[g], attrs) for g, attrs in wanted]
-    assert repr(got) == repr(expected)  # repr: NaN equals NaN, -0.0 differs from 0.0
+    for n, spans in enumerate(scopes):
+        rs = req.resource_spans.add()
+        rs.resource.attributes.add(key="service.name").value.string_value = f"svc{n}"
+        ss = rs.scope_spans.add()
+        ss.scope.name = f"scope{n}"
+        rs.scope_spans.add()  # an empty one: flat scope indices count it
+        for i, (attrs, kind, code, start, end, exc) in enumerate(spans):
+            span = ss.spans.add(
+                trace_id=bytes([n + 1]) * 16,
+                span_id=(i + 1).to_bytes(8, "big"),
+                kind=kind,
+                start_time_unix_nano=start,
+                end_time_unix_nano=end,
+            )
+            span.status.code = code
+            if exc:
+                ev = span.events.add(name="exception")
+                ev.attributes.add(key="exception.type").value.string_value = exc
+            for key, value in attrs:
+                set_value(span.attributes.add(key=key).value, value)
+    return req.SerializeToString()
 
 
-def test_span_values_follow_the_parser_on_odd_wire() -> None:
-    def ld(field: int, payload: bytes) -> bytes:
-        return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+@settings(max_examples=400, deadline=None)
+@given(scopes=st.lists(st.lists(_span, max_size=5), min_size=1, max_size=3))
+def test_the_call_reader_equals_read_span(scopes: list[list[Any]]) -> None:
+    data = _request(scopes)
+    assert _calls(data, normalize_module.call_reader()) == _calls(data, None)
 
-    def vi(field: int, value: int) -> bytes:
-        return _varint(field << 3) + _varint(value)
 
-    two_members = ld(1, b"m") + ld(2, ld(1, b"text") + vi(3, 7))  # the last member set wins
-    value_twice = ld(1, b"t") + ld(2, ld(1, b"a")) + ld(2, vi(3, 1))  # merged by the parser
-    wrong_type = ld(1, b"w") + ld(2, ld(3, b"x"))  # int_value length-delimited: unknown
-    span = (
-        ld(1, b"T" * 16)
-        + ld(1, b"t" * 16)  # trace_id twice: the last one
-        + vi(7, 5)  # start_time_unix_nano as a varint: an unknown field to the parser
-        + vi(6, 2**40 + 3)  # kind beyond int32: its low 32 bits
-        + ld(9, two_members)
-        + ld(9, wrong_type)
-        + ld(15, vi(3, 2))
-        + ld(15, ld(2, b"msg"))  # status twice: merged, the code stays
-        + ld(9, value_twice)
-    )
-    data = ld(1, ld(2, ld(2, span)))
-    parsed = ExportTraceServiceRequest.FromString(data).resource_spans[0].scope_spans[0].spans
-    assert native.span_values(data, [(0, (0, 1))]) == [_parsed_head(parsed[0], (0, 1))]
-    assert native.span_values(data, [(0, (0, 1))])[0][3] == 3
-    assert native.span_values(data, [(0, (2,))]) == [None]  # the repeated value message
+def test_the_call_reader_hands_back_what_only_python_reads() -> None:
+    base = [("gen_ai.provider.name", "openai"), ("gen_ai.request.model", "gpt-4o")]
+    spans = [
+        ([*base, ("gen_ai.usage.input_tokens", "12")], 0),  # to_int parses the string
+        ([("gen_ai.provider.name", "openai"), ("gen_ai.request.model", 7)], 0),  # str(7)
+        ([*base, ("gen_ai.usage.input_tokens", {"k": "v"})], 0),  # a kvlist
+        (base, 2),  # an error status without error.type: the events say it
+        ([*base, ("gen_ai.usage.input_tokens", 5)], 0),  # read natively
+    ]
+    data = _request([[(attrs, 1, code, 10, 20, "openai.APIError") for attrs, code in spans]])
+    got = normalize_module.call_reader().read(data, _scopes(data))
+    assert [(s, j, args is None) for s, j, args in got] == [
+        (0, 0, True),
+        (0, 1, True),
+        (0, 2, True),
+        (0, 3, True),
+        (0, 4, False),
+    ]
+    calls = _calls(data, normalize_module.call_reader())
+    assert calls == _calls(data, None)
+    assert [c["input_tokens"] for c in calls] == [12, None, None, None, 5]
+    assert [c["request_model"] for c in calls] == ["gpt-4o", "7", "gpt-4o", "gpt-4o", "gpt-4o"]
+    assert [c["error_type"] for c in calls] == ["", "", "", "APIError", ""]
+
+
+def test_the_call_reader_is_bounded() -> None:
+    reader = normalize_module.call_reader()
+    attrs = [("gen_ai.request.model", "m"), ("gen_ai.provider.name", "p")]
+    scopes = [[([*attrs, (f"k{n}.{i}", 1)], 0, 0, 1, 2, "") for i in range(500)] for n in range(12)]
+    data = _request(scopes)
+    assert len(reader.read(data, _scopes(data))) == 6000
+    keys, plans = reader.sizes()
+    assert keys <= 4096 and plans <= 1024
+
+
+def test_the_call_reader_refuses_a_scope_count_that_does_not_match() -> None:
+    data = _request([[([("gen_ai.request.model", "m")], 0, 0, 1, 2, "")]])
     with pytest.raises(ValueError):
-        native.span_values(data, [(0, (3,))])  # no fourth attribute
-    with pytest.raises(ValueError):
-        native.span_values(data, [(1, ())])  # no second span
+        normalize_module.call_reader().read(data, [])
 
 
 def _varint(n: int) -> bytes:
@@ -290,21 +285,36 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def test_normalize_reads_values_the_native_reader_leaves_to_the_parser() -> None:
-    # A model named by an array (to_str takes its first item) and a kvlist-valued attribute
-    # the plan reads: the first span's values come from the wire, the second's from upb.
-    req = ExportTraceServiceRequest()
-    ss = req.resource_spans.add().scope_spans.add()
-    for i, model in enumerate((["gpt-4o", "x"], {"name": "gpt-4o"})):
-        span = ss.spans.add(name="chat", trace_id=bytes([i + 1]) * 16, span_id=b"\1" * 8)
-        span.attributes.add(key="gen_ai.provider.name").value.string_value = "openai"
-        set_value(span.attributes.add(key="gen_ai.request.model").value, model)
-        span.attributes.add(key="gen_ai.usage.input_tokens").value.int_value = 12 + i
-    data = req.SerializeToString()
-    wire = _calls(data, native.KeyReader())
-    assert wire == _calls(data, None)
-    assert [c["request_model"] for c in wire] == ["gpt-4o", "{'name': 'gpt-4o'}"]
-    assert [c["input_tokens"] for c in wire] == [12, 13]
+def test_the_call_reader_follows_the_parser_on_odd_wire() -> None:
+    def ld(field: int, payload: bytes) -> bytes:
+        return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+    def vi(field: int, value: int) -> bytes:
+        return _varint(field << 3) + _varint(value)
+
+    def kv(key: bytes, value: bytes) -> bytes:
+        return ld(9, ld(1, key) + ld(2, value))
+
+    model = ld(1, b"x") + ld(1, b"gen_ai.request.model") + ld(2, ld(1, b"a") + ld(1, b"gpt"))
+    span = (
+        ld(1, b"T" * 16)
+        + ld(1, b"t" * 16)  # trace_id twice: the last one
+        + ld(2, b"s" * 8)
+        + vi(7, 5)  # start_time_unix_nano as a varint: an unknown field to the parser
+        + vi(6, 2**40 + 2)  # kind beyond int32: its low 32 bits (2: a server span)
+        + ld(9, model)  # the key and the string twice: the last of each
+        + kv(b"gen_ai.provider.name", ld(3, b"x"))  # int_value length-delimited: unknown
+        + kv(b"gen_ai.system", ld(1, b"openai"))
+        + ld(15, vi(3, 1))
+        + ld(15, ld(2, b"msg"))  # status twice: merged, the code stays
+    )
+    data = ld(1, ld(2, ld(2, span)))
+    calls = _calls(data, normalize_module.call_reader())
+    assert calls == _calls(data, None)
+    assert [(c["request_model"], c["provider"], c["server_side"]) for c in calls] == [
+        ("gpt", "openai", True)
+    ]
+    assert calls[0]["trace_id"] == b"t" * 16
 
 
 # -- invalid_spans and span_parents: the ids of every span, read from the wire ---------------

@@ -54,24 +54,24 @@ def test_a_flood_of_unique_key_sets_does_not_grow_the_plan_cache() -> None:
     assert len(norm._PLANS) == before  # too many keys to cache: planned, not kept
 
 
-class _FailingKeyReader:
+class _FailingReader:
     def __init__(self, error: type[Exception]) -> None:
         self.error = error
         self.calls = 0
 
-    def span_keys(self, data: bytes) -> list[tuple[str, ...]]:
+    def read(self, data: bytes, scopes: list[tuple[str, str]]) -> list[object]:
         self.calls += 1
         raise self.error("cannot read")
 
 
-def test_when_the_wire_key_reader_fails_the_spans_are_read_from_the_message(
+def test_when_the_native_reader_fails_the_spans_are_read_from_the_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     req = spans_request(0, 3, model="m{i}")
     data = req.SerializeToString()
     for error in (ValueError, RuntimeError):
-        reader = _FailingKeyReader(error)
-        monkeypatch.setattr(norm, "_KEY_READER", reader)
+        reader = _FailingReader(error)
+        monkeypatch.setattr(norm, "_CALL_READER", reader)
         batch = norm.normalize(TraceBatch(ExportTraceServiceRequest.FromString(data), raw=data))
         assert reader.calls == 1
         assert [c.request_model for c in batch.calls] == ["m0", "m1", "m2"]

@@ -1,0 +1,804 @@
+//! `CallReader.read`: normalize's per-span work on the received bytes. For each span that is a
+//! model call it returns the `LLMCall` constructor's arguments (all but the span object), so
+//! Python builds one object per call and touches nothing else of the request.
+//!
+//! The convention tables stay in Python (`pipeline/processors/conventions`); they are handed
+//! over at construction with each transform described as data. Whatever is not described
+//! (a custom transform, a string that `to_int` would parse, a kvlist value, an error status
+//! without `error.type`) makes the reader hand that span back (`None`) and Python reads it
+//! through the parser, so both paths give the same calls (tests/processors/test_native.py).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyString, PyTuple};
+
+use crate::wire::{self, Value};
+
+// The canonical fields the reader knows (pipeline.model.FIELDS and response_id).
+const FIELD_NAMES: [&str; 18] = [
+    "operation",
+    "provider",
+    "request_model",
+    "response_model",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "ttft_s",
+    "streaming",
+    "error_type",
+    "server_ttft_s",
+    "server_duration_s",
+    "span_kind_hint",
+    "cost_usd",
+    "response_id",
+];
+const OPERATION: usize = 0;
+const PROVIDER: usize = 1;
+const REQUEST_MODEL: usize = 2;
+const RESPONSE_MODEL: usize = 3;
+const INPUT: usize = 4;
+const OUTPUT: usize = 5;
+const TOTAL: usize = 6;
+const TOKENS: [usize; 5] = [INPUT, OUTPUT, 7, 8, 9]; // input .. reasoning (not total)
+const TTFT: usize = 10;
+const STREAMING: usize = 11;
+const ERROR_TYPE: usize = 12;
+const SERVER_TTFT: usize = 13;
+const SERVER_DURATION: usize = 14;
+const KIND_HINT: usize = 15;
+const COST: usize = 16;
+const RESPONSE_ID: usize = 17;
+const QUALIFYING: [usize; 4] = [REQUEST_MODEL, RESPONSE_MODEL, SERVER_TTFT, SERVER_DURATION];
+const CONVENTION_FIELDS: [usize; 3] = [PROVIDER, REQUEST_MODEL, INPUT];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Text,
+    Int,
+    Float,
+    Bool,
+}
+
+fn kind_of(field: usize) -> Kind {
+    match field {
+        INPUT..=9 => Kind::Int,
+        TTFT | SERVER_TTFT | SERVER_DURATION | COST => Kind::Float,
+        STREAMING => Kind::Bool,
+        _ => Kind::Text,
+    }
+}
+
+/// A transform of the tables, as data (`normalize._NATIVE_TRANSFORMS` describes them).
+enum Transform {
+    Str,   // to_str
+    Int,   // to_int
+    Float, // to_float
+    Bool,  // to_bool
+    /// to_str, then a lookup; `keep`: a string not in the table is kept (else it is None)
+    Map {
+        table: HashMap<String, String>,
+        keep: bool,
+    },
+    Const(String),
+    Prefix, // `openai/gpt-4o` -> `openai`, None without a prefix
+    Python,
+}
+
+#[derive(Clone, Copy)]
+enum Got<'a> {
+    Text(&'a str),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+enum Step<'a> {
+    Absent,
+    Got(Got<'a>),
+    Python,
+}
+
+fn text(d: &[u8], a: usize, b: usize) -> Option<&str> {
+    std::str::from_utf8(&d[a..b]).ok()
+}
+
+const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+
+/// The transform of one attribute value, as its Python function would give it; `Python` when
+/// only the function can say.
+fn apply<'a>(t: &'a Transform, v: &Value, d: &'a [u8]) -> Step<'a> {
+    let s = match v {
+        Value::Complex => return Step::Python,
+        Value::Str(a, b) => match text(d, *a, *b) {
+            Some(s) => Some(s),
+            None => return Step::Python,
+        },
+        Value::Unset => Some(""), // to_str(None) == ""
+        _ => None,
+    };
+    let got = match (t, v) {
+        (Transform::Python, _) => return Step::Python,
+        (Transform::Const(c), _) => Got::Text(c),
+        (Transform::Str, _) => match s {
+            Some(s) => Got::Text(s),
+            None => return Step::Python, // str() of a number or list
+        },
+        (Transform::Int, Value::Int(i)) => Got::Int(*i),
+        (Transform::Int, Value::Double(f)) => {
+            if f.is_finite() && f.abs() < TWO_63 {
+                Got::Int(f.trunc() as i64)
+            } else {
+                return Step::Absent;
+            }
+        }
+        (Transform::Float, Value::Int(i)) => Got::Float(*i as f64),
+        (Transform::Float, Value::Double(f)) => {
+            if f.is_finite() {
+                Got::Float(*f)
+            } else {
+                return Step::Absent;
+            }
+        }
+        (Transform::Int | Transform::Float, Value::Unset | Value::Bool(_)) => return Step::Absent,
+        (Transform::Int | Transform::Float, _) => return Step::Python, // strings are parsed
+        (Transform::Bool, Value::Bool(b)) => Got::Bool(*b),
+        (Transform::Bool, Value::Int(i)) => Got::Bool(*i != 0),
+        (Transform::Bool, Value::Double(f)) => Got::Bool(*f != 0.0),
+        (Transform::Bool, Value::Unset) => Got::Bool(false),
+        (Transform::Bool, _) => return Step::Python,
+        (Transform::Map { table, keep }, _) => match s {
+            Some(s) => match table.get(s) {
+                Some(m) => Got::Text(m),
+                None if *keep => Got::Text(s),
+                None => return Step::Absent,
+            },
+            None => return Step::Python,
+        },
+        (Transform::Prefix, _) => match s {
+            Some(s) => match s.split_once('/') {
+                Some((head, _)) if !head.is_empty() => Got::Text(head),
+                _ => return Step::Absent,
+            },
+            None => return Step::Python,
+        },
+    };
+    match got {
+        Got::Text("") => Step::Absent, // "" counts as absent (normalize reads on)
+        g => Step::Got(g),
+    }
+}
+
+struct Entry {
+    field: usize,
+    priority: i64,
+    convention: usize,
+    transform: usize,
+}
+
+/// What the tables say of one attribute key (kept per interned key).
+struct KeyInfo {
+    text: Box<str>,
+    entry: Option<usize>,  // index into `entries`
+    marker: Option<usize>, // index into `markers`
+    present: bool,         // a key enrich must not write again
+}
+
+struct Source {
+    attr: usize,
+    priority: i64,
+    convention: usize,
+    transform: usize,
+}
+
+/// How to read the spans whose attribute keys are one given sequence (normalize's `_Plan`).
+struct Plan {
+    reads: Vec<(usize, Vec<Source>)>, // field -> sources, highest priority first
+    markers: Vec<(usize, usize)>,     // (attribute, marker set)
+    present: Py<PyFrozenSet>,
+}
+
+const MAX_KEYS: usize = 4096;
+const MAX_PLANS: usize = 1024;
+const MAX_PLANNED_KEYS: usize = 64;
+const MAX_CACHED: usize = 1024;
+
+/// The convention tables, as handed over.
+struct Tables {
+    entries: Vec<Entry>,
+    by_key: HashMap<String, usize>,
+    transforms: Vec<Transform>,
+    conventions: Vec<Py<PyString>>,
+    marker_keys: HashMap<String, usize>,
+    markers: Vec<HashSet<String>>,
+    presentable: HashSet<String>,
+}
+
+/// Interned keys and the plans of key sequences (bounded: cleared together when full).
+struct Plans {
+    ids: HashMap<Box<[u8]>, u32>,
+    keys: Vec<KeyInfo>,
+    plans: HashMap<Vec<u32>, Option<Arc<Plan>>>,
+}
+
+/// Python's answers for values seen before (bounded).
+struct Strings {
+    normalize_provider: Py<PyAny>,
+    tidy_error_type: Py<PyAny>,
+    providers: HashMap<String, Py<PyString>>,
+    error_types: HashMap<String, Py<PyString>>,
+    unknown: Py<PyString>,
+    chat: Py<PyString>,
+    empty: Py<PyString>,
+}
+
+#[pyclass(module = "llm_pipeline_native")]
+pub struct CallReader {
+    tables: Tables,
+    plans: Plans,
+    strings: Strings,
+}
+
+fn transform_of(spec: &Bound<'_, PyTuple>) -> PyResult<Transform> {
+    let kind: String = spec.get_item(0)?.extract()?;
+    Ok(match kind.as_str() {
+        "str" => Transform::Str,
+        "int" => Transform::Int,
+        "float" => Transform::Float,
+        "bool" => Transform::Bool,
+        "map" => Transform::Map {
+            table: spec.get_item(1)?.cast_into::<PyDict>()?.extract()?,
+            keep: spec.get_item(2)?.extract()?,
+        },
+        "const" => Transform::Const(spec.get_item(1)?.extract()?),
+        "prefix" => Transform::Prefix,
+        "python" => Transform::Python,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown transform {other:?}"
+            )))
+        }
+    })
+}
+
+/// One span's fields besides its attributes.
+struct Head {
+    trace_id: (usize, usize),
+    span_id: (usize, usize),
+    parent_span_id: (usize, usize),
+    kind: i32,
+    start: u64,
+    end: u64,
+    status_code: i32,
+}
+
+fn head_and_attributes(
+    d: &[u8],
+    start: usize,
+    end: usize,
+    kvs: &mut Vec<(usize, usize)>,
+) -> wire::Result<Head> {
+    let mut h = Head {
+        trace_id: (start, start),
+        span_id: (start, start),
+        parent_span_id: (start, start),
+        kind: 0,
+        start: 0,
+        end: 0,
+        status_code: 0,
+    };
+    kvs.clear();
+    wire::each_field(d, start, end, |field, wt, v, a, b| {
+        match (field, wt) {
+            (1, 2) => h.trace_id = (a, b),
+            (2, 2) => h.span_id = (a, b),
+            (4, 2) => h.parent_span_id = (a, b),
+            (6, 0) => h.kind = v as i32, // an open enum: the low 32 bits, as int32
+            (7, 1) => h.start = v,
+            (8, 1) => h.end = v,
+            (9, 2) => kvs.push((a, b)),
+            (15, 2) => wire::each_field(d, a, b, |f2, w2, c, _, _| {
+                if f2 == 3 && w2 == 0 {
+                    h.status_code = c as i32;
+                }
+                Ok(())
+            })?,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(h)
+}
+
+/// Calls `f(flat scope index, index in its scope, start, end)` for every span of a traces
+/// request; returns how many scope_spans it has.
+fn each_span(
+    d: &[u8],
+    mut f: impl FnMut(usize, usize, usize, usize) -> wire::Result<()>,
+) -> wire::Result<usize> {
+    let mut flat = 0usize;
+    wire::each_len_field(d, 0, d.len(), |f1, a, b| {
+        if f1 != 1 {
+            return Ok(());
+        }
+        wire::each_len_field(d, a, b, |f2, c, e| {
+            if f2 != 2 {
+                return Ok(());
+            }
+            let mut j = 0usize;
+            wire::each_len_field(d, c, e, |f3, g, h| {
+                if f3 == 2 {
+                    f(flat, j, g, h)?;
+                    j += 1;
+                }
+                Ok(())
+            })?;
+            flat += 1;
+            Ok(())
+        })
+    })?;
+    Ok(flat)
+}
+
+#[allow(clippy::large_enum_variant)] // one per span, on the stack
+enum Outcome<'a> {
+    NotCall,
+    Python,
+    Call([Option<Got<'a>>; 18], usize), // fields, convention
+}
+
+/// (flat scope index, index in the scope, the `LLMCall` arguments or None) per model call.
+type Found<'py> = Vec<(usize, usize, Option<Bound<'py, PyTuple>>)>;
+
+#[pymethods]
+impl CallReader {
+    /// `table`: (key, field, priority, convention, transform spec) per attribute key;
+    /// `markers`: (key, values) that mark a span as an LLM call; `presentable`: the keys a
+    /// call's `present` set keeps; the two callables: normalize's provider and error-type
+    /// tidying (called once per distinct value, the results kept, bounded).
+    #[new]
+    fn new(
+        py: Python<'_>,
+        table: Vec<(String, String, i64, String, Bound<'_, PyTuple>)>,
+        markers: Vec<(String, Vec<String>)>,
+        presentable: Vec<String>,
+        normalize_provider: Py<PyAny>,
+        tidy_error_type: Py<PyAny>,
+    ) -> PyResult<Self> {
+        let mut t = Tables {
+            entries: Vec::new(),
+            by_key: HashMap::new(),
+            transforms: Vec::new(),
+            conventions: Vec::new(),
+            marker_keys: HashMap::new(),
+            markers: Vec::new(),
+            presentable: presentable.into_iter().collect(),
+        };
+        let mut conventions: HashMap<String, usize> = HashMap::new();
+        for (key, field, priority, convention, spec) in table {
+            let field = FIELD_NAMES
+                .iter()
+                .position(|f| *f == field)
+                .ok_or_else(|| PyValueError::new_err(format!("unknown field {field:?}")))?;
+            let n = conventions.len();
+            let conv = *conventions.entry(convention.clone()).or_insert(n);
+            if conv == t.conventions.len() {
+                t.conventions.push(PyString::new(py, &convention).unbind());
+            }
+            t.transforms.push(transform_of(&spec)?);
+            t.by_key.insert(key, t.entries.len());
+            t.entries.push(Entry {
+                field,
+                priority,
+                convention: conv,
+                transform: t.transforms.len() - 1,
+            });
+        }
+        for (key, values) in markers {
+            t.marker_keys.insert(key, t.markers.len());
+            t.markers.push(values.into_iter().collect());
+        }
+        Ok(CallReader {
+            tables: t,
+            plans: Plans {
+                ids: HashMap::new(),
+                keys: Vec::new(),
+                plans: HashMap::new(),
+            },
+            strings: Strings {
+                normalize_provider,
+                tidy_error_type,
+                providers: HashMap::new(),
+                error_types: HashMap::new(),
+                unknown: PyString::new(py, "unknown").unbind(),
+                chat: PyString::new(py, "chat").unbind(),
+                empty: PyString::new(py, "").unbind(),
+            },
+        })
+    }
+
+    /// For each span of a traces request that is a model call, in parse order: (flat scope
+    /// index, index in the scope, the `LLMCall` arguments after `span`, or None when Python
+    /// must read the span). `scopes`: (service name, scope name) per scope_spans, in order.
+    fn read<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+        scopes: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+    ) -> PyResult<Found<'py>> {
+        let err = |e: wire::Error| PyValueError::new_err(e.0);
+        let mut spans: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(128);
+        let n = each_span(data, |s, j, a, b| {
+            spans.push((s, j, a, b));
+            Ok(())
+        })
+        .map_err(err)?;
+        if n != scopes.len() {
+            return Err(PyValueError::new_err(
+                "scope count differs from the parsed request",
+            ));
+        }
+        let mut out = Vec::new();
+        let mut kvs: Vec<(usize, usize)> = Vec::with_capacity(32);
+        let mut key_ids: Vec<u32> = Vec::with_capacity(32);
+        for (s, j, a, b) in spans {
+            let head = head_and_attributes(data, a, b, &mut kvs).map_err(err)?;
+            key_ids.clear();
+            self.plans.make_room(kvs.len());
+            for &(ka, kb) in &kvs {
+                let (x, y) = wire_key(data, ka, kb).map_err(err)?;
+                key_ids.push(self.plans.key_id(&self.tables, &data[x..y])?);
+            }
+            let Some(plan) = self.plans.plan(py, &self.tables, &key_ids)? else {
+                continue;
+            };
+            match resolve(&self.tables, &plan, data, &kvs).map_err(err)? {
+                Outcome::NotCall => {}
+                Outcome::Python => out.push((s, j, None)),
+                Outcome::Call(fields, conv) => {
+                    let (service, scope) = &scopes[s];
+                    let call = self.strings.call(
+                        py,
+                        &self.tables,
+                        &plan,
+                        &head,
+                        data,
+                        &fields,
+                        conv,
+                        (service, scope),
+                    )?;
+                    out.push((s, j, call)); // None: an error status, its events say the type
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Distinct keys and plans held.
+    fn sizes(&self) -> (usize, usize) {
+        (self.plans.keys.len(), self.plans.plans.len())
+    }
+}
+
+fn wire_key(d: &[u8], a: usize, b: usize) -> wire::Result<(usize, usize)> {
+    let mut key = (a, a);
+    wire::each_len_field(d, a, b, |f, k, l| {
+        if f == 1 {
+            key = (k, l);
+        }
+        Ok(())
+    })?;
+    Ok(key)
+}
+
+fn truthy(g: &Option<Got<'_>>) -> bool {
+    match g {
+        None => false,
+        Some(Got::Text(s)) => !s.is_empty(),
+        Some(Got::Int(i)) => *i != 0,
+        Some(Got::Float(f)) => *f != 0.0,
+        Some(Got::Bool(b)) => *b,
+    }
+}
+
+impl Plans {
+    /// Before a span's keys are interned: a flood of unique keys must not grow memory, so
+    /// when the span's keys might not fit, all go (plans hold key ids: they go too). Never
+    /// within a span, whose earlier ids would point at other keys.
+    fn make_room(&mut self, keys: usize) {
+        if self.keys.len() + keys > MAX_KEYS {
+            self.ids.clear();
+            self.keys.clear();
+            self.plans.clear();
+        }
+    }
+
+    fn key_id(&mut self, t: &Tables, raw: &[u8]) -> PyResult<u32> {
+        if let Some(&id) = self.ids.get(raw) {
+            return Ok(id);
+        }
+        let text =
+            std::str::from_utf8(raw).map_err(|_| PyValueError::new_err("key is not UTF-8"))?;
+        let id = self.keys.len() as u32;
+        self.keys.push(KeyInfo {
+            text: text.into(),
+            entry: t.by_key.get(text).copied(),
+            marker: t.marker_keys.get(text).copied(),
+            present: t.presentable.contains(text),
+        });
+        self.ids.insert(raw.into(), id);
+        Ok(id)
+    }
+
+    fn plan(&mut self, py: Python<'_>, t: &Tables, key_ids: &[u32]) -> PyResult<Option<Arc<Plan>>> {
+        if let Some(p) = self.plans.get(key_ids) {
+            return Ok(p.clone());
+        }
+        let plan = self.make_plan(py, t, key_ids)?.map(Arc::new);
+        if key_ids.len() <= MAX_PLANNED_KEYS {
+            if self.plans.len() >= MAX_PLANS {
+                self.plans.clear();
+            }
+            self.plans.insert(key_ids.to_vec(), plan.clone());
+        }
+        Ok(plan)
+    }
+
+    fn make_plan(&self, py: Python<'_>, t: &Tables, key_ids: &[u32]) -> PyResult<Option<Plan>> {
+        let mut reads: Vec<(usize, Vec<Source>)> = Vec::new();
+        for (i, &id) in key_ids.iter().enumerate() {
+            if let Some(e) = self.keys[id as usize].entry {
+                let e = &t.entries[e];
+                let src = Source {
+                    attr: i,
+                    priority: e.priority,
+                    convention: e.convention,
+                    transform: e.transform,
+                };
+                match reads.iter_mut().find(|(f, _)| *f == e.field) {
+                    Some((_, found)) => found.push(src),
+                    None => reads.push((e.field, vec![src])),
+                }
+            }
+        }
+        if !reads.iter().any(|(f, _)| QUALIFYING.contains(f)) {
+            return Ok(None);
+        }
+        for (_, found) in reads.iter_mut() {
+            found.sort_by_key(|s| -s.priority); // stable: attribute order among equals
+        }
+        let markers = key_ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &id)| self.keys[id as usize].marker.map(|m| (i, m)))
+            .collect();
+        let present: Vec<&str> = key_ids
+            .iter()
+            .map(|&id| &self.keys[id as usize])
+            .filter(|k| k.present)
+            .map(|k| &*k.text)
+            .collect();
+        let present = PyFrozenSet::new(py, present)?.unbind();
+        Ok(Some(Plan {
+            reads,
+            markers,
+            present,
+        }))
+    }
+}
+
+/// The span's fields by the plan (normalize's `_fields_from_values` and `_call`'s checks).
+fn resolve<'a>(
+    t: &'a Tables,
+    plan: &Plan,
+    d: &'a [u8],
+    kvs: &[(usize, usize)],
+) -> wire::Result<Outcome<'a>> {
+    let mut fields: [Option<Got<'a>>; 18] = [None; 18];
+    let mut convention = usize::MAX;
+    let mut best = i64::MIN;
+    for (field, sources) in &plan.reads {
+        for src in sources {
+            let (a, b) = kvs[src.attr];
+            let v = wire::key_value(d, a, b)?;
+            match apply(&t.transforms[src.transform], &v, d) {
+                Step::Python => return Ok(Outcome::Python),
+                Step::Absent => continue,
+                Step::Got(g) => {
+                    let kind = match g {
+                        Got::Text(_) => Kind::Text,
+                        Got::Int(_) => Kind::Int,
+                        Got::Float(_) => Kind::Float,
+                        Got::Bool(_) => Kind::Bool,
+                    };
+                    if kind != kind_of(*field) {
+                        return Ok(Outcome::Python); // a table this reader does not expect
+                    }
+                    fields[*field] = Some(g);
+                    if src.priority > best && CONVENTION_FIELDS.contains(field) {
+                        best = src.priority;
+                        convention = src.convention;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    let mut marked = false;
+    for &(attr, set) in &plan.markers {
+        let (a, b) = kvs[attr];
+        match wire::key_value(d, a, b)? {
+            Value::Str(x, y) if text(d, x, y).is_some_and(|s| t.markers[set].contains(s)) => {
+                marked = true;
+            }
+            Value::Complex => return Ok(Outcome::Python),
+            _ => {}
+        }
+    }
+    let model = truthy(&fields[REQUEST_MODEL]) || truthy(&fields[RESPONSE_MODEL]);
+    if !model && fields[SERVER_TTFT].is_none() && fields[SERVER_DURATION].is_none() {
+        return Ok(Outcome::NotCall);
+    }
+    let kind_of_call = marked
+        || fields[PROVIDER].is_some()
+        || fields[OPERATION].is_some()
+        || TOKENS.iter().any(|&f| fields[f].is_some());
+    if !kind_of_call {
+        return Ok(Outcome::NotCall);
+    }
+    Ok(Outcome::Call(fields, convention))
+}
+
+impl Strings {
+    fn cached(
+        py: Python<'_>,
+        cache: &mut HashMap<String, Py<PyString>>,
+        f: &Py<PyAny>,
+        raw: &str,
+        fallback: Option<&Py<PyString>>,
+    ) -> PyResult<Py<PyString>> {
+        if let Some(v) = cache.get(raw) {
+            return Ok(v.clone_ref(py));
+        }
+        let got = f.bind(py).call1((raw,))?.cast_into::<PyString>()?;
+        let v = match fallback {
+            Some(fb) if got.to_str()?.is_empty() => fb.clone_ref(py),
+            _ => got.unbind(),
+        };
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(raw.to_owned(), v.clone_ref(py));
+        Ok(v)
+    }
+
+    /// The `LLMCall` arguments after `span` (normalize's `_call`), or None when the span has
+    /// an error status and no error type attribute (the type is in its events: Python reads
+    /// them).
+    #[allow(clippy::too_many_arguments)]
+    fn call<'py>(
+        &mut self,
+        py: Python<'py>,
+        t: &Tables,
+        plan: &Plan,
+        h: &Head,
+        d: &[u8],
+        fields: &[Option<Got<'_>>; 18],
+        convention: usize,
+        (service, scope): (&Bound<'py, PyAny>, &Bound<'py, PyAny>),
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let txt = |f: usize| match fields[f] {
+            Some(Got::Text(s)) => s,
+            _ => "",
+        };
+        let int = |f: usize| match fields[f] {
+            Some(Got::Int(i)) if i >= 0 => Some(i),
+            _ => None,
+        };
+        let float = |f: usize| match fields[f] {
+            Some(Got::Float(x)) => Some(x),
+            _ => None,
+        };
+        let error_type = if !txt(ERROR_TYPE).is_empty() {
+            Self::cached(
+                py,
+                &mut self.error_types,
+                &self.tidy_error_type,
+                txt(ERROR_TYPE),
+                None,
+            )?
+        } else if h.status_code == 2 {
+            return Ok(None);
+        } else {
+            self.empty.clone_ref(py)
+        };
+        let provider = Self::cached(
+            py,
+            &mut self.providers,
+            &self.normalize_provider,
+            txt(PROVIDER),
+            Some(&self.unknown),
+        )?;
+        let model = if txt(REQUEST_MODEL).is_empty() {
+            txt(RESPONSE_MODEL)
+        } else {
+            txt(REQUEST_MODEL)
+        };
+        let input = int(INPUT);
+        let mut output = int(OUTPUT);
+        if output.is_none() {
+            if let (Some(total), Some(input)) = (int(TOTAL), input) {
+                if total >= input {
+                    output = Some(total - input);
+                }
+            }
+        }
+        let ttft = float(TTFT).filter(|v| *v >= 0.0);
+        let streaming = truthy(&fields[STREAMING]) || ttft.is_some();
+        let server_ttft = float(SERVER_TTFT);
+        let server_duration = float(SERVER_DURATION);
+        let server_side = server_ttft.is_some()
+            || server_duration.is_some()
+            || txt(KIND_HINT) == "server"
+            || h.kind == 2;
+        let (server_ttft, server_duration) = if server_side {
+            (
+                server_ttft.filter(|v| *v >= 0.0),
+                server_duration.filter(|v| *v >= 0.0),
+            )
+        } else {
+            (None, None)
+        };
+        let cost = float(COST).filter(|v| *v >= 0.0);
+        let bytes = |(a, b): (usize, usize)| PyBytes::new(py, &d[a..b]).into_any();
+        let s = |x: &str| PyString::new(py, x).into_any();
+        let operation = if txt(OPERATION).is_empty() {
+            self.chat.bind(py).clone().into_any()
+        } else {
+            s(txt(OPERATION))
+        };
+        let convention = if convention == usize::MAX {
+            self.unknown.bind(py).clone().into_any()
+        } else {
+            t.conventions[convention].bind(py).clone().into_any()
+        };
+        let flag = |b: bool| b.into_pyobject(py).map(|x| x.to_owned().into_any());
+        let items: [Bound<'py, PyAny>; 29] = [
+            service.clone(),
+            convention,
+            bytes(h.trace_id),
+            bytes(h.span_id),
+            bytes(h.parent_span_id),
+            h.start.into_pyobject(py)?.into_any(),
+            h.end.into_pyobject(py)?.into_any(),
+            scope.clone(),
+            operation,
+            provider.into_bound(py).into_any(),
+            s(model),
+            s(txt(RESPONSE_MODEL)),
+            input.into_pyobject(py)?.into_any(),
+            output.into_pyobject(py)?.into_any(),
+            int(TOKENS[2]).into_pyobject(py)?.into_any(),
+            int(TOKENS[3]).into_pyobject(py)?.into_any(),
+            int(TOKENS[4]).into_pyobject(py)?.into_any(),
+            flag(streaming)?,
+            ttft.into_pyobject(py)?.into_any(),
+            flag(false)?,             // ttft_derived
+            py.None().into_bound(py), // time_per_chunk_s
+            error_type.into_bound(py).into_any(),
+            flag(server_side)?,
+            server_ttft.into_pyobject(py)?.into_any(),
+            server_duration.into_pyobject(py)?.into_any(),
+            cost.into_pyobject(py)?.into_any(),
+            s(txt(RESPONSE_ID)),
+            flag(true)?, // counted
+            plan.present.bind(py).clone().into_any(),
+        ];
+        Ok(Some(PyTuple::new(py, items)?))
+    }
+}
