@@ -3,41 +3,108 @@
 Adds `gen_ai.usage.cost` (USD), the current-convention names when the span used deprecated or
 other conventions' names, and `gen_ai.response.time_to_first_chunk` when it came from events.
 Only spans it changes mark the batch modified, so unchanged requests are forwarded as received.
+
+The added attributes are encoded as KeyValue wire bytes and merged into the span in one call
+(protobuf appends a repeated field's merged items): building each KeyValue through upb cost
+several times more. tests/processors/test_enrich.py holds the encoding equal to upb's.
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from ..model import LLMCall, TraceBatch, set_any_value
 from .conventions import COST_ATTRIBUTE, CURRENT_NAMES, TTFT_ATTRIBUTE
 
+_DOUBLE = struct.Struct("<d")
+_MAX_CACHED = 4096
 
-def _add(span: Any, present: frozenset[str], key: str, value: Any) -> bool:
-    # The keys written here are distinct and enrich runs once per batch (config.validate), so
-    # one call never writes a key twice.
-    if key in present or value is None or value == "":
-        return False
-    kv = span.attributes.add()
-    kv.key = key
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    """A length-delimited field: tag byte, length, payload."""
+    return bytes([tag]) + _varint(len(payload)) + payload
+
+
+def _upb_kv(key: str, value: Any) -> bytes:
+    kv = KeyValue(key=key)
     set_any_value(kv.value, value)
-    return True
+    return kv.SerializeToString()
+
+
+# Span.attributes (field 9) items: KeyValue {1: key, 2: AnyValue {1: string, 3: int, 4: double}}
+_KEYS = (COST_ATTRIBUTE, TTFT_ATTRIBUTE, *CURRENT_NAMES.values())
+_DOUBLE_HEAD = {k: _field(0x0A, k.encode()) + b"\x12\x09\x21" for k in _KEYS}
+_KEY_FIELD = {k: _field(0x0A, k.encode()) for k in _KEYS}
+_encoded: dict[tuple[str, Any], bytes] = {}  # (key, str value) -> the attribute's bytes
+
+
+def encode_attribute(key: str, value: Any) -> bytes:
+    """The span attribute `key` = `value` as Span field-9 wire bytes (what upb writes)."""
+    t = type(value)
+    if t is float and key in _DOUBLE_HEAD:
+        return _field(0x4A, _DOUBLE_HEAD[key] + _DOUBLE.pack(value))
+    if t is int and 0 <= value < 2**63 and key in _KEY_FIELD:
+        return _field(0x4A, _KEY_FIELD[key] + _field(0x12, b"\x18" + _varint(value)))
+    if t is str:
+        cached = _encoded.get((key, value))
+        if cached is None:
+            if len(_encoded) >= _MAX_CACHED:  # model names come from the spans: bounded
+                _encoded.clear()
+            cached = _encoded[key, value] = _field(0x4A, _upb_kv(key, value))
+        return cached
+    return _field(0x4A, _upb_kv(key, value))  # anything else: upb encodes it
+
+
+# `present` sets are shared by the spans of one key sequence: the current names each lacks are
+# worked out once per set (bounded: key sequences come from the spans).
+_missing: dict[frozenset[str], tuple[tuple[str, str], ...]] = {}
+
+
+def _missing_names(present: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    names = _missing.get(present)
+    if names is None:
+        if len(_missing) >= _MAX_CACHED:
+            _missing.clear()
+        names = _missing[present] = tuple(
+            (field, key) for field, key in CURRENT_NAMES.items() if key not in present
+        )
+    return names
+
+
+def _added(call: LLMCall) -> list[bytes]:
+    present = call.present
+    out = []
+    if call.cost_usd is not None and COST_ATTRIBUTE not in present:
+        out.append(encode_attribute(COST_ATTRIBUTE, float(call.cost_usd)))
+    if call.ttft_derived and call.ttft_s is not None and TTFT_ATTRIBUTE not in present:
+        out.append(encode_attribute(TTFT_ATTRIBUTE, float(call.ttft_s)))
+    for field, key in _missing_names(present):
+        value = getattr(call, field)
+        if value is None or value == "" or (field == "provider" and value == "unknown"):
+            continue
+        out.append(encode_attribute(key, value))
+    return out
 
 
 def enrich_call(call: LLMCall) -> bool:
-    span, present = call.span, call.present
-    changed = False
-    if call.cost_usd is not None:
-        changed |= _add(span, present, COST_ATTRIBUTE, float(call.cost_usd))
-    if call.ttft_derived and call.ttft_s is not None:
-        changed |= _add(span, present, TTFT_ATTRIBUTE, float(call.ttft_s))
-    for field, key in CURRENT_NAMES.items():
-        if key not in present:
-            value = getattr(call, field)
-            if field == "provider" and value == "unknown":
-                continue
-            changed |= _add(span, present, key, value)
-    return changed
+    # The keys written here are distinct and enrich runs once per batch (config.validate), so
+    # one call never writes a key twice.
+    added = _added(call)
+    if added:
+        call.span.MergeFromString(b"".join(added))
+    return bool(added)
 
 
 def enrich(batch: TraceBatch) -> TraceBatch:

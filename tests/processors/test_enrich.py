@@ -6,8 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as Span_pb
 
-from pipeline.model import TraceBatch, any_value
+from pipeline.model import TraceBatch, any_value, set_any_value
+from pipeline.processors import enrich as enrich_module
 from pipeline.processors.enrich import enrich
 from pipeline.processors.normalize import normalize
 from tests.instrumentation.otlp import Span, build_request
@@ -73,3 +77,24 @@ def test_each_span_gets_its_own_values() -> None:
     )
     assert (a["gen_ai.usage.input_tokens"], b["gen_ai.usage.input_tokens"]) == (5, 9)
     assert "gen_ai.usage.cost" not in a  # no cost derived: none written
+
+
+# -- the attributes' wire bytes equal upb's ----------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.sampled_from(enrich_module._KEYS) | st.text(max_size=20),
+    value=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-(2**63), 2**63 - 1),
+        st.text(max_size=30),
+        st.booleans(),
+    ),
+)
+def test_encoded_attributes_equal_upb(key: str, value: Any) -> None:
+    span = Span_pb()
+    set_any_value(span.attributes.add(key=key).value, value)
+    expected = span.SerializeToString()
+    assert enrich_module.encode_attribute(key, value) == expected
+    assert enrich_module.encode_attribute(key, value) == expected  # cached strings too
