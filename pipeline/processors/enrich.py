@@ -40,7 +40,8 @@ def _field(tag: int, payload: bytes) -> bytes:
 def _upb_kv(key: str, value: Any) -> bytes:
     kv = KeyValue(key=key)
     set_any_value(kv.value, value)
-    return kv.SerializeToString()
+    data: bytes = kv.SerializeToString()
+    return data
 
 
 # Span.attributes (field 9) items: KeyValue {1: key, 2: AnyValue {1: string, 3: int, 4: double}}
