@@ -26,6 +26,9 @@ HintScanner: type[_HintScanner] | None = None
 item_ranges: Callable[[bytes], list[tuple[int, int, int, int, int]]] | None = None
 invalid_spans: Callable[[bytes], list[int]] | None = None
 span_parents: Callable[[bytes], dict[bytes, bytes | None]] | None = None
+trace_targets: (
+    Callable[[bytes, list[tuple[int, int]]], list[tuple[int, int, int, int, int, int]]] | None
+) = None
 
 if (
     os.environ.get("LLM_PIPELINE_NATIVE", "1") != "0"
@@ -36,7 +39,7 @@ if (
     HintScanner, item_ranges = _lib.HintScanner, _lib.item_ranges
     invalid_spans, span_parents = _lib.invalid_spans, _lib.span_parents
     GrpcServer, GrpcClient = _lib.GrpcServer, _lib.GrpcClient
-    CallReader = _lib.CallReader
+    CallReader, trace_targets = _lib.CallReader, _lib.trace_targets
 
 
 _T = TypeVar("_T")

@@ -35,6 +35,17 @@ fn item_ranges(data: &[u8]) -> PyResult<Vec<wire::ItemRange>> {
     Ok(out)
 }
 
+/// What redaction must walk in a traces request given the prefilter's hint matches (see
+/// `wire::trace_targets`): the attributes, names and status messages a match overlaps.
+#[pyfunction]
+fn trace_targets(data: &[u8], hits: Vec<(usize, usize)>) -> PyResult<Vec<wire::Target>> {
+    let mut out = Vec::new();
+    if !hits.is_empty() {
+        wire::trace_targets(data, &wire::Hits::new(hits), &mut out).map_err(value_error)?;
+    }
+    Ok(out)
+}
+
 /// Indices (parse order) of the spans of a traces request whose ids are not valid: the
 /// receivers reject them (the twin: `pipeline.receivers.decode.drop_invalid_spans`).
 #[pyfunction]
@@ -136,6 +147,7 @@ impl HintScanner {
 fn llm_pipeline_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(item_ranges, m)?)?;
     m.add_function(wrap_pyfunction!(invalid_spans, m)?)?;
+    m.add_function(wrap_pyfunction!(trace_targets, m)?)?;
     m.add_function(wrap_pyfunction!(span_parents, m)?)?;
     m.add_class::<calls::CallReader>()?;
     m.add_class::<HintScanner>()?;

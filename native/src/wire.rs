@@ -221,3 +221,101 @@ pub fn span_ids(d: &[u8], out: &mut Vec<[(usize, usize); 3]>) -> Result<()> {
         Ok(())
     })
 }
+
+/// Hint matches, sorted by start, for "does any overlap [x, y)" in O(log n).
+pub struct Hits {
+    starts: Vec<usize>,
+    max_end: Vec<usize>, // the largest end among the hits up to each index
+}
+
+impl Hits {
+    pub fn new(mut hits: Vec<(usize, usize)>) -> Self {
+        hits.sort_unstable();
+        let mut m = 0;
+        let max_end = hits
+            .iter()
+            .map(|&(_, b)| {
+                m = m.max(b);
+                m
+            })
+            .collect();
+        Hits {
+            starts: hits.iter().map(|&(a, _)| a).collect(),
+            max_end,
+        }
+    }
+
+    pub fn overlaps(&self, x: usize, y: usize) -> bool {
+        let k = self.starts.partition_point(|&s| s < y);
+        k > 0 && self.max_end[k - 1] > x
+    }
+}
+
+/// What redaction walks in a traces request, where hint matches overlap it:
+/// (resource, scope, span, kind, i, j) with kind 0: resource attribute i; 1: span name;
+/// 2: span attribute i; 3: event i's attribute j; 4: link i's attribute j; 5: status message
+/// (unused indices -1). Indices count the parsed message's repeated items (wire order).
+pub type Target = (i64, i64, i64, u8, i64, i64);
+
+pub fn trace_targets(d: &[u8], hits: &Hits, out: &mut Vec<Target>) -> Result<()> {
+    each_item(d, |start, end, r, s, i| {
+        if !hits.overlaps(start, end) {
+            return Ok(());
+        }
+        if s < 0 {
+            let mut x = 0i64;
+            return each_len_field(d, start, end, |f, a, b| {
+                if f == 1 {
+                    if hits.overlaps(a, b) {
+                        out.push((r, -1, -1, 0, x, -1));
+                    }
+                    x += 1;
+                }
+                Ok(())
+            });
+        }
+        let (mut attr, mut event, mut link) = (0i64, 0i64, 0i64);
+        let (mut name, mut status) = (false, false);
+        each_len_field(d, start, end, |f, a, b| {
+            match f {
+                5 => name |= hits.overlaps(a, b),
+                9 => {
+                    if hits.overlaps(a, b) {
+                        out.push((r, s, i, 2, attr, -1));
+                    }
+                    attr += 1;
+                }
+                11 | 13 => {
+                    let (kind, field, n) = if f == 11 {
+                        (3, 3, &mut event)
+                    } else {
+                        (4, 4, &mut link)
+                    };
+                    if hits.overlaps(a, b) {
+                        let mut y = 0i64;
+                        each_len_field(d, a, b, |f2, c, e| {
+                            if f2 == field {
+                                if hits.overlaps(c, e) {
+                                    out.push((r, s, i, kind, *n, y));
+                                }
+                                y += 1;
+                            }
+                            Ok(())
+                        })?;
+                    }
+                    *n += 1;
+                }
+                15 => status |= hits.overlaps(a, b),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        if name {
+            out.push((r, s, i, 1, -1, -1));
+        }
+        if status {
+            out.push((r, s, i, 5, -1, -1));
+        }
+        Ok(())
+    })
+}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import re
 
-from .._native import HintScanner
+from .._native import HintScanner, trace_targets
 from ._wire import ItemRange, item_ranges
 
 # A card number as `is_card_number` accepts it: 13+ digits, the first four contiguous.
@@ -63,6 +63,11 @@ _MERGED: dict[frozenset[bytes], bytes] = {
 _RAW_HINTS: dict[str, tuple[bytes, ...]] = {
     "api_key": (rb"A(?:[KS]IA[A-Z0-9]{16}|Iza[0-9A-Za-z_\-]{35})",),
 }
+# What redaction walks where a hint overlaps it: (resource, scope, span, kind, i, j); kind 0:
+# resource attribute i, 1: span name, 2: span attribute i, 3: event i's attribute j, 4: link
+# i's attribute j, 5: status message.
+Target = tuple[int, int, int, int, int, int]
+
 _FOLD = bytes.maketrans(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZ123456789", b"abcdefghijklmnopqrstuvwxyz000000000"
 )
@@ -102,6 +107,15 @@ class Prefilter:
             folded = data.translate(_FOLD)
             out += [m.span() for p in self._folded for m in p.finditer(folded)]
         return out
+
+    def targets(self, data: bytes) -> list[Target] | None:
+        """For a traces request, the attributes, span names and status messages some hint
+        match overlaps (`native/src/wire.rs: trace_targets` says how they are named), or None
+        when the native helpers are not built (then `items` says which spans to walk)."""
+        if trace_targets is None:
+            return None
+        hits = self.hits(data)
+        return trace_targets(data, hits) if hits else []
 
     def items(self, data: bytes) -> list[ItemRange]:
         """The resources and items (spans, log records) that some hint match overlaps."""

@@ -59,10 +59,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..model import LogBatch, TraceBatch
-from ._prefilter import Prefilter
+from ._prefilter import Prefilter, Target
 from ._wire import ItemRange
 
 _B = TypeVar("_B", TraceBatch, LogBatch)
+_R = TypeVar("_R")
 
 EMAIL = "email"
 PHONE = "phone"
@@ -436,8 +437,8 @@ class Redactor:
         changed = self._value(rec.body, counts)
         return self._attributes(rec.attributes, counts) | changed
 
-    def _candidates(self, batch: TraceBatch | LogBatch) -> list[ItemRange] | None:
-        """The items the prefilter says may hold a match, or None: walk everything (custom
+    def _prefiltered(self, batch: TraceBatch | LogBatch, find: Callable[[bytes], _R]) -> _R | None:
+        """What the prefilter finds in the batch's bytes, or None: walk everything (custom
         patterns and dropped keys are not prefiltered)."""
         if self._extras or self._dropping:
             return None
@@ -445,9 +446,42 @@ class Redactor:
         if data is None or batch.modified:
             data = batch.request.SerializeToString()
         try:
-            return self._prefilter.items(data)
+            return find(data)
         except (ValueError, IndexError):  # not the wire shape expected: be thorough instead
             return None
+
+    def _candidates(self, batch: TraceBatch | LogBatch) -> list[ItemRange] | None:
+        """The items the prefilter says may hold a match, or None: walk everything."""
+        return self._prefiltered(batch, self._prefilter.items)
+
+    def _redact_targets(self, batch: TraceBatch, targets: list[Target]) -> TraceBatch:
+        """Redact only what a hint overlaps (`Prefilter.targets`): a hinted span's other
+        attributes are not walked, nor turned into Python strings."""
+        counts: dict[str, int] = {}
+        changed = False
+        resources = batch.request.resource_spans
+        at: tuple[int, int, int] | None = None
+        span: Any = None
+        for r, s, i, kind, x, y in targets:
+            if kind == 0:
+                kv = resources[r].resource.attributes[x]
+            else:
+                if at != (r, s, i):
+                    span, at = resources[r].scope_spans[s].spans[i], (r, s, i)
+                if kind == 1:
+                    changed |= self._string_field(span, "name", counts)
+                    continue
+                if kind == 5:
+                    changed |= self._string_field(span.status, "message", counts)
+                    continue
+                if kind == 2:
+                    kv = span.attributes[x]
+                else:
+                    kv = (span.events if kind == 3 else span.links)[x].attributes[y]
+            if kv.key not in _NOT_SCANNED:
+                changed |= self._value(kv.value, counts)
+        self._finish(batch, changed, counts)
+        return batch
 
     def _targets(self, batch: TraceBatch | LogBatch) -> Iterator[tuple[Any, Any]]:
         """(resource, None) and (None, span or log record) for each thing to walk."""
@@ -482,6 +516,9 @@ class Redactor:
         return batch
 
     def redact_traces(self, batch: TraceBatch) -> TraceBatch:
+        targets = self._prefiltered(batch, self._prefilter.targets)
+        if targets is not None:
+            return self._redact_targets(batch, targets)
         return self._redact(batch, self._span)
 
     def redact_logs(self, batch: LogBatch) -> LogBatch:
