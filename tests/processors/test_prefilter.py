@@ -175,6 +175,7 @@ def _redact(
 @given(texts=st.lists(_text, min_size=1, max_size=8), types=st.sets(st.sampled_from(BUILTIN_TYPES)))
 def test_prefiltered_redaction_equals_walking_everything(texts: list[str], types: set[str]) -> None:
     data = _trace_request(texts).SerializeToString()
+
     def batch() -> TraceBatch:
         return TraceBatch(ExportTraceServiceRequest.FromString(data), raw=data)
 
