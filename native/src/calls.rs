@@ -4,8 +4,8 @@
 //!
 //! The convention tables stay in Python (`pipeline/processors/conventions`); they are handed
 //! over at construction with each transform described as data. Whatever is not described
-//! (a custom transform, a string that `to_int` would parse, a kvlist value, an error status
-//! without `error.type`) makes the reader hand that span back (`None`) and Python reads it
+//! (a custom transform, a string that `to_int` would parse, a kvlist value) makes the reader
+//! hand that span back (`None`) and Python reads it
 //! through the parser, so both paths give the same calls (tests/processors/test_native.py).
 
 use std::collections::{HashMap, HashSet};
@@ -275,6 +275,7 @@ struct Head {
     start: u64,
     end: u64,
     status_code: i32,
+    events: Vec<(usize, usize)>,
 }
 
 fn head_and_attributes(
@@ -291,6 +292,7 @@ fn head_and_attributes(
         start: 0,
         end: 0,
         status_code: 0,
+        events: Vec::new(),
     };
     kvs.clear();
     wire::each_field(d, start, end, |field, wt, v, a, b| {
@@ -302,6 +304,7 @@ fn head_and_attributes(
             (7, 1) => h.start = v,
             (8, 1) => h.end = v,
             (9, 2) => kvs.push((a, b)),
+            (11, 2) => h.events.push((a, b)),
             (15, 2) => wire::each_field(d, a, b, |f2, w2, c, _, _| {
                 if f2 == 3 && w2 == 0 {
                     h.status_code = c as i32;
@@ -472,7 +475,7 @@ impl CallReader {
                         conv,
                         (service, scope),
                     )?;
-                    out.push((s, j, call)); // None: an error status, its events say the type
+                    out.push((s, j, call));
                 }
             }
         }
@@ -654,6 +657,49 @@ fn resolve<'a>(
     Ok(Outcome::Call(fields, convention))
 }
 
+enum Exception<'a> {
+    Type(&'a str),
+    None,
+    Python,
+}
+
+/// The `exception.type` of the first `exception` event that has one as a non-empty string
+/// (normalize's `_error_type` over the parsed events).
+fn exception_type<'a>(d: &'a [u8], events: &[(usize, usize)]) -> wire::Result<Exception<'a>> {
+    for &(a, b) in events {
+        let mut name = (a, a);
+        let mut attrs: Vec<(usize, usize)> = Vec::new();
+        wire::each_len_field(d, a, b, |f, x, y| {
+            match f {
+                2 => name = (x, y),
+                3 => attrs.push((x, y)),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        if &d[name.0..name.1] != b"exception" {
+            continue;
+        }
+        for (x, y) in attrs {
+            let (k0, k1) = wire_key(d, x, y)?;
+            if &d[k0..k1] != b"exception.type" {
+                continue;
+            }
+            match wire::key_value(d, x, y)? {
+                Value::Str(p, q) if q > p => {
+                    return Ok(match text(d, p, q) {
+                        Some(t) => Exception::Type(t),
+                        None => Exception::Python,
+                    })
+                }
+                Value::Complex => return Ok(Exception::Python),
+                _ => {}
+            }
+        }
+    }
+    Ok(Exception::None)
+}
+
 impl Strings {
     fn cached(
         py: Python<'_>,
@@ -677,9 +723,8 @@ impl Strings {
         Ok(v)
     }
 
-    /// The `LLMCall` arguments after `span` (normalize's `_call`), or None when the span has
-    /// an error status and no error type attribute (the type is in its events: Python reads
-    /// them).
+    /// The `LLMCall` arguments after `span` (normalize's `_call`), or None when an exception
+    /// event's type is a value only the parser reads (a repeated value message).
     #[allow(clippy::too_many_arguments)]
     fn call<'py>(
         &mut self,
@@ -713,7 +758,13 @@ impl Strings {
                 None,
             )?
         } else if h.status_code == 2 {
-            return Ok(None);
+            match exception_type(d, &h.events).map_err(|e| PyValueError::new_err(e.0))? {
+                Exception::Type(raw) => {
+                    Self::cached(py, &mut self.error_types, &self.tidy_error_type, raw, None)?
+                }
+                Exception::None => PyString::new(py, "_OTHER").unbind(),
+                Exception::Python => return Ok(None),
+            }
         } else {
             self.empty.clone_ref(py)
         };
