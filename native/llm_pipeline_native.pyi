@@ -16,6 +16,7 @@ class CallReader:
         table: list[tuple[str, str, int, str, tuple[Any, ...]]],
         markers: list[tuple[str, list[str]]],
         presentable: list[str],
+        chunk_events: list[str],
         normalize_provider: Callable[[str], str],
         tidy_error_type: Callable[[str], str],
     ) -> None: ...

@@ -74,6 +74,9 @@ class LLMCall:
     # The keys on the span that enrich could write (tables' and enrich's own), so enrich never
     # writes one again (shared by the spans of one key sequence: never mutated).
     present: frozenset[str] = frozenset()
+    # The first streamed-chunk event's time at or after the start (0: none), when normalize
+    # read the events from the wire; None: not read (the ttft processor walks the events).
+    first_chunk_ns: int | None = None
 
     @property
     def duration_s(self) -> float:

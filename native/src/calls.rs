@@ -217,6 +217,7 @@ struct Tables {
     marker_keys: HashMap<String, usize>,
     markers: Vec<HashSet<String>>,
     presentable: HashSet<String>,
+    chunk_events: HashSet<Vec<u8>>,
 }
 
 /// Interned keys and the plans of key sequences (bounded: cleared together when full).
@@ -362,14 +363,16 @@ type Found<'py> = Vec<(usize, usize, Option<Bound<'py, PyTuple>>)>;
 impl CallReader {
     /// `table`: (key, field, priority, convention, transform spec) per attribute key;
     /// `markers`: (key, values) that mark a span as an LLM call; `presentable`: the keys a
-    /// call's `present` set keeps; the two callables: normalize's provider and error-type
-    /// tidying (called once per distinct value, the results kept, bounded).
+    /// call's `present` set keeps; `chunk_events`: the span event names that mark a streamed
+    /// chunk; the two callables: normalize's provider and error-type tidying (called once per
+    /// distinct value, the results kept, bounded).
     #[new]
     fn new(
         py: Python<'_>,
         table: Vec<(String, String, i64, String, Bound<'_, PyTuple>)>,
         markers: Vec<(String, Vec<String>)>,
         presentable: Vec<String>,
+        chunk_events: Vec<String>,
         normalize_provider: Py<PyAny>,
         tidy_error_type: Py<PyAny>,
     ) -> PyResult<Self> {
@@ -381,6 +384,7 @@ impl CallReader {
             marker_keys: HashMap::new(),
             markers: Vec::new(),
             presentable: presentable.into_iter().collect(),
+            chunk_events: chunk_events.into_iter().map(String::into_bytes).collect(),
         };
         let mut conventions: HashMap<String, usize> = HashMap::new();
         for (key, field, priority, convention, spec) in table {
@@ -657,6 +661,32 @@ fn resolve<'a>(
     Ok(Outcome::Call(fields, convention))
 }
 
+/// The time of the first span event named as a streamed chunk at or after the span's start,
+/// or 0 (the ttft processor's walk over the parsed events).
+fn first_chunk_ns(
+    d: &[u8],
+    events: &[(usize, usize)],
+    start: u64,
+    names: &HashSet<Vec<u8>>,
+) -> wire::Result<u64> {
+    let mut first = 0u64;
+    for &(a, b) in events {
+        let (mut time, mut name) = (0u64, (a, a));
+        wire::each_field(d, a, b, |f, wt, v, x, y| {
+            match (f, wt) {
+                (1, 1) => time = v,
+                (2, 2) => name = (x, y),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        if time >= start && (first == 0 || time < first) && names.contains(&d[name.0..name.1]) {
+            first = time;
+        }
+    }
+    Ok(first)
+}
+
 enum Exception<'a> {
     Type(&'a str),
     None,
@@ -806,6 +836,16 @@ impl Strings {
             (None, None)
         };
         let cost = float(COST).filter(|v| *v >= 0.0);
+        // What the ttft processor would look for in the events: read here while the span's
+        // bytes are at hand (0: no chunk event; None: not read, the processor reads them).
+        let first_chunk = if ttft.is_none() && !server_side {
+            Some(
+                first_chunk_ns(d, &h.events, h.start, &t.chunk_events)
+                    .map_err(|e| PyValueError::new_err(e.0))?,
+            )
+        } else {
+            None
+        };
         let bytes = |(a, b): (usize, usize)| PyBytes::new(py, &d[a..b]).into_any();
         let s = |x: &str| PyString::new(py, x).into_any();
         let operation = if txt(OPERATION).is_empty() {
@@ -819,7 +859,7 @@ impl Strings {
             t.conventions[convention].bind(py).clone().into_any()
         };
         let flag = |b: bool| b.into_pyobject(py).map(|x| x.to_owned().into_any());
-        let items: [Bound<'py, PyAny>; 29] = [
+        let items: [Bound<'py, PyAny>; 30] = [
             service.clone(),
             convention,
             bytes(h.trace_id),
@@ -849,6 +889,7 @@ impl Strings {
             s(txt(RESPONSE_ID)),
             flag(true)?, // counted
             plan.present.bind(py).clone().into_any(),
+            first_chunk.into_pyobject(py)?.into_any(),
         ];
         Ok(Some(PyTuple::new(py, items)?))
     }

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .._native import CallReader
 from ..model import LLMCall, TraceBatch, any_value, service_name_of
 from .conventions import (
+    CHUNK_EVENTS,
     COST_ATTRIBUTE,
     CURRENT_NAMES,
     LOOKUP,
@@ -303,7 +304,10 @@ def call_reader() -> CallReaderType | None:
     ]
     markers = [(key, sorted(values)) for key, values in _MARKERS.items()]
     presentable = sorted(set(_TABLE) | _ENRICHED_KEYS)
-    return CallReader(table, markers, presentable, normalize_provider, tidy_error_type)
+    chunk_events = sorted(CHUNK_EVENTS)
+    return CallReader(
+        table, markers, presentable, chunk_events, normalize_provider, tidy_error_type
+    )
 
 
 # Walking every span's attributes through upb only to learn their keys costs more than the rest

@@ -16,12 +16,14 @@ def ttft(batch: TraceBatch) -> TraceBatch:
         if call.server_side:
             continue
         if call.ttft_s is None:
-            first = 0
-            for ev in call.span.events:
-                if ev.name in CHUNK_EVENTS and ev.time_unix_nano >= call.start_ns:
-                    t = ev.time_unix_nano
-                    if first == 0 or t < first:
-                        first = t
+            first = call.first_chunk_ns
+            if first is None:
+                first = 0
+                for ev in call.span.events:
+                    if ev.name in CHUNK_EVENTS and ev.time_unix_nano >= call.start_ns:
+                        t = ev.time_unix_nano
+                        if first == 0 or t < first:
+                            first = t
             if first:
                 call.ttft_s = (first - call.start_ns) / 1e9
                 call.ttft_derived = True

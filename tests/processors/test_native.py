@@ -24,8 +24,10 @@ from pipeline.model import TraceBatch
 from pipeline.processors import normalize as normalize_module
 from pipeline.processors._prefilter import Prefilter
 from pipeline.processors._wire import py_item_ranges
+from pipeline.processors.conventions import CHUNK_EVENTS
 from pipeline.processors.conventions._table import to_bool, to_float, to_int
 from pipeline.processors.redact import BUILTIN_TYPES
+from pipeline.processors.ttft import ttft
 from pipeline.receivers.decode import drop_invalid_spans
 from tests.helpers.otlp_build import set_value
 from tests.processors.test_prefilter import _text, _trace_request
@@ -90,7 +92,8 @@ def _demo_requests() -> list[bytes]:
 
 
 def _calls(data: bytes, reader: Any) -> list[dict[str, Any]]:
-    """normalize's calls with this native reader (None: all read through upb)."""
+    """normalize's and ttft's calls with this native reader (None: all read through upb);
+    `first_chunk_ns` is left out: what the reader hands ttft, which gives the same TTFT."""
     saved = normalize_module._CALL_READER
     normalize_module._CALL_READER = reader
     try:
@@ -99,9 +102,14 @@ def _calls(data: bytes, reader: Any) -> list[dict[str, Any]]:
         )
     finally:
         normalize_module._CALL_READER = saved
+    batch = ttft(batch)
     out = []
     for call in batch.calls:
-        d = {f.name: getattr(call, f.name) for f in dataclasses.fields(call) if f.name != "span"}
+        d = {
+            f.name: getattr(call, f.name)
+            for f in dataclasses.fields(call)
+            if f.name not in ("span", "first_chunk_ns")
+        }
         d["span"] = call.span.SerializeToString()
         out.append(d)
     return out
@@ -200,6 +208,14 @@ _span = st.tuples(
     st.integers(0, 2**64 - 1),
     # exception events' types: none, a string, a class repr, an empty string, a number
     st.lists(st.sampled_from(["openai.APIError", "<class 'x.RateLimitError'>", "", 5]), max_size=2),
+    # streamed-chunk events (and others) at any time, before the start too
+    st.lists(
+        st.tuples(
+            st.sampled_from([*sorted(CHUNK_EVENTS), "other"]),
+            st.integers(0, 2**64 - 1) | st.integers(0, 100),
+        ),
+        max_size=3,
+    ),
 )
 
 
@@ -211,7 +227,8 @@ def _request(scopes: list[list[Any]]) -> bytes:
         ss = rs.scope_spans.add()
         ss.scope.name = f"scope{n}"
         rs.scope_spans.add()  # an empty one: flat scope indices count it
-        for i, (attrs, kind, code, start, end, exc) in enumerate(spans):
+        for i, (attrs, kind, code, start, end, exc, *more) in enumerate(spans):
+            chunks = more[0] if more else []
             span = ss.spans.add(
                 trace_id=bytes([n + 1]) * 16,
                 span_id=(i + 1).to_bytes(8, "big"),
@@ -221,6 +238,8 @@ def _request(scopes: list[list[Any]]) -> bytes:
             )
             span.status.code = code
             span.events.add(name="gen_ai.content.prompt")
+            for name, t in chunks:
+                span.events.add(name=name, time_unix_nano=t)
             for exc_type in exc:
                 ev = span.events.add(name="exception")
                 ev.attributes.add(key="exception.message").value.string_value = "boom"
