@@ -7,7 +7,9 @@ Grafana links to the trace that fell into it.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from dataclasses import dataclass
+from typing import Any
 
 from ..aggregation import (
     DURATION_BUCKETS,
@@ -15,6 +17,9 @@ from ..aggregation import (
     TOKEN_BUCKETS,
     TTFT_BUCKETS,
     Aggregation,
+    CounterFamily,
+    Exemplar,
+    HistogramFamily,
 )
 from ..model import LLMCall, TraceBatch
 
@@ -26,6 +31,29 @@ BASE_LABELS = (
     "gen_ai_response_model",
 )
 _KEEP = ("gen_ai_token_type", "error_type")
+
+# Per label set (the base labels and error type), the series each family updates for it:
+# looked up once through the family (which creates it, or folds it into the overflow series
+# past max_series), then updated in place. Series are never removed, so a kept one stays
+# valid; a folded one is not kept, so every observation of it goes through the family (which
+# counts the overflow). Bounded: label sets come from the spans.
+_Slots = list[Any]  # HistogramSeries | CounterSeries | None per slot
+(
+    _DURATION,
+    _TTFT,
+    _TPC,
+    _SERVER_TTFT,
+    _SERVER_DURATION,
+    _IN_USAGE,
+    _IN_TOKENS,
+    _OUT_USAGE,
+    _OUT_TOKENS,
+    _CACHE_READ,
+    _CACHE_CREATION,
+    _REASONING,
+    _COST,
+) = range(13)
+_N_SLOTS = 13
 
 
 @dataclass
@@ -103,6 +131,8 @@ class LLMMetrics:
             TTFT_BUCKETS,
             n,
         )
+        self._slots: dict[tuple[tuple[str, ...], str], _Slots] = {}
+        self._max_slots = 4 * n
         self.server_duration = h(
             "gen_ai_server_request_duration_seconds",
             "Server-side request duration (model servers such as vLLM).",
@@ -121,34 +151,84 @@ class LLMMetrics:
             call.request_model,
             call.response_model,
         )
+        # The series a call with these labels updates, found once per label set (see _Slots).
+        slots = self._slots.get((base, call.error_type))
+        if slots is None:
+            if len(self._slots) >= self._max_slots:
+                self._slots.clear()
+            slots = self._slots[base, call.error_type] = [None] * _N_SLOTS
+        hist, add = self._hist, self._add
         if call.server_side:
             if (v := call.server_ttft_s) is not None:
-                self.server_ttft.observe(base, v, (tid, sid, v, now))
+                hist(slots, _SERVER_TTFT, self.server_ttft, base, v, (tid, sid, v, now))
             d = call.server_duration_s if call.server_duration_s is not None else call.duration_s
-            self.server_duration.observe((*base, call.error_type), d, (tid, sid, d, now))
+            key = (*base, call.error_type)
+            hist(slots, _SERVER_DURATION, self.server_duration, key, d, (tid, sid, d, now))
         else:
             d = call.duration_s
-            self.duration.observe((*base, call.error_type), d, (tid, sid, d, now))
+            key = (*base, call.error_type)
+            hist(slots, _DURATION, self.duration, key, d, (tid, sid, d, now))
             if call.streaming and (v := call.ttft_s) is not None:
-                self.ttft.observe(base, v, (tid, sid, v, now))
+                hist(slots, _TTFT, self.ttft, base, v, (tid, sid, v, now))
                 if (v := call.time_per_chunk_s) is not None:
-                    self.time_per_chunk.observe(base, v, (tid, sid, v, now))
-        # One key and exemplar per token type serve both token families (same value).
-        for token_type, n in (("input", call.input_tokens), ("output", call.output_tokens)):
-            if n is not None:
-                key, ex = (*base, token_type), (tid, sid, n, now)
-                self.token_usage.observe(key, n, ex)
-                if n:
-                    self.tokens.add(key, n, ex)
-        for token_type, value in (
-            ("cache_read", call.cache_read_tokens),
-            ("cache_creation", call.cache_creation_tokens),
-            ("reasoning", call.reasoning_tokens),
+                    hist(slots, _TPC, self.time_per_chunk, base, v, (tid, sid, v, now))
+        # One exemplar per token type serves both token families (same value).
+        if (n := call.input_tokens) is not None:
+            ex = (tid, sid, n, now)
+            hist(slots, _IN_USAGE, self.token_usage, (*base, "input"), n, ex)
+            if n:
+                add(slots, _IN_TOKENS, self.tokens, (*base, "input"), n, ex)
+        if (n := call.output_tokens) is not None:
+            ex = (tid, sid, n, now)
+            hist(slots, _OUT_USAGE, self.token_usage, (*base, "output"), n, ex)
+            if n:
+                add(slots, _OUT_TOKENS, self.tokens, (*base, "output"), n, ex)
+        for slot, token_type, value in (
+            (_CACHE_READ, "cache_read", call.cache_read_tokens),
+            (_CACHE_CREATION, "cache_creation", call.cache_creation_tokens),
+            (_REASONING, "reasoning", call.reasoning_tokens),
         ):
             if value:
-                self.tokens.add((*base, token_type), value, (tid, sid, value, now))
+                add(slots, slot, self.tokens, (*base, token_type), value, (tid, sid, value, now))
         if (c := call.cost_usd) is not None:
-            self.cost.add(base, c, (tid, sid, c, now))
+            add(slots, _COST, self.cost, base, c, (tid, sid, c, now))
+
+    @staticmethod
+    def _hist(
+        slots: _Slots,
+        slot: int,
+        family: HistogramFamily,
+        key: tuple[str, ...],
+        value: float,
+        exemplar: Exemplar,
+    ) -> None:
+        s = slots[slot]
+        if s is None:  # first time for this label set, or its series folded into overflow
+            family.observe(key, value, exemplar)
+            slots[slot] = family.series.get(key)  # its own series (None while folded)
+            return
+        i = bisect_left(family.bounds, value)
+        s.counts[i] += 1
+        s.total += value
+        s.count += 1
+        s.exemplars[i] = exemplar
+
+    @staticmethod
+    def _add(
+        slots: _Slots,
+        slot: int,
+        family: CounterFamily,
+        key: tuple[str, ...],
+        amount: float,
+        exemplar: Exemplar,
+    ) -> None:
+        s = slots[slot]
+        if s is None:
+            family.add(key, amount, exemplar)
+            slots[slot] = family.series.get(key)
+            return
+        s.value += amount
+        s.exemplar = exemplar
 
     def __call__(self, batch: TraceBatch) -> TraceBatch:
         if not batch.calls:
