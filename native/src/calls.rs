@@ -9,6 +9,9 @@
 //! through the parser, so both paths give the same calls (tests/processors/test_native.py).
 
 use std::collections::{HashMap, HashSet};
+
+// foldhash: fast and seeded per process, so keys cannot be chosen to collide
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
@@ -222,9 +225,9 @@ struct Tables {
 
 /// Interned keys and the plans of key sequences (bounded: cleared together when full).
 struct Plans {
-    ids: HashMap<Box<[u8]>, u32>,
+    ids: FastMap<Box<[u8]>, u32>, // looked up per attribute of every span
     keys: Vec<KeyInfo>,
-    plans: HashMap<Vec<u32>, Option<Arc<Plan>>>,
+    plans: FastMap<Vec<u32>, Option<Arc<Plan>>>,
 }
 
 /// Python's answers for values seen before (bounded).
@@ -413,9 +416,9 @@ impl CallReader {
         Ok(CallReader {
             tables: t,
             plans: Plans {
-                ids: HashMap::new(),
+                ids: FastMap::default(),
                 keys: Vec::new(),
-                plans: HashMap::new(),
+                plans: FastMap::default(),
             },
             strings: Strings {
                 normalize_provider,

@@ -9,6 +9,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 #[inline]
 fn varint(d: &[u8], pos: &mut usize, end: usize) -> Result<u64> {
+    // one byte: tags, and the lengths of keys and short values (most varints on the wire)
+    if *pos < end && d[*pos] < 0x80 {
+        *pos += 1;
+        return Ok(u64::from(d[*pos - 1]));
+    }
     let mut result = 0u64;
     let mut shift = 0u32;
     loop {
