@@ -1242,7 +1242,9 @@ def run_stages(pool: list[Payload], passes: int, gap_s: float = 0.0) -> StageRes
                 batch = step(batch)
                 cost[name] += clock() - t
             t = clock()
-            out = svc._encode(svc.queues["traces"], batch.request, batch.raw, batch.modified)
+            out = svc._encode(
+                svc.queues["traces"], batch.request, batch.raw, batch.modified, batch.edits
+            )
             t3 = clock()
             cost["encode"] += t3 - t
             gzip.compress(out, compresslevel=6)  # what grpc's gzip does on the way out

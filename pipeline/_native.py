@@ -27,8 +27,10 @@ item_ranges: Callable[[bytes], list[tuple[int, int, int, int, int]]] | None = No
 invalid_spans: Callable[[bytes], list[int]] | None = None
 span_parents: Callable[[bytes], dict[bytes, bytes | None]] | None = None
 trace_targets: (
-    Callable[[bytes, list[tuple[int, int]]], list[tuple[int, int, int, int, int, int]]] | None
+    Callable[[bytes, list[tuple[int, int]]], list[tuple[int, int, int, int, int, int, int, int]]]
+    | None
 ) = None
+patch: Callable[[bytes, list[tuple[int, int, bytes, bool]]], bytes] | None = None
 
 if (
     os.environ.get("LLM_PIPELINE_NATIVE", "1") != "0"
@@ -39,7 +41,7 @@ if (
     HintScanner, item_ranges = _lib.HintScanner, _lib.item_ranges
     invalid_spans, span_parents = _lib.invalid_spans, _lib.span_parents
     GrpcServer, GrpcClient = _lib.GrpcServer, _lib.GrpcClient
-    CallReader, trace_targets = _lib.CallReader, _lib.trace_targets
+    CallReader, trace_targets, patch = _lib.CallReader, _lib.trace_targets, _lib.patch
 
 
 _T = TypeVar("_T")

@@ -77,6 +77,9 @@ class LLMCall:
     # The first streamed-chunk event's time at or after the start (0: none), when normalize
     # read the events from the wire; None: not read (the ttft processor walks the events).
     first_chunk_ns: int | None = None
+    # Where the span's message content lies in the received bytes, when normalize read it from
+    # them (enrich records its additions there as a byte edit, see TraceBatch.edits).
+    wire_span: tuple[int, int] | None = None
 
     @property
     def duration_s(self) -> float:
@@ -100,6 +103,10 @@ class TraceBatch:
     span_count: int = 0
     modified: bool = False  # some span was changed; exporters must re-serialize
     raw: bytes | None = None  # the received protobuf bytes, forwarded as-is when unmodified
+    # Each change made to `request` as a byte edit of `raw` too: (start, end, bytes, append),
+    # see the native `patch`; the exporters apply these instead of serializing the whole
+    # request. None once a change was made that could not be recorded so.
+    edits: list[tuple[int, int, bytes, bool]] | None = field(default_factory=list)
 
 
 @dataclass(slots=True)

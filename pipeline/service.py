@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from ._native import patch
 from .aggregation import Aggregation
 from .config import Config
 from .exporters.file import FileSink
@@ -325,7 +326,7 @@ class Service:
                 with self._lock:
                     for step in self.trace_chain:
                         batch = step(batch)
-                data = self._encode(queue, batch.request, batch.raw, batch.modified)
+                data = self._encode(queue, batch.request, batch.raw, batch.modified, batch.edits)
                 if batch.calls:
                     with self.agg.lock:
                         for call in batch.calls:
@@ -357,11 +358,23 @@ class Service:
         return True
 
     @staticmethod
-    def _encode(queue: SendingQueue, request: Any, raw: bytes | None, modified: bool) -> bytes:
+    def _encode(
+        queue: SendingQueue,
+        request: Any,
+        raw: bytes | None,
+        modified: bool,
+        edits: list[tuple[int, int, bytes, bool]] | None = None,
+    ) -> bytes:
         if queue.name.startswith("file/"):
             return to_json(request).encode()
         if raw is not None and not modified:
             return raw
+        if raw is not None and edits and patch is not None:
+            # every change was recorded as a byte edit: apply them, not a full serialization
+            try:
+                return patch(raw, edits)
+            except ValueError:  # an edit the wire walk does not place: serialize instead
+                pass
         return bytes(request.SerializeToString())
 
     def reject(self, signal: str, reason: str, items: int = 0) -> None:

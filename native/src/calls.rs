@@ -280,6 +280,7 @@ struct Head {
     end: u64,
     status_code: i32,
     events: Vec<(usize, usize)>,
+    content: (usize, usize), // the span message's bytes
 }
 
 fn head_and_attributes(
@@ -297,6 +298,7 @@ fn head_and_attributes(
         end: 0,
         status_code: 0,
         events: Vec::new(),
+        content: (start, end),
     };
     kvs.clear();
     wire::each_field(d, start, end, |field, wt, v, a, b| {
@@ -862,7 +864,7 @@ impl Strings {
             t.conventions[convention].bind(py).clone().into_any()
         };
         let flag = |b: bool| b.into_pyobject(py).map(|x| x.to_owned().into_any());
-        let items: [Bound<'py, PyAny>; 30] = [
+        let items: [Bound<'py, PyAny>; 31] = [
             service.clone(),
             convention,
             bytes(h.trace_id),
@@ -893,6 +895,7 @@ impl Strings {
             flag(true)?, // counted
             plan.present.bind(py).clone().into_any(),
             first_chunk.into_pyobject(py)?.into_any(),
+            h.content.into_pyobject(py)?.into_any(),
         ];
         Ok(Some(PyTuple::new(py, items)?))
     }

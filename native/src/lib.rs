@@ -46,6 +46,29 @@ fn trace_targets(data: &[u8], hits: Vec<(usize, usize)>) -> PyResult<Vec<wire::T
     Ok(out)
 }
 
+/// The request with the edits applied: (start, end, bytes, append) each, in any order (sorted
+/// here by start and end, stably); see `wire::patch`. ValueError when an edit is not the
+/// content of a field.
+#[pyfunction]
+fn patch<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    edits: Vec<(usize, usize, Bound<'py, PyBytes>, bool)>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mut edits: Vec<wire::Edit<'_>> = edits
+        .iter()
+        .map(|(start, end, bytes, append)| wire::Edit {
+            start: *start,
+            end: *end,
+            bytes: bytes.as_bytes(),
+            append: *append,
+        })
+        .collect();
+    edits.sort_by_key(|e| (e.start, e.end));
+    let out = wire::patch(data, &edits).map_err(value_error)?;
+    Ok(PyBytes::new(py, &out))
+}
+
 /// Indices (parse order) of the spans of a traces request whose ids are not valid: the
 /// receivers reject them (the twin: `pipeline.receivers.decode.drop_invalid_spans`).
 #[pyfunction]
@@ -148,6 +171,7 @@ fn llm_pipeline_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(item_ranges, m)?)?;
     m.add_function(wrap_pyfunction!(invalid_spans, m)?)?;
     m.add_function(wrap_pyfunction!(trace_targets, m)?)?;
+    m.add_function(wrap_pyfunction!(patch, m)?)?;
     m.add_function(wrap_pyfunction!(span_parents, m)?)?;
     m.add_class::<calls::CallReader>()?;
     m.add_class::<HintScanner>()?;

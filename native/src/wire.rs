@@ -257,10 +257,45 @@ impl Hits {
 }
 
 /// What redaction walks in a traces request, where hint matches overlap it:
-/// (resource, scope, span, kind, i, j) with kind 0: resource attribute i; 1: span name;
-/// 2: span attribute i; 3: event i's attribute j; 4: link i's attribute j; 5: status message
-/// (unused indices -1). Indices count the parsed message's repeated items (wire order).
-pub type Target = (i64, i64, i64, u8, i64, i64);
+/// (resource, scope, span, kind, i, j, start, end) with kind 0: resource attribute i; 1: span
+/// name; 2: span attribute i; 3: event i's attribute j; 4: link i's attribute j; 5: status
+/// message (unused indices -1). Indices count the parsed message's repeated items (wire
+/// order). start..end: where the string to redact lies when it can be replaced in place (a
+/// value with one string member set once, a name or status message written once), else -1:
+/// replacing one occurrence of a repeated field would leave the others' bytes in the request.
+pub type Target = (i64, i64, i64, u8, i64, i64, i64, i64);
+
+const NO_RANGE: (i64, i64) = (-1, -1);
+
+fn range(a: usize, b: usize) -> (i64, i64) {
+    (a as i64, b as i64)
+}
+
+/// The string content of a KeyValue's value when it is the value's only member, set once.
+fn plain_string(d: &[u8], start: usize, end: usize) -> Result<(i64, i64)> {
+    let mut value = None;
+    let mut values = 0;
+    each_field(d, start, end, |f, wt, _, a, b| {
+        if f == 2 && wt == 2 {
+            values += 1;
+            value = Some((a, b));
+        }
+        Ok(())
+    })?;
+    let Some((a, b)) = value.filter(|_| values == 1) else {
+        return Ok(NO_RANGE);
+    };
+    let mut fields = 0;
+    let mut text = NO_RANGE;
+    each_field(d, a, b, |f, wt, _, x, y| {
+        fields += 1;
+        if f == 1 && wt == 2 {
+            text = range(x, y);
+        }
+        Ok(())
+    })?;
+    Ok(if fields == 1 { text } else { NO_RANGE })
+}
 
 pub fn trace_targets(d: &[u8], hits: &Hits, out: &mut Vec<Target>) -> Result<()> {
     each_item(d, |start, end, r, s, i| {
@@ -272,7 +307,8 @@ pub fn trace_targets(d: &[u8], hits: &Hits, out: &mut Vec<Target>) -> Result<()>
             return each_len_field(d, start, end, |f, a, b| {
                 if f == 1 {
                     if hits.overlaps(a, b) {
-                        out.push((r, -1, -1, 0, x, -1));
+                        let (p, q) = plain_string(d, a, b)?;
+                        out.push((r, -1, -1, 0, x, -1, p, q));
                     }
                     x += 1;
                 }
@@ -280,13 +316,18 @@ pub fn trace_targets(d: &[u8], hits: &Hits, out: &mut Vec<Target>) -> Result<()>
             });
         }
         let (mut attr, mut event, mut link) = (0i64, 0i64, 0i64);
-        let (mut name, mut status) = (false, false);
+        let (mut name, mut names) = (None, 0);
+        let (mut status, mut statuses) = (None, 0);
         each_len_field(d, start, end, |f, a, b| {
             match f {
-                5 => name |= hits.overlaps(a, b),
+                5 => {
+                    names += 1;
+                    name = Some((a, b));
+                }
                 9 => {
                     if hits.overlaps(a, b) {
-                        out.push((r, s, i, 2, attr, -1));
+                        let (p, q) = plain_string(d, a, b)?;
+                        out.push((r, s, i, 2, attr, -1, p, q));
                     }
                     attr += 1;
                 }
@@ -301,7 +342,8 @@ pub fn trace_targets(d: &[u8], hits: &Hits, out: &mut Vec<Target>) -> Result<()>
                         each_len_field(d, a, b, |f2, c, e| {
                             if f2 == field {
                                 if hits.overlaps(c, e) {
-                                    out.push((r, s, i, kind, *n, y));
+                                    let (p, q) = plain_string(d, c, e)?;
+                                    out.push((r, s, i, kind, *n, y, p, q));
                                 }
                                 y += 1;
                             }
@@ -310,17 +352,147 @@ pub fn trace_targets(d: &[u8], hits: &Hits, out: &mut Vec<Target>) -> Result<()>
                     }
                     *n += 1;
                 }
-                15 => status |= hits.overlaps(a, b),
+                15 => {
+                    statuses += 1;
+                    status = Some((a, b));
+                }
                 _ => {}
             }
             Ok(())
         })?;
-        if name {
-            out.push((r, s, i, 1, -1, -1));
+        // (a name or status the hits do not overlap cannot hold what they found)
+        if let Some((a, b)) = name.filter(|&(a, b)| hits.overlaps(a, b)) {
+            let (p, q) = if names == 1 { range(a, b) } else { NO_RANGE };
+            out.push((r, s, i, 1, -1, -1, p, q));
         }
-        if status {
-            out.push((r, s, i, 5, -1, -1));
+        if let Some((a, b)) = status.filter(|&(a, b)| hits.overlaps(a, b)) {
+            let (mut message, mut messages) = (NO_RANGE, 0);
+            each_len_field(d, a, b, |f2, c, e| {
+                if f2 == 2 {
+                    messages += 1;
+                    message = range(c, e);
+                }
+                Ok(())
+            })?;
+            let (p, q) = if statuses == 1 && messages == 1 {
+                message
+            } else {
+                NO_RANGE
+            };
+            out.push((r, s, i, 5, -1, -1, p, q));
         }
         Ok(())
     })
+}
+
+/// A change to a serialized message: the bytes start..end (the content of one
+/// length-delimited field) replaced, or with `append`, bytes added at the end of the message
+/// whose content is start..end.
+pub struct Edit<'a> {
+    pub start: usize,
+    pub end: usize,
+    pub bytes: &'a [u8],
+    pub append: bool,
+}
+
+/// The message d with the edits (sorted by start, then end) applied and the lengths of every
+/// field around them rewritten; an error when an edit is not the content of a field.
+pub fn patch(d: &[u8], edits: &[Edit<'_>]) -> Result<Vec<u8>> {
+    let extra: usize = edits.iter().map(|e| e.bytes.len()).sum();
+    let mut out = Vec::with_capacity(d.len() + extra + 64);
+    rewrite(d, 0, d.len(), edits, &mut out)?;
+    Ok(out)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Writes d[start..end] with the edits applied to `out`. A changed field's content is written
+/// after room for its old length; the length is filled in after (moving the content only
+/// when the new length needs another number of bytes), so every byte is copied once.
+fn rewrite(
+    d: &[u8],
+    start: usize,
+    end: usize,
+    edits: &[Edit<'_>],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let mut pos = start;
+    let mut next = 0; // the first edit not yet applied
+    while pos < end && next < edits.len() {
+        let field_start = pos;
+        let tag = varint(d, &mut pos, end)?;
+        let tag_end = pos;
+        let skip = |pos: &mut usize, n: usize| -> Result<()> {
+            *pos = pos
+                .checked_add(n)
+                .filter(|&p| p <= end)
+                .ok_or(Error("truncated"))?;
+            Ok(())
+        };
+        match tag & 7 {
+            0 => {
+                varint(d, &mut pos, end)?;
+            }
+            1 => skip(&mut pos, 8)?,
+            5 => skip(&mut pos, 4)?,
+            2 => {
+                let n = usize::try_from(varint(d, &mut pos, end)?).map_err(|_| Error("length"))?;
+                let (cs, len_end) = (pos, pos);
+                skip(&mut pos, n)?;
+                let ce = pos;
+                let run = edits[next..]
+                    .iter()
+                    .take_while(|e| e.start >= cs && e.end <= ce)
+                    .count();
+                if run > 0 {
+                    let here = &edits[next..next + run];
+                    next += run;
+                    // edits of the whole content sort first (no nested one starts at cs)
+                    let whole = here
+                        .iter()
+                        .take_while(|e| e.start == cs && e.end == ce)
+                        .count();
+                    let (own, nested) = here.split_at(whole);
+                    out.extend_from_slice(&d[field_start..tag_end]);
+                    let len_at = out.len();
+                    let old_len = len_end - tag_end;
+                    out.extend_from_slice(&d[tag_end..len_end]); // room for the length
+                    match own {
+                        [only] if !only.append && nested.is_empty() => {
+                            out.extend_from_slice(only.bytes)
+                        }
+                        _ if own.iter().all(|e| e.append) => {
+                            rewrite(d, cs, ce, nested, out)?;
+                            for e in own {
+                                out.extend_from_slice(e.bytes);
+                            }
+                        }
+                        _ => return Err(Error("an edit replaces a field that has other edits")),
+                    }
+                    let content = out.len() - len_at - old_len;
+                    let mut length = Vec::with_capacity(10);
+                    put_varint(&mut length, content as u64);
+                    if length.len() == old_len {
+                        out[len_at..len_at + old_len].copy_from_slice(&length);
+                    } else {
+                        out.splice(len_at..len_at + old_len, length);
+                    }
+                    continue;
+                }
+            }
+            _ => return Err(Error("unsupported wire type")),
+        }
+        out.extend_from_slice(&d[field_start..pos]);
+    }
+    if next < edits.len() {
+        return Err(Error("an edit is not the content of a field"));
+    }
+    out.extend_from_slice(&d[pos..end]);
+    Ok(())
 }

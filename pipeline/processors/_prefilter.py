@@ -63,10 +63,11 @@ _MERGED: dict[frozenset[bytes], bytes] = {
 _RAW_HINTS: dict[str, tuple[bytes, ...]] = {
     "api_key": (rb"A(?:[KS]IA[A-Z0-9]{16}|Iza[0-9A-Za-z_\-]{35})",),
 }
-# What redaction walks where a hint overlaps it: (resource, scope, span, kind, i, j); kind 0:
-# resource attribute i, 1: span name, 2: span attribute i, 3: event i's attribute j, 4: link
-# i's attribute j, 5: status message.
-Target = tuple[int, int, int, int, int, int]
+# What redaction walks where a hint overlaps it: (resource, scope, span, kind, i, j, start,
+# end); kind 0: resource attribute i, 1: span name, 2: span attribute i, 3: event i's attribute
+# j, 4: link i's attribute j, 5: status message; start..end: the string's bytes when it can be
+# replaced in place (one string member, written once), else -1.
+Target = tuple[int, int, int, int, int, int, int, int]
 
 _FOLD = bytes.maketrans(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZ123456789", b"abcdefghijklmnopqrstuvwxyz000000000"

@@ -99,17 +99,29 @@ def _added(call: LLMCall) -> list[bytes]:
     return out
 
 
-def enrich_call(call: LLMCall) -> bool:
+def enrich_call(call: LLMCall) -> bytes:
+    """The attributes added to the call's span, as wire bytes (b"": none)."""
     # The keys written here are distinct and enrich runs once per batch (config.validate), so
     # one call never writes a key twice.
-    added = _added(call)
+    added = b"".join(_added(call))
     if added:
-        call.span.MergeFromString(b"".join(added))
-    return bool(added)
+        call.span.MergeFromString(added)
+    return added
 
 
 def enrich(batch: TraceBatch) -> TraceBatch:
+    # The additions are recorded as byte edits too (appended to the span's bytes) while every
+    # change so far was, so the exporters need not serialize the request again.
+    edits = batch.edits if batch.raw is not None and (batch.edits or not batch.modified) else None
     for call in batch.calls:
-        if enrich_call(call):
+        added = enrich_call(call)
+        if added:
             batch.modified = True
+            if edits is not None:
+                if call.wire_span is None:
+                    edits = None
+                else:
+                    edits.append((*call.wire_span, added, True))
+    if batch.modified:
+        batch.edits = edits
     return batch

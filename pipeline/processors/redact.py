@@ -456,30 +456,51 @@ class Redactor:
 
     def _redact_targets(self, batch: TraceBatch, targets: list[Target]) -> TraceBatch:
         """Redact only what a hint overlaps (`Prefilter.targets`): a hinted span's other
-        attributes are not walked, nor turned into Python strings."""
+        attributes are not walked, nor turned into Python strings. A string replaced in place
+        is recorded as a byte edit too (`TraceBatch.edits`)."""
         counts: dict[str, int] = {}
         changed = False
+        edits = batch.edits if batch.raw is not None and not batch.modified else None
         resources = batch.request.resource_spans
         at: tuple[int, int, int] | None = None
         span: Any = None
-        for r, s, i, kind, x, y in targets:
+        for r, s, i, kind, x, y, start, end in targets:
             if kind == 0:
-                kv = resources[r].resource.attributes[x]
+                holder, name = resources[r].resource.attributes[x], "value"
             else:
                 if at != (r, s, i):
                     span, at = resources[r].scope_spans[s].spans[i], (r, s, i)
                 if kind == 1:
-                    changed |= self._string_field(span, "name", counts)
-                    continue
-                if kind == 5:
-                    changed |= self._string_field(span.status, "message", counts)
-                    continue
-                if kind == 2:
-                    kv = span.attributes[x]
+                    holder, name = span, "name"
+                elif kind == 5:
+                    holder, name = span.status, "message"
+                elif kind == 2:
+                    holder, name = span.attributes[x], "value"
                 else:
-                    kv = (span.events if kind == 3 else span.links)[x].attributes[y]
-            if kv.key not in _NOT_SCANNED:
-                changed |= self._value(kv.value, counts)
+                    holder = (span.events if kind == 3 else span.links)[x].attributes[y]
+                    name = "value"
+            if name == "value":
+                if holder.key in _NOT_SCANNED:
+                    continue
+                if start < 0:  # an array, a kvlist, a value written twice: not in place
+                    if self._value(holder.value, counts):
+                        changed, edits = True, None
+                    continue
+                holder, name = holder.value, "string_value"
+            text = getattr(holder, name)
+            if not text:
+                continue
+            new = self.redact_text(text, counts)
+            if new != text:
+                setattr(holder, name, new)
+                changed = True
+                if edits is not None:
+                    if start < 0:
+                        edits = None
+                    else:
+                        edits.append((start, end, new.encode(), False))
+        if changed:
+            batch.edits = edits
         self._finish(batch, changed, counts)
         return batch
 
@@ -512,6 +533,8 @@ class Redactor:
                 changed |= self._attributes(resource.attributes, counts)
             else:
                 changed |= redact_item(item, counts)
+        if changed and isinstance(batch, TraceBatch):
+            batch.edits = None  # changes made in place, not recorded as byte edits
         self._finish(batch, changed, counts)
         return batch
 

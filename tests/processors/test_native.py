@@ -17,6 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as Span_pb
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from pipeline import _native, demo
@@ -93,7 +95,8 @@ def _demo_requests() -> list[bytes]:
 
 def _calls(data: bytes, reader: Any) -> list[dict[str, Any]]:
     """normalize's and ttft's calls with this native reader (None: all read through upb);
-    `first_chunk_ns` is left out: what the reader hands ttft, which gives the same TTFT."""
+    `first_chunk_ns` (what the reader hands ttft: the same TTFT) and `wire_span` (where the
+    span lies, for enrich) are left out."""
     saved = normalize_module._CALL_READER
     normalize_module._CALL_READER = reader
     try:
@@ -108,7 +111,7 @@ def _calls(data: bytes, reader: Any) -> list[dict[str, Any]]:
         d = {
             f.name: getattr(call, f.name)
             for f in dataclasses.fields(call)
-            if f.name not in ("span", "first_chunk_ns")
+            if f.name not in ("span", "first_chunk_ns", "wire_span")
         }
         d["span"] = call.span.SerializeToString()
         out.append(d)
@@ -385,3 +388,93 @@ def test_span_parents_equal_the_parsed_ids(spans: list[tuple[bytes, bytes, bytes
     got = native.span_parents(data)
     assert got == expected
     assert list(got) == list(expected)  # the same order: later duplicates overwrite
+
+
+# -- patch: the byte edits redact and enrich record equal the parsed request they changed ---
+
+
+def _chain_bytes(data: bytes) -> tuple[bytes, TraceBatch]:
+    """The default chain over a request; what the exporters send (patched when recorded)."""
+    from pipeline.config import Config
+    from pipeline.service import Service
+
+    cfg = Config()
+    cfg.exporters.traces.protocol = "grpc"
+    cfg.exporters.traces.endpoint = "127.0.0.1:9"  # never started: nothing is sent
+    svc = Service(cfg)
+    try:
+        batch = TraceBatch(ExportTraceServiceRequest.FromString(data), raw=data)
+        for step in svc.trace_chain:
+            batch = step(batch)
+        out = svc._encode(svc.queues["traces"], batch.request, batch.raw, True, batch.edits)
+    finally:
+        svc._stop.set()
+    return out, batch
+
+
+def test_patched_requests_are_the_changed_requests_on_the_demo() -> None:
+    patched = 0
+    for data in _demo_requests():
+        out, batch = _chain_bytes(data)
+        expected = batch.request.SerializeToString()
+        assert ExportTraceServiceRequest.FromString(out) == batch.request
+        # no stale bytes left behind: the same size as serializing the changed request
+        assert len(out) == len(expected)
+        patched += bool(batch.edits) and out != expected  # appended, not re-encoded
+    assert patched >= 3
+
+
+def test_a_value_written_twice_is_not_patched() -> None:
+    # The name twice on the wire (the parser keeps the last): replacing the last one in place
+    # would leave the first one's bytes in the request; the request is serialized instead.
+    def ld(field: int, payload: bytes) -> bytes:
+        return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+    secret = b"GET /users/jane@example.com"
+    span = ld(1, b"t" * 16) + ld(2, b"s" * 8) + ld(5, secret) + ld(5, secret)
+    data = ld(1, ld(2, ld(2, span)))
+    out, batch = _chain_bytes(data)
+    assert batch.edits is None
+    assert b"jane@example.com" not in out
+    assert (
+        ExportTraceServiceRequest.FromString(out)
+        .resource_spans[0]
+        .scope_spans[0]
+        .spans[0]
+        .name.endswith("[REDACTED:email]")
+    )
+
+
+def test_patch_refuses_an_edit_that_is_not_a_field() -> None:
+    data = _request([[([("gen_ai.request.model", "m")], 0, 0, 1, 2, [])]])
+    with pytest.raises(ValueError):
+        native.patch(data, [(1, 3, b"x", False)])  # inside a tag and a length
+    with pytest.raises(ValueError):
+        native.patch(data, [(0, len(data) + 1, b"x", False)])
+    assert native.patch(data, []) == data
+
+
+def test_patch_rewrites_lengths_that_need_more_bytes() -> None:
+    # A span of ~100 bytes (one length byte) grows past 127 (two), and a value shrinks.
+    req = ExportTraceServiceRequest()
+    span = req.resource_spans.add().scope_spans.add().spans.add(name="x" * 60)
+    span.attributes.add(key="k").value.string_value = "v" * 20
+    data = req.SerializeToString()
+    parsed = ExportTraceServiceRequest.FromString(data)
+    target = parsed.resource_spans[0].scope_spans[0].spans[0]
+    added = b"".join(
+        Span_pb(attributes=[KeyValue(key=f"a{i}", value=AnyValue(int_value=i))]).SerializeToString()
+        for i in range(12)
+    )
+    start = data.index(b"x" * 60)
+    span_start = start - 2  # the name's tag and length
+    value_at = data.index(b"v" * 20)
+    edits = [
+        (span_start, len(data), added, True),
+        (value_at, value_at + 20, b"w", False),
+    ]
+    target.MergeFromString(added)
+    target.attributes[0].value.string_value = "w"
+    out = native.patch(data, edits)
+    assert ExportTraceServiceRequest.FromString(out) == parsed
+    assert len(out) == len(parsed.SerializeToString())

@@ -17,6 +17,7 @@ from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from pipeline import _native
 from pipeline.model import LogBatch, TraceBatch
 from pipeline.processors._prefilter import Prefilter
 from pipeline.processors._wire import ItemRange, item_ranges
@@ -33,8 +34,9 @@ from tests.processors.test_redact import (
 )
 
 
-def _trace_request(texts: list[str]) -> ExportTraceServiceRequest:
-    """Two resources, three scopes, spans carrying `texts` in every scanned place."""
+def _trace_request(texts: list[str], nested: bool = True) -> ExportTraceServiceRequest:
+    """Two resources, three scopes, spans carrying `texts` in every scanned place (but arrays
+    and kvlists unless `nested`)."""
     req = ExportTraceServiceRequest()
     t = itertools.cycle(texts)
     for r in range(2):
@@ -48,13 +50,17 @@ def _trace_request(texts: list[str]) -> ExportTraceServiceRequest:
                 span.trace_id = bytes([r + 1]) * 16
                 span.span_id = bytes([s + 1, i + 1]) * 4
                 span.name = next(t) if i == 1 else "op"
-                add_attrs(span.attributes, {"input.value": next(t), "n": i, "l": [next(t)]})
+                add_attrs(span.attributes, {"input.value": next(t), "n": i})
+                if nested:
+                    add_attrs(span.attributes, {"l": [next(t)]})
                 ev = span.events.add()
                 ev.name = "gen_ai.content.prompt"
                 add_attrs(ev.attributes, {"gen_ai.prompt": next(t)})
                 if i == 0:
                     link = span.links.add(trace_id=b"\x07" * 16, span_id=b"\x08" * 8)
-                    add_attrs(link.attributes, {"link.note": next(t), "k": {"v": next(t)}})
+                    add_attrs(link.attributes, {"link.note": next(t)})
+                    if nested:
+                        add_attrs(link.attributes, {"k": {"v": next(t)}})
                 if i == 2:
                     span.status.message = next(t)
     return req
@@ -202,3 +208,21 @@ def test_prefiltered_log_redaction_equals_walking_everything(texts: list[str]) -
         return LogBatch(ExportLogsServiceRequest.FromString(data), len(texts), raw=data)
 
     assert _redact(batch(), False) == _redact(batch(), True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(_text, min_size=1, max_size=8))
+def test_redactions_recorded_as_byte_edits_give_the_redacted_request(texts: list[str]) -> None:
+    if _native.patch is None:
+        return  # no byte edits without the native helpers (tests/processors/test_native.py)
+    data = _trace_request(texts, nested=False).SerializeToString()
+    batch = TraceBatch(ExportTraceServiceRequest.FromString(data), raw=data)
+    Redactor()(batch)
+    if not batch.modified:
+        assert batch.edits == []
+        return
+    expected = batch.request.SerializeToString()
+    assert batch.edits  # every change was to a plain string
+    out = _native.patch(data, list(reversed(batch.edits)))  # any order
+    assert ExportTraceServiceRequest.FromString(out) == batch.request
+    assert out == expected  # built by upb: the same bytes, nothing left of what was replaced
