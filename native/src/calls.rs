@@ -236,6 +236,9 @@ struct Strings {
     tidy_error_type: Py<PyAny>,
     providers: HashMap<String, Py<PyString>>,
     error_types: HashMap<String, Py<PyString>>,
+    // operation and model names: one interned str per distinct value (fallback buffers them
+    // per trace and interns them: already interned, that is free)
+    names: HashMap<String, Py<PyString>>,
     unknown: Py<PyString>,
     chat: Py<PyString>,
     empty: Py<PyString>,
@@ -427,6 +430,7 @@ impl CallReader {
                 tidy_error_type,
                 providers: HashMap::new(),
                 error_types: HashMap::new(),
+                names: HashMap::new(),
                 unknown: PyString::new(py, "unknown").unbind(),
                 chat: PyString::new(py, "chat").unbind(),
                 empty: PyString::new(py, "").unbind(),
@@ -853,10 +857,22 @@ impl Strings {
         };
         let bytes = |(a, b): (usize, usize)| PyBytes::new(py, &d[a..b]).into_any();
         let s = |x: &str| PyString::new(py, x).into_any();
+        let names = &mut self.names;
+        let mut name = |x: &str| -> Bound<'py, PyAny> {
+            if let Some(v) = names.get(x) {
+                return v.bind(py).clone().into_any();
+            }
+            let v = PyString::intern(py, x);
+            if names.len() >= MAX_CACHED {
+                names.clear();
+            }
+            names.insert(x.to_owned(), v.clone().unbind());
+            v.into_any()
+        };
         let operation = if txt(OPERATION).is_empty() {
             self.chat.bind(py).clone().into_any()
         } else {
-            s(txt(OPERATION))
+            name(txt(OPERATION))
         };
         let convention = if convention == usize::MAX {
             self.unknown.bind(py).clone().into_any()
@@ -875,8 +891,8 @@ impl Strings {
             scope.clone(),
             operation,
             provider.into_bound(py).into_any(),
-            s(model),
-            s(txt(RESPONSE_MODEL)),
+            name(model),
+            name(txt(RESPONSE_MODEL)),
             input.into_pyobject(py)?.into_any(),
             output.into_pyobject(py)?.into_any(),
             int(TOKENS[2]).into_pyobject(py)?.into_any(),

@@ -8,6 +8,7 @@ or an LLM marker. Everything later in the chain works on the `LLMCall`s.
 from __future__ import annotations
 
 import re
+import sys
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._native import CallReader
@@ -339,7 +340,7 @@ def _read_native(batch: TraceBatch, scopes: list[tuple[str, Any]]) -> bool:
 
 def normalize(batch: TraceBatch) -> TraceBatch:
     scopes = [
-        (service_name_of(rs.resource), ss)
+        (sys.intern(service_name_of(rs.resource)), ss)  # (fallback buffers it per call)
         for rs in batch.request.resource_spans
         for ss in rs.scope_spans
     ]
