@@ -117,18 +117,40 @@ class Dedupe:
             pending.popitem(last=False)
 
     def _match_responses(self, calls: list[LLMCall]) -> None:
-        groups: dict[str, list[tuple[LLMCall, str]]] = {}
+        # response id -> its call, or a list of its calls when several have it (rare: one
+        # list per id would cost more than the matching)
+        groups: dict[str, LLMCall | list[LLMCall]] = {}
         for call in calls:
-            if call.counted and call.response_id:
-                groups.setdefault(call.response_id, []).append((call, call.scope or "-"))
+            if call.counted and (rid := call.response_id):
+                group = groups.get(rid)
+                if group is None:
+                    groups[rid] = call
+                elif isinstance(group, list):
+                    group.append(call)
+                else:
+                    groups[rid] = [group, call]
         seen = self._responses
-        for rid, members in groups.items():
+        limit = self.config.max_entries
+        for rid, group in groups.items():
             first = seen.get(rid)
+            if not isinstance(group, list):  # the one call with this id in the batch
+                scope = group.scope or "-"
+                if first is None:
+                    seen[rid] = scope
+                    if len(seen) > limit:
+                        seen.popitem(last=False)
+                else:
+                    seen.move_to_end(rid)
+                    if scope != first:
+                        group.counted = False
+                continue
+            members = [(call, call.scope or "-") for call in group]
             if first is None:
                 # Within the batch the innermost call (latest start, then earliest end) wins.
+                keep: LLMCall | None
                 keep, first = max(members, key=lambda m: (m[0].start_ns, -m[0].end_ns))
                 seen[rid] = first
-                if len(seen) > self.config.max_entries:
+                if len(seen) > limit:
                     seen.popitem(last=False)
             else:
                 seen.move_to_end(rid)
