@@ -24,6 +24,8 @@ _MAX_CACHED = 4096
 
 
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
     out = bytearray()
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)
@@ -46,7 +48,10 @@ def _upb_kv(key: str, value: Any) -> bytes:
 
 # Span.attributes (field 9) items: KeyValue {1: key, 2: AnyValue {1: string, 3: int, 4: double}}
 _KEYS = (COST_ATTRIBUTE, TTFT_ATTRIBUTE, *CURRENT_NAMES.values())
-_DOUBLE_HEAD = {k: _field(0x0A, k.encode()) + b"\x12\x09\x21" for k in _KEYS}
+# a double's attribute is the same size whatever the value: all but the 8 value bytes, ready
+_DOUBLE_HEAD = {
+    k: _field(0x4A, _field(0x0A, k.encode()) + b"\x12\x09\x21" + bytes(8))[:-8] for k in _KEYS
+}
 _KEY_FIELD = {k: _field(0x0A, k.encode()) for k in _KEYS}
 _encoded: dict[tuple[str, Any], bytes] = {}  # (key, str value) -> the attribute's bytes
 
@@ -55,9 +60,16 @@ def encode_attribute(key: str, value: Any) -> bytes:
     """The span attribute `key` = `value` as Span field-9 wire bytes (what upb writes)."""
     t = type(value)
     if t is float and key in _DOUBLE_HEAD:
-        return _field(0x4A, _DOUBLE_HEAD[key] + _DOUBLE.pack(value))
+        return _DOUBLE_HEAD[key] + _DOUBLE.pack(value)
     if t is int and 0 <= value < 2**63 and key in _KEY_FIELD:
-        return _field(0x4A, _KEY_FIELD[key] + _field(0x12, b"\x18" + _varint(value)))
+        head = _KEY_FIELD[key]
+        n = _varint(value)
+        size = len(head) + 3 + len(n)  # key, value tag and length, int tag, varint
+        if size < 0x80:  # one length byte (any key here with a token count)
+            return b"".join(
+                (b"\x4a", bytes((size,)), head, b"\x12", bytes((len(n) + 1,)), b"\x18", n)
+            )
+        return _field(0x4A, head + _field(0x12, b"\x18" + n))
     if t is str:
         cached = _encoded.get((key, value))
         if cached is None:
@@ -69,19 +81,43 @@ def encode_attribute(key: str, value: Any) -> bytes:
 
 
 # `present` sets are shared by the spans of one key sequence: the current names each lacks are
-# worked out once per set (bounded: key sequences come from the spans).
-_missing: dict[frozenset[str], tuple[tuple[str, str], ...]] = {}
+# worked out once per set (bounded: key sequences come from the spans), the names (strings)
+# apart from the token counts.
+_TEXT_FIELDS = frozenset({"operation", "provider", "request_model", "response_model"})
+_Names = tuple[tuple[str, str], ...]
+_missing: dict[frozenset[str], tuple[_Names, _Names]] = {}
+# (present set, the four names) -> the missing names' attributes, encoded: the same few
+# models and providers call after call (bounded)
+_texts: dict[tuple[Any, ...], bytes] = {}
 
 
-def _missing_names(present: frozenset[str]) -> tuple[tuple[str, str], ...]:
+def _missing_names(present: frozenset[str]) -> tuple[_Names, _Names]:
     names = _missing.get(present)
     if names is None:
         if len(_missing) >= _MAX_CACHED:
             _missing.clear()
-        names = _missing[present] = tuple(
-            (field, key) for field, key in CURRENT_NAMES.items() if key not in present
+        lacking = [(field, key) for field, key in CURRENT_NAMES.items() if key not in present]
+        names = _missing[present] = (
+            tuple(n for n in lacking if n[0] in _TEXT_FIELDS),
+            tuple(n for n in lacking if n[0] not in _TEXT_FIELDS),
         )
     return names
+
+
+def _encoded_names(call: LLMCall, names: _Names) -> bytes:
+    key = (call.present, call.operation, call.provider, call.request_model, call.response_model)
+    data = _texts.get(key)
+    if data is None:
+        parts = []
+        for field, attribute in names:
+            value = getattr(call, field)
+            if value is None or value == "" or (field == "provider" and value == "unknown"):
+                continue
+            parts.append(encode_attribute(attribute, value))
+        if len(_texts) >= _MAX_CACHED:
+            _texts.clear()
+        data = _texts[key] = b"".join(parts)
+    return data
 
 
 def _added(call: LLMCall) -> list[bytes]:
@@ -91,11 +127,13 @@ def _added(call: LLMCall) -> list[bytes]:
         out.append(encode_attribute(COST_ATTRIBUTE, float(call.cost_usd)))
     if call.ttft_derived and call.ttft_s is not None and TTFT_ATTRIBUTE not in present:
         out.append(encode_attribute(TTFT_ATTRIBUTE, float(call.ttft_s)))
-    for field, key in _missing_names(present):
+    texts, numbers = _missing_names(present)
+    if texts:
+        out.append(_encoded_names(call, texts))
+    for field, key in numbers:
         value = getattr(call, field)
-        if value is None or value == "" or (field == "provider" and value == "unknown"):
-            continue
-        out.append(encode_attribute(key, value))
+        if value is not None and value != "":
+            out.append(encode_attribute(key, value))
     return out
 
 
