@@ -82,6 +82,10 @@ class _Rates:
     per_request: Decimal  # requests_kcount / 1000
     simple: bool  # only token units (plain or tiered) and per-request prices
     resolved_at: float
+    # (per request, input, output, cache read, cache write per token) as floats when no unit
+    # is tiered: the common case priced without Decimal arithmetic (a float sum of a few
+    # products: within 1e-15 relative of the Decimal result, far below a cent)
+    floats: tuple[float, float | None, float | None, float | None, float | None] | None = None
 
 
 def _unit_rate(price: Decimal | TieredPrices, total_input: int) -> Decimal:
@@ -140,6 +144,11 @@ class CostProcessor:
             units = {u: fields.pop(u, None) for u in _UNITS}
             # Units left in `fields` (audio, web searches, ...) are never in our usage: zero.
             rates = _Rates(mp, units, Decimal(per_request), True, now)
+            if not any(isinstance(u, TieredPrices) for u in units.values()):
+                fin, fout, fcr, fcw = (
+                    None if u is None else float(u) / 1e6 for u in units.values()
+                )
+                rates.floats = (float(per_request), fin, fout, fcr, fcw)
         if len(self._rates) > 10_000:  # a flood of unique model names must not grow memory
             self._rates.clear()
         self._rates[key] = rates
@@ -147,9 +156,11 @@ class CostProcessor:
 
     def price(self, call: LLMCall) -> float | None:
         """USD for the call, or None when neither an override nor genai-prices knows it."""
-        models = [m for m in (call.response_model, call.request_model) if m]
-        for m in models:
-            override = self.config.price_overrides.get(m)
+        resp, req = call.response_model, call.request_model
+        models = (resp, req) if resp and req else (resp,) if resp else (req,) if req else ()
+        overrides = self.config.price_overrides
+        for m in models if overrides else ():
+            override = overrides.get(m)
             if override is not None:
                 return override.price(call)
         for m in models:
@@ -164,6 +175,25 @@ class CostProcessor:
         out = call.output_tokens or 0
         cr = call.cache_read_tokens or 0
         cw = call.cache_creation_tokens or 0
+        if (f := rates.floats) is not None:
+            per_request, fin, fout, fcr, fcw = f
+            if (
+                (fin is not None or inp == 0)
+                and (fout is not None or out == 0)
+                and (fcr is not None or cr == 0)
+                and (fcw is not None or cw == 0)
+                and inp >= cr + cw
+            ):
+                usd = per_request
+                if fin is not None:
+                    usd += fin * (inp - cr - cw)
+                if fout is not None:
+                    usd += fout * out
+                if fcr is not None:
+                    usd += fcr * cr
+                if fcw is not None:
+                    usd += fcw * cw
+                return usd
         u = rates.units
         in_rate, out_rate = u["input_mtok"], u["output_mtok"]
         cr_rate, cw_rate = u["cache_read_mtok"], u["cache_write_mtok"]
