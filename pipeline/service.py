@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from queue import SimpleQueue
 from typing import Any
 
 import structlog
@@ -81,16 +81,10 @@ class Service:
         self.queues = {s: self._build_queue(s) for s in SIGNALS}
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="fallback-ticker", daemon=True)
-        # Admitted requests for the processing thread. A SimpleQueue (C) hands each one over
-        # with one put and one blocking get: a Condition (Python) cost ~7% of the sidecar's
-        # GIL time at 10k spans/s in wait/notify alone. None: stop after what is queued.
-        self._jobs: SimpleQueue[_Job | None] = SimpleQueue()
-        self._submit_lock = threading.Lock()  # orders the count check with the put
-        self._submitted = 0  # jobs put (under _submit_lock)
-        self._taken = 0  # jobs the processing thread took (it alone counts them)
-        self._done = 0  # jobs through the chain (the processing thread only)
-        self._done_cv = threading.Condition()  # for wait_processed, notified when it waits
-        self._waiters = 0
+        self._jobs: deque[_Job] = deque()
+        self._jobs_cv = threading.Condition()
+        self._in_progress = False
+        self._draining = False
         self._worker = threading.Thread(target=self._work, name="processor", daemon=True)
         self._register_gauges()
 
@@ -201,7 +195,7 @@ class Service:
             "llm_pipeline_unprocessed_requests",
             "Requests answered but not through the processor chain yet.",
             (),
-            lambda: [((), float(self._submitted - self._taken))],
+            lambda: [((), float(len(self._jobs)))],
         )
         self.telemetry.gauge(
             "llm_pipeline_queue_capacity",
@@ -243,14 +237,11 @@ class Service:
         """Process what was admitted, close fallback windows, drain the queues within the
         timeout; items left per signal."""
         deadline = time.monotonic() + self.config.queue.shutdown_timeout_s
-        self._jobs.put(None)
+        with self._jobs_cv:
+            self._draining = True
+            self._jobs_cv.notify_all()
         if self._worker.is_alive():
             self._worker.join(max(0.0, deadline - time.monotonic()))
-        if not self._worker.is_alive():
-            # put while the worker was stopping (it stops at None): process them here
-            while not self._jobs.empty():
-                if (job := self._jobs.get_nowait()) is not None:
-                    self._run(job)
         self._stop.set()
         if self._fallback is not None:
             with self._lock:
@@ -289,12 +280,12 @@ class Service:
         if not accepted:
             queue.release(0, nbytes)
         elif self._worker.is_alive():
-            with self._submit_lock:
-                if self._submitted - self._taken >= self.config.queue.max_unprocessed_requests:
+            with self._jobs_cv:
+                if len(self._jobs) >= self.config.queue.max_unprocessed_requests:
                     queue.release(accepted, nbytes)
                     raise QueueFull(1.0)
-                self._submitted += 1
-                self._jobs.put(job)
+                self._jobs.append(job)
+                self._jobs_cv.notify()
         else:
             self._process(job)
         self.telemetry.inc(self.telemetry.received, (signal, transport), accepted)
@@ -302,26 +293,28 @@ class Service:
 
     def _work(self) -> None:
         """The processing thread: admitted requests through the chain into the queues."""
-        get = self._jobs.get
-        while (job := get()) is not None:
-            self._taken += 1
-            self._run(job)
-
-    def _run(self, job: _Job) -> None:
-        try:
-            self._process(job)
-        except Exception:  # nothing may stop the thread; the loss is counted
-            log.exception("processing failed, request dropped", signal=job.signal)
-            self.telemetry.inc(
-                self.telemetry.dropped,
-                (job.signal, self.queues[job.signal].name, "processing_error"),
-                job.items,
-            )
-        finally:
-            self._done += 1
-            if self._waiters:
-                with self._done_cv:
-                    self._done_cv.notify_all()
+        jobs = self._jobs
+        while True:
+            with self._jobs_cv:
+                while not jobs and not self._draining:
+                    self._jobs_cv.wait()
+                if not jobs:
+                    return
+                job = jobs.popleft()
+                self._in_progress = True
+            try:
+                self._process(job)
+            except Exception:  # nothing may stop the thread; the loss is counted
+                log.exception("processing failed, request dropped", signal=job.signal)
+                self.telemetry.inc(
+                    self.telemetry.dropped,
+                    (job.signal, self.queues[job.signal].name, "processing_error"),
+                    job.items,
+                )
+            finally:
+                with self._jobs_cv:
+                    self._in_progress = False
+                    self._jobs_cv.notify_all()
 
     def _process(self, job: _Job) -> None:
         """Run the chain over one admitted request and enqueue it (its room is reserved)."""
@@ -356,18 +349,12 @@ class Service:
         """Block until every admitted request went through the chain (for callers of `accept`
         that read the results, such as tests; shutdown joins the processing thread instead)."""
         deadline = time.monotonic() + timeout_s
-        target = self._submitted
-        with self._done_cv:
-            self._waiters += 1
-            try:
-                while self._done < target:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    # (a short wait: a notify between the check and the wait is not lost)
-                    self._done_cv.wait(min(left, 0.05))
-            finally:
-                self._waiters -= 1
+        with self._jobs_cv:
+            while self._jobs or self._in_progress:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._jobs_cv.wait(left)
         return True
 
     @staticmethod
