@@ -48,7 +48,10 @@ const RESPONSE_MODEL: usize = 3;
 const INPUT: usize = 4;
 const OUTPUT: usize = 5;
 const TOTAL: usize = 6;
-const TOKENS: [usize; 5] = [INPUT, OUTPUT, 7, 8, 9]; // input .. reasoning (not total)
+const CACHE_READ: usize = 7;
+const CACHE_CREATION: usize = 8;
+const REASONING: usize = 9;
+const TOKENS: [usize; 5] = [INPUT, OUTPUT, CACHE_READ, CACHE_CREATION, REASONING]; // not total
 const TTFT: usize = 10;
 const STREAMING: usize = 11;
 const ERROR_TYPE: usize = 12;
@@ -70,7 +73,7 @@ enum Kind {
 
 fn kind_of(field: usize) -> Kind {
     match field {
-        INPUT..=9 => Kind::Int,
+        INPUT..=REASONING => Kind::Int,
         TTFT | SERVER_TTFT | SERVER_DURATION | COST => Kind::Float,
         STREAMING => Kind::Bool,
         _ => Kind::Text,
@@ -895,9 +898,9 @@ impl Strings {
             name(txt(RESPONSE_MODEL)),
             input.into_pyobject(py)?.into_any(),
             output.into_pyobject(py)?.into_any(),
-            int(TOKENS[2]).into_pyobject(py)?.into_any(),
-            int(TOKENS[3]).into_pyobject(py)?.into_any(),
-            int(TOKENS[4]).into_pyobject(py)?.into_any(),
+            int(CACHE_READ).into_pyobject(py)?.into_any(),
+            int(CACHE_CREATION).into_pyobject(py)?.into_any(),
+            int(REASONING).into_pyobject(py)?.into_any(),
             flag(streaming)?,
             ttft.into_pyobject(py)?.into_any(),
             flag(false)?,             // ttft_derived

@@ -460,6 +460,8 @@ class Redactor:
         is recorded as a byte edit too (`TraceBatch.edits`)."""
         counts: dict[str, int] = {}
         changed = False
+        # The targets' byte positions are in `raw` only while nothing changed the request
+        # (else they are in its serialization): only then are replacements recorded as edits.
         edits = batch.edits if batch.raw is not None and not batch.modified else None
         resources = batch.request.resource_spans
         at: tuple[int, int, int] | None = None
