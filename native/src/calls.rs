@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 // foldhash: fast and seeded per process, so keys cannot be chosen to collide
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
@@ -221,9 +222,9 @@ struct Tables {
     transforms: Vec<Transform>,
     conventions: Vec<Py<PyString>>,
     marker_keys: HashMap<String, usize>,
-    markers: Vec<HashSet<String>>,
+    markers: Vec<FastSet<String>>,
     presentable: HashSet<String>,
-    chunk_events: HashSet<Vec<u8>>,
+    chunk_events: FastSet<Vec<u8>>,
 }
 
 /// Interned keys and the plans of key sequences (bounded: cleared together when full).
@@ -237,11 +238,11 @@ struct Plans {
 struct Strings {
     normalize_provider: Py<PyAny>,
     tidy_error_type: Py<PyAny>,
-    providers: HashMap<String, Py<PyString>>,
-    error_types: HashMap<String, Py<PyString>>,
+    providers: FastMap<String, Py<PyString>>,
+    error_types: FastMap<String, Py<PyString>>,
     // operation and model names: one interned str per distinct value (fallback buffers them
     // per trace and interns them: already interned, that is free)
-    names: HashMap<String, Py<PyString>>,
+    names: FastMap<String, Py<PyString>>,
     unknown: Py<PyString>,
     chat: Py<PyString>,
     empty: Py<PyString>,
@@ -285,7 +286,6 @@ struct Head {
     start: u64,
     end: u64,
     status_code: i32,
-    events: Vec<(usize, usize)>,
     content: (usize, usize), // the span message's bytes
 }
 
@@ -294,6 +294,7 @@ fn head_and_attributes(
     start: usize,
     end: usize,
     kvs: &mut Vec<(usize, usize)>,
+    events: &mut Vec<(usize, usize)>,
 ) -> wire::Result<Head> {
     let mut h = Head {
         trace_id: (start, start),
@@ -303,10 +304,10 @@ fn head_and_attributes(
         start: 0,
         end: 0,
         status_code: 0,
-        events: Vec::new(),
         content: (start, end),
     };
     kvs.clear();
+    events.clear();
     wire::each_field(d, start, end, |field, wt, v, a, b| {
         match (field, wt) {
             (1, 2) => h.trace_id = (a, b),
@@ -316,7 +317,7 @@ fn head_and_attributes(
             (7, 1) => h.start = v,
             (8, 1) => h.end = v,
             (9, 2) => kvs.push((a, b)),
-            (11, 2) => h.events.push((a, b)),
+            (11, 2) => events.push((a, b)),
             (15, 2) => wire::each_field(d, a, b, |f2, w2, c, _, _| {
                 if f2 == 3 && w2 == 0 {
                     h.status_code = c as i32;
@@ -431,9 +432,9 @@ impl CallReader {
             strings: Strings {
                 normalize_provider,
                 tidy_error_type,
-                providers: HashMap::new(),
-                error_types: HashMap::new(),
-                names: HashMap::new(),
+                providers: FastMap::default(),
+                error_types: FastMap::default(),
+                names: FastMap::default(),
                 unknown: PyString::new(py, "unknown").unbind(),
                 chat: PyString::new(py, "chat").unbind(),
                 empty: PyString::new(py, "").unbind(),
@@ -464,9 +465,10 @@ impl CallReader {
         }
         let mut out = Vec::new();
         let mut kvs: Vec<(usize, usize)> = Vec::with_capacity(32);
+        let mut events: Vec<(usize, usize)> = Vec::with_capacity(16);
         let mut key_ids: Vec<u32> = Vec::with_capacity(32);
         for (s, j, a, b) in spans {
-            let head = head_and_attributes(data, a, b, &mut kvs).map_err(err)?;
+            let head = head_and_attributes(data, a, b, &mut kvs, &mut events).map_err(err)?;
             key_ids.clear();
             self.plans.make_room(kvs.len());
             for &(ka, kb) in &kvs {
@@ -486,6 +488,7 @@ impl CallReader {
                         &self.tables,
                         &plan,
                         &head,
+                        &events,
                         data,
                         &fields,
                         conv,
@@ -505,6 +508,20 @@ impl CallReader {
 }
 
 fn wire_key(d: &[u8], a: usize, b: usize) -> wire::Result<(usize, usize)> {
+    // The usual KeyValue: key (field 1) then value (field 2), each once, short lengths.
+    if b - a >= 2 && d[a] == 0x0a && d[a + 1] < 0x80 {
+        let key = (a + 2, a + 2 + usize::from(d[a + 1]));
+        if key.1 == b {
+            return Ok(key);
+        }
+        if key.1 < b && d[key.1] == 0x12 {
+            let mut p = key.1 + 1;
+            let n = wire::varint(d, &mut p, b)?;
+            if usize::try_from(n).is_ok_and(|n| n == b - p) {
+                return Ok(key);
+            }
+        }
+    }
     let mut key = (a, a);
     wire::each_len_field(d, a, b, |f, k, l| {
         if f == 1 {
@@ -679,7 +696,7 @@ fn first_chunk_ns(
     d: &[u8],
     events: &[(usize, usize)],
     start: u64,
-    names: &HashSet<Vec<u8>>,
+    names: &FastSet<Vec<u8>>,
 ) -> wire::Result<u64> {
     let mut first = 0u64;
     for &(a, b) in events {
@@ -745,7 +762,7 @@ fn exception_type<'a>(d: &'a [u8], events: &[(usize, usize)]) -> wire::Result<Ex
 impl Strings {
     fn cached(
         py: Python<'_>,
-        cache: &mut HashMap<String, Py<PyString>>,
+        cache: &mut FastMap<String, Py<PyString>>,
         f: &Py<PyAny>,
         raw: &str,
         fallback: Option<&Py<PyString>>,
@@ -774,6 +791,7 @@ impl Strings {
         t: &Tables,
         plan: &Plan,
         h: &Head,
+        events: &[(usize, usize)],
         d: &[u8],
         fields: &[Option<Got<'_>>; 18],
         convention: usize,
@@ -800,7 +818,7 @@ impl Strings {
                 None,
             )?
         } else if h.status_code == 2 {
-            match exception_type(d, &h.events).map_err(|e| PyValueError::new_err(e.0))? {
+            match exception_type(d, events).map_err(|e| PyValueError::new_err(e.0))? {
                 Exception::Type(raw) => {
                     Self::cached(py, &mut self.error_types, &self.tidy_error_type, raw, None)?
                 }
@@ -852,7 +870,7 @@ impl Strings {
         // bytes are at hand (0: no chunk event; None: not read, the processor reads them).
         let first_chunk = if ttft.is_none() && !server_side {
             Some(
-                first_chunk_ns(d, &h.events, h.start, &t.chunk_events)
+                first_chunk_ns(d, events, h.start, &t.chunk_events)
                     .map_err(|e| PyValueError::new_err(e.0))?,
             )
         } else {

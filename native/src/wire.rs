@@ -7,13 +7,20 @@ pub struct Error(pub &'static str);
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-#[inline]
-fn varint(d: &[u8], pos: &mut usize, end: usize) -> Result<u64> {
-    // one byte: tags, and the lengths of keys and short values (most varints on the wire)
+/// Tags and the lengths of keys and short values are one byte: that path is inlined into the
+/// walks, the rest is a call.
+#[inline(always)]
+pub(crate) fn varint(d: &[u8], pos: &mut usize, end: usize) -> Result<u64> {
     if *pos < end && d[*pos] < 0x80 {
         *pos += 1;
         return Ok(u64::from(d[*pos - 1]));
     }
+    varint_long(d, pos, end)
+}
+
+#[cold]
+#[inline(never)]
+fn varint_long(d: &[u8], pos: &mut usize, end: usize) -> Result<u64> {
     let mut result = 0u64;
     let mut shift = 0u32;
     loop {

@@ -330,15 +330,19 @@ def test_the_call_reader_follows_the_parser_on_odd_wire() -> None:
         + ld(9, model)  # the key and the string twice: the last of each
         + kv(b"gen_ai.provider.name", ld(3, b"x"))  # int_value length-delimited: unknown
         + kv(b"gen_ai.system", ld(1, b"openai"))
+        + ld(9, ld(2, ld(1, b"chat")) + ld(1, b"gen_ai.operation.name"))  # value, then key
+        # key, value, key: the last key (the reader's one-key shortcut must not take the first)
+        + ld(9, ld(1, b"zz") + ld(2, ld(1, b"m1")) + ld(1, b"gen_ai.response.model"))
         + ld(15, vi(3, 1))
         + ld(15, ld(2, b"msg"))  # status twice: merged, the code stays
     )
     data = ld(1, ld(2, ld(2, span)))
     calls = _calls(data, normalize_module.call_reader())
     assert calls == _calls(data, None)
-    assert [(c["request_model"], c["provider"], c["server_side"]) for c in calls] == [
-        ("gpt", "openai", True)
-    ]
+    assert [
+        (c["request_model"], c["provider"], c["server_side"], c["operation"], c["response_model"])
+        for c in calls
+    ] == [("gpt", "openai", True, "chat", "m1")]
     assert calls[0]["trace_id"] == b"t" * 16
 
 
