@@ -10,6 +10,7 @@ Priced by the response model (what was billed) when known, else the request mode
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -82,10 +83,15 @@ class _Rates:
     per_request: Decimal  # requests_kcount / 1000
     simple: bool  # only token units (plain or tiered) and per-request prices
     resolved_at: float
-    # (per request, input, output, cache read, cache write per token) as floats when no unit
-    # is tiered: the common case priced without Decimal arithmetic (a float sum of a few
-    # products: within 1e-15 relative of the Decimal result, far below a cent)
-    floats: tuple[float, float | None, float | None, float | None, float | None] | None = None
+    # (per request, input, output, cache read, cache write per token) as floats, one tuple per
+    # band of total input tokens between the tiers' starts (`thresholds`; one band when no
+    # unit is tiered): priced without Decimal arithmetic (a float sum of a few products:
+    # within 1e-15 relative of the Decimal result, far below a cent)
+    bands: tuple[_Floats, ...] = ()
+    thresholds: tuple[int, ...] = ()
+
+
+_Floats = tuple[float, float | None, float | None, float | None, float | None]
 
 
 def _unit_rate(price: Decimal | TieredPrices, total_input: int) -> Decimal:
@@ -95,6 +101,15 @@ def _unit_rate(price: Decimal | TieredPrices, total_input: int) -> Decimal:
                 return Decimal(tier.price)
         return Decimal(price.base)
     return price
+
+
+def _floats(
+    per_request: Decimal, units: dict[str, Decimal | TieredPrices | None], total_input: int
+) -> _Floats:
+    fin, fout, fcr, fcw = (
+        None if u is None else float(_unit_rate(u, total_input)) / 1e6 for u in units.values()
+    )
+    return (float(per_request), fin, fout, fcr, fcw)
 
 
 @dataclass
@@ -144,11 +159,16 @@ class CostProcessor:
             units = {u: fields.pop(u, None) for u in _UNITS}
             # Units left in `fields` (audio, web searches, ...) are never in our usage: zero.
             rates = _Rates(mp, units, Decimal(per_request), True, now)
-            if not any(isinstance(u, TieredPrices) for u in units.values()):
-                fin, fout, fcr, fcw = (
-                    None if u is None else float(u) / 1e6 for u in units.values()
+            # A tier applies when the input exceeds its start: inputs in one band between the
+            # sorted starts get the same rates, those of its lowest input.
+            starts = sorted(
+                {t.start for u in units.values() if isinstance(u, TieredPrices) for t in u.tiers}
+            )
+            if all(isinstance(t, int) for t in starts):
+                rates.thresholds = tuple(starts)
+                rates.bands = tuple(
+                    _floats(per_request, units, lowest) for lowest in (0, *(t + 1 for t in starts))
                 )
-                rates.floats = (float(per_request), fin, fout, fcr, fcw)
         if len(self._rates) > 10_000:  # a flood of unique model names must not grow memory
             self._rates.clear()
         self._rates[key] = rates
@@ -175,8 +195,9 @@ class CostProcessor:
         out = call.output_tokens or 0
         cr = call.cache_read_tokens or 0
         cw = call.cache_creation_tokens or 0
-        if (f := rates.floats) is not None:
-            per_request, fin, fout, fcr, fcw = f
+        if bands := rates.bands:
+            t = rates.thresholds
+            per_request, fin, fout, fcr, fcw = bands[bisect_left(t, inp) if t else 0]
             if (
                 (fin is not None or inp == 0)
                 and (fout is not None or out == 0)

@@ -52,7 +52,7 @@ def test_matches_genai_prices_across_models_and_tiers() -> None:
         for model in prov.models[:60]:
             for _ in range(2):
                 # Inputs straddle the 200k tier boundary of long-context prices.
-                inp = rng.choice([0, 7, 1000, 199_999, 200_001, 350_000])
+                inp = rng.choice([0, 7, 1000, 199_999, 200_000, 200_001, 350_000])
                 cr = rng.randint(0, inp // 2)
                 cw = rng.randint(0, (inp - cr) // 2)
                 out = rng.randint(0, 8000)
