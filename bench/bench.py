@@ -1243,7 +1243,7 @@ def run_stages(pool: list[Payload], passes: int, gap_s: float = 0.0) -> StageRes
                 cost[name] += clock() - t
             t = clock()
             out = svc._encode(
-                svc.queues["traces"], batch.request, batch.raw, batch.modified, batch.edits
+                svc.queues["traces"], batch.request, batch.raw, batch.modified, batch.edits, batch
             )
             t3 = clock()
             cost["encode"] += t3 - t

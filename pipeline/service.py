@@ -31,7 +31,7 @@ from .exporters.file import FileSink
 from .exporters.otlp import GrpcSender, HttpSender, redact_url
 from .exporters.queue import QueueFull, QueueStats, SendingQueue
 from .exporters.spool import Spool
-from .model import LLMCall, LogBatch, MetricBatch, TraceBatch
+from .model import LLMCall, LogBatch, MetricBatch, TraceBatch, settled
 from .processors.cost import CostConfig, CostProcessor
 from .processors.dedupe import Dedupe
 from .processors.enrich import enrich
@@ -326,7 +326,9 @@ class Service:
                 with self._lock:
                     for step in self.trace_chain:
                         batch = step(batch)
-                data = self._encode(queue, batch.request, batch.raw, batch.modified, batch.edits)
+                data = self._encode(
+                    queue, batch.request, batch.raw, batch.modified, batch.edits, batch
+                )
                 if batch.calls:
                     with self.agg.lock:
                         for call in batch.calls:
@@ -364,9 +366,10 @@ class Service:
         raw: bytes | None,
         modified: bool,
         edits: list[tuple[int, int, bytes, bool]] | None = None,
+        batch: TraceBatch | None = None,  # to settle before `request` is read
     ) -> bytes:
         if queue.name.startswith("file/"):
-            return to_json(request).encode()
+            return to_json(request if batch is None else settled(batch)).encode()
         if raw is not None and not modified:
             return raw
         if raw is not None and edits and patch is not None:
@@ -375,6 +378,8 @@ class Service:
                 return patch(raw, edits)
             except ValueError:  # an edit the wire walk does not place: serialize instead
                 pass
+        if batch is not None:
+            request = settled(batch)
         return bytes(request.SerializeToString())
 
     def reject(self, signal: str, reason: str, items: int = 0) -> None:

@@ -145,3 +145,30 @@ def test_with_a_spool_the_answer_waits_until_the_request_is_on_disk(tmp_path: Pa
     assert spool.pending_items == 6  # acknowledged means appended
     sender.join()
     assert svc.shutdown()["traces"] == 6  # kept for the next start
+
+
+def test_the_file_sink_writes_what_enrich_added_to_a_request_received_as_bytes(
+    tmp_path: Path,
+) -> None:
+    # enrich records its additions as byte edits of the received bytes and merges them into
+    # the parsed spans only when something reads those (model.settled): the file exporter
+    # writes JSON from the parsed request, so it must get them too.
+    svc = _service(tmp_path)
+    svc.start()
+    request = spans_request(0, 3)
+    assert svc.accept("traces", request, request.SerializeToString(), "grpc").rejected == 0
+    assert svc.wait_processed(10)
+    assert svc.shutdown()["traces"] == 0
+    lines = (tmp_path / "out" / "traces.jsonl").read_text().splitlines()
+    spans = [
+        {a["key"]: a["value"] for a in s["attributes"]}
+        for line in lines
+        for rs in json.loads(line)["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for s in ss["spans"]
+    ]
+    assert len(spans) == 3
+    for attrs in spans:
+        # gpt-4o at genai-prices' rates: a cost, added once, beside the span's own keys
+        assert attrs["gen_ai.usage.cost"]["doubleValue"] > 0
+        assert attrs["gen_ai.usage.input_tokens"] == {"intValue": "10"}

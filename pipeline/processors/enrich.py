@@ -16,7 +16,7 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from ..model import LLMCall, TraceBatch, set_any_value
+from ..model import LLMCall, TraceBatch, set_any_value, settled
 from .conventions import COST_ATTRIBUTE, CURRENT_NAMES, TTFT_ATTRIBUTE
 
 _DOUBLE = struct.Struct("<d")
@@ -120,46 +120,53 @@ def _encoded_names(call: LLMCall, names: _Names) -> bytes:
     return data
 
 
-def _added(call: LLMCall) -> list[bytes]:
-    present = call.present
-    out = []
-    if call.cost_usd is not None and COST_ATTRIBUTE not in present:
-        out.append(encode_attribute(COST_ATTRIBUTE, float(call.cost_usd)))
-    if call.ttft_derived and call.ttft_s is not None and TTFT_ATTRIBUTE not in present:
-        out.append(encode_attribute(TTFT_ATTRIBUTE, float(call.ttft_s)))
-    texts, numbers = _missing_names(present)
-    if texts:
-        out.append(_encoded_names(call, texts))
-    for field, key in numbers:
-        value = getattr(call, field)
-        if value is not None and value != "":
-            out.append(encode_attribute(key, value))
-    return out
+_COST_HEAD = _DOUBLE_HEAD[COST_ATTRIBUTE]
+_TTFT_HEAD = _DOUBLE_HEAD[TTFT_ATTRIBUTE]
+_pack_double = _DOUBLE.pack
 
 
 def enrich_call(call: LLMCall) -> bytes:
-    """The attributes added to the call's span, as wire bytes (b"": none)."""
-    # The keys written here are distinct and enrich runs once per batch (config.validate), so
-    # one call never writes a key twice.
-    added = b"".join(_added(call))
-    if added:
-        call.span.MergeFromString(added)
+    """The attributes to add to the call's span, as wire bytes (b"": none). The keys written
+    here are distinct and enrich runs once per batch (config.validate), so one call never
+    writes a key twice."""
+    present = call.present
+    added = b""
+    # the two doubles inline: encode_attribute's bytes (tests/processors/test_enrich.py)
+    if (cost := call.cost_usd) is not None and COST_ATTRIBUTE not in present:
+        added = _COST_HEAD + _pack_double(float(cost))
+    if call.ttft_derived and (ttft := call.ttft_s) is not None and TTFT_ATTRIBUTE not in present:
+        added += _TTFT_HEAD + _pack_double(float(ttft))
+    names = _missing.get(present)
+    texts, numbers = names if names is not None else _missing_names(present)
+    if texts:
+        added += _encoded_names(call, texts)
+    for field, key in numbers:
+        value = getattr(call, field)
+        if value is not None and value != "":
+            added += encode_attribute(key, value)
     return added
 
 
 def enrich(batch: TraceBatch) -> TraceBatch:
-    # The additions are recorded as byte edits too (appended to the span's bytes) while every
-    # change so far was, so the exporters need not serialize the request again.
+    # The additions are recorded as byte edits (appended to the span's bytes) while every
+    # change so far was, so the exporters need not serialize the request again, and then they
+    # are merged into the parsed spans only if something reads them (`model.settled`).
     edits = batch.edits if batch.raw is not None and (batch.edits or not batch.modified) else None
+    unmerged: list[tuple[LLMCall, bytes]] = []
     for call in batch.calls:
         added = enrich_call(call)
         if added:
             batch.modified = True
-            if edits is not None:
-                if call.wire_span is None:
-                    edits = None
-                else:
-                    edits.append((*call.wire_span, added, True))
+            if edits is not None and call.wire_span is not None:
+                edits.append((*call.wire_span, added, True))
+                unmerged.append((call, added))
+            else:
+                edits = None
+                call.span.MergeFromString(added)
     if batch.modified:
         batch.edits = edits
+    if unmerged:
+        batch.unmerged = (batch.unmerged or []) + unmerged
+        if edits is None:  # the request is what the exporters send: merge now
+            settled(batch)
     return batch
