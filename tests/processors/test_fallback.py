@@ -442,7 +442,7 @@ def test_max_buffered_calls_bounds_the_total() -> None:
             )
         )
         assert det._buffered <= 10
-        assert det._buffered == sum(len(w.calls) for w in det._windows.values())
+        assert det._buffered == sum(len(w) - 1 for w in det._windows.values())
     assert len(det) == 3  # 9 calls buffered; a 4th trace would exceed 10
     assert det.forced_closes == 17
     assert det.flush(force=True) == 3
