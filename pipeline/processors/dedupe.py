@@ -100,8 +100,8 @@ class Dedupe:
                     break
 
         if flagged:
-            for call in calls:
-                if call.trace_id + call.span_id in flagged:
+            for call, key in zip(calls, call_keys, strict=True):
+                if key in flagged:
                     call.counted = False
         if self.config.match_response_ids:
             self._match_responses(calls)
