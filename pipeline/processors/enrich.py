@@ -4,9 +4,12 @@ Adds `gen_ai.usage.cost` (USD), the current-convention names when the span used 
 other conventions' names, and `gen_ai.response.time_to_first_chunk` when it came from events.
 Only spans it changes mark the batch modified, so unchanged requests are forwarded as received.
 
-The added attributes are encoded as KeyValue wire bytes and merged into the span in one call
-(protobuf appends a repeated field's merged items): building each KeyValue through upb cost
-several times more. tests/processors/test_enrich.py holds the encoding equal to upb's.
+The added attributes are encoded as KeyValue wire bytes: building each KeyValue through upb cost
+several times more (tests/processors/test_enrich.py holds the encoding equal to upb's). Where
+every change to the request so far was recorded as a byte edit, they are appended to the span's
+received bytes as one more edit and merged into the parsed span (protobuf appends a repeated
+field's merged items) only when something reads the parsed request (`model.settled`); else
+they are merged at once.
 """
 
 from __future__ import annotations
