@@ -161,6 +161,9 @@ class Ratio:
     collector_rate: float
     collector_cpu_us_per_span: float
     ratio: float
+    # the ratio of each round at this rate (k-th step of each system: the same round), when a
+    # rate was run more than once; `ratio` and the µs are then their medians
+    rounds: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -1029,6 +1032,14 @@ def ramp_interleaved(
 # Ratios
 
 
+def _passed_by_rate(res: SystemResult) -> dict[float, list[StepResult]]:
+    out: dict[float, list[StepResult]] = {}
+    for s in res.steps:
+        if s.passed:
+            out.setdefault(s.offered_spans_s, []).append(s)
+    return out
+
+
 def ratios(results: list[SystemResult]) -> list[Ratio]:
     """Sidecar CPU us/span / Collector CPU us/span: at every rate both sustained, at a common
     moderate rate (the highest where the sidecar used <= 70% of its core), and each at its
@@ -1038,35 +1049,46 @@ def ratios(results: list[SystemResult]) -> list[Ratio]:
         return []
     out = []
     for side in (r for r in results if r.system != "collector"):
-        cpass = {s.offered_spans_s: s for s in col.steps if s.passed}
-        spass = {s.offered_spans_s: s for s in side.steps if s.passed}
+        cpass = _passed_by_rate(col)
+        spass = _passed_by_rate(side)
         common = sorted(set(cpass) & set(spass))
+        paired = {}
         for rate in common:
-            a, b = spass[rate], cpass[rate]
+            # the k-th step of each at this rate ran in the same round (--repeats)
+            pairs = list(zip(spass[rate], cpass[rate], strict=False))
+            paired[rate] = (
+                statistics.median(a.cpu_us_per_span for a, _ in pairs),
+                statistics.median(b.cpu_us_per_span for _, b in pairs),
+                [a.cpu_us_per_span / b.cpu_us_per_span for a, b in pairs],
+            )
+        for rate in common:
+            a_us, b_us, rounds = paired[rate]
             out.append(
                 Ratio(
                     f"at {rate:.0f} spans/s",
                     side.system,
                     rate,
-                    a.cpu_us_per_span,
+                    a_us,
                     rate,
-                    b.cpu_us_per_span,
-                    a.cpu_us_per_span / b.cpu_us_per_span,
+                    b_us,
+                    statistics.median(rounds),
+                    rounds if len(rounds) > 1 else [],
                 )
             )
         if common:
-            moderate = [r for r in common if spass[r].cpu_util <= 0.7] or common[:1]
+            moderate = [r for r in common if max(s.cpu_util for s in spass[r]) <= 0.7] or common[:1]
             rate = moderate[-1]
-            a, b = spass[rate], cpass[rate]
+            a_us, b_us, rounds = paired[rate]
             out.append(
                 Ratio(
                     "common moderate rate",
                     side.system,
                     rate,
-                    a.cpu_us_per_span,
+                    a_us,
                     rate,
-                    b.cpu_us_per_span,
-                    a.cpu_us_per_span / b.cpu_us_per_span,
+                    b_us,
+                    statistics.median(rounds),
+                    rounds if len(rounds) > 1 else [],
                 )
             )
         if side.cpu_us_per_span_at_max and col.cpu_us_per_span_at_max:
@@ -1428,6 +1450,11 @@ def print_report(res: BenchResults, args: argparse.Namespace) -> None:
                 f"  {side:<20} per rate: "
                 + ", ".join(f"{q.sidecar_rate / 1000:.0f}k {q.ratio:.2f}" for q in per_rate)
             )
+            if any(q.rounds for q in per_rate):
+                print(f"  {side:<20} (medians of the rounds; each round's ratio:)")
+                for q in per_rate:
+                    rounds = "/".join(f"{x:.2f}" for x in q.rounds)
+                    print(f"  {'':<20} {q.sidecar_rate / 1000:.0f}k {rounds}")
             for q in mine:
                 if q.label.startswith("at "):
                     continue
@@ -1511,6 +1538,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--systems", default="sidecar,collector", help=f"comma list of {', '.join(SYSTEMS)}"
     )
     p.add_argument("--rates", help="comma list of spans/s steps (default 2k..160k)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run each rate step this many times in a row (systems alternating within each "
+        "round); per-rate ratios are the median over the paired rounds",
+    )
     p.add_argument("--step-seconds", type=float, help="measured seconds per step (default 6)")
     p.add_argument("--warmup", type=float, help="unmeasured seconds at the start of a step (2)")
     p.add_argument("--pause", type=float, default=1.0, help="seconds between steps")
@@ -1586,6 +1620,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.pool_batches = min(args.pool_batches, 100)
         args.pause = min(args.pause, 0.5)
     args.rates = [int(float(r)) for r in (args.rates or ",".join(map(str, FULL_RATES))).split(",")]
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    args.rates = [r for r in args.rates for _ in range(args.repeats)]
     args.step_seconds = args.step_seconds or 6.0
     args.warmup = 2.0 if args.warmup is None else args.warmup
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]

@@ -9,6 +9,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -76,3 +77,28 @@ def test_proc_readings(bench: ModuleType) -> None:
     assert bench.proc_cpu_s(os.getpid()) > 0
     assert bench.proc_status_kb(os.getpid(), "VmHWM") > 0
     assert bench.cores_busy()
+
+
+def test_ratios_pair_the_rounds_of_a_repeated_rate(bench: ModuleType) -> None:
+    def step(system: str, rate: float, us: float, util: float = 0.3) -> Any:
+        return bench.StepResult(
+            system, rate, rate, rate, rate, 0, {}, 1.0, util, us, 1.0, 1.0, 2.0, 3.0, 50.0,
+            0.0, 0.5, 0.5, 0.0, 6.0, True, "ok",
+        )  # fmt: skip
+
+    side = bench.SystemResult("sidecar")
+    col = bench.SystemResult("collector")
+    # three rounds at 10k (round k: the k-th step of each), one at 20k
+    for s_us, c_us in ((30.0, 20.0), (24.0, 12.0), (26.0, 20.0)):
+        side.steps.append(step("sidecar", 10000, s_us))
+        col.steps.append(step("collector", 10000, c_us))
+    side.steps.append(step("sidecar", 20000, 21.0, util=0.9))
+    col.steps.append(step("collector", 20000, 14.0))
+    got = {q.label: q for q in bench.ratios([side, col])}
+    at10 = got["at 10000 spans/s"]
+    assert at10.rounds == [1.5, 2.0, 1.3]  # paired per round, not median/median
+    assert at10.ratio == 1.5
+    assert (at10.sidecar_cpu_us_per_span, at10.collector_cpu_us_per_span) == (26.0, 20.0)
+    assert got["at 20000 spans/s"].ratio == 1.5 and got["at 20000 spans/s"].rounds == []
+    # the moderate rate is the highest where the sidecar stayed <= 70% of its core
+    assert got["common moderate rate"].sidecar_rate == 10000
