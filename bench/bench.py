@@ -1453,7 +1453,7 @@ def print_report(res: BenchResults, args: argparse.Namespace) -> None:
             if any(q.rounds for q in per_rate):
                 print(f"  {side:<20} (medians of the rounds; each round's ratio:)")
                 for q in per_rate:
-                    rounds = "/".join(f"{x:.2f}" for x in q.rounds)
+                    rounds = "/".join(f"{x:.2f}" for x in q.rounds) or "(one round sustained)"
                     print(f"  {'':<20} {q.sidecar_rate / 1000:.0f}k {rounds}")
             for q in mine:
                 if q.label.startswith("at "):
