@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,9 +330,11 @@ class Service:
                     queue, batch.request, batch.raw, batch.modified, batch.edits, batch
                 )
                 if batch.calls:
+                    # counted per convention in C first: one add per convention, not per call
+                    by_convention = Counter(call.convention for call in batch.calls)
                     with self.agg.lock:
-                        for call in batch.calls:
-                            self.telemetry.llm_spans.add((call.convention,), 1)
+                        for convention, n in by_convention.items():
+                            self.telemetry.llm_spans.add((convention,), n)
             elif signal == "logs":
                 lbatch = LogBatch(request, items, raw=raw)
                 with self._lock:

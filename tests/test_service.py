@@ -168,6 +168,9 @@ def test_the_file_sink_writes_what_enrich_added_to_a_request_received_as_bytes(
         for s in ss["spans"]
     ]
     assert len(spans) == 3
+    # and the self-telemetry counted each LLM span once, by its convention
+    llm_spans = {k: s.value for k, s in svc.telemetry.llm_spans.series.items()}
+    assert llm_spans == {("otel_genai",): 3}
     for attrs in spans:
         # gpt-4o at genai-prices' rates: a cost, added once, beside the span's own keys
         assert attrs["gen_ai.usage.cost"]["doubleValue"] > 0
