@@ -168,6 +168,26 @@ _KEY_PREFIX = re.compile(r"sk-|AKIA|ASIA|AIza|gh[pousr]_|github_pat_")
 
 _BIT = {name: 1 << i for i, name in enumerate(BUILTIN_TYPES)}
 _NUMBERS = _BIT[PHONE] | _BIT[CREDIT_CARD]
+_EMAIL = _BIT[EMAIL]
+# The types a combined regex tries before email at one position (the `_REST` order).
+_BEFORE_EMAIL = frozenset(list(_REST)[: list(_REST).index(EMAIL)])
+# An email starts at most this many characters before its `@`: the first character and the
+# `{0,63}` of the local part in _REST[EMAIL].
+_EMAIL_REACH = 64
+_DOMAIN_RUN = re.compile(r"[A-Za-z0-9.\-]*")
+
+
+def _next_email(email: re.Pattern[str], s: str, pos: int) -> re.Match[str] | None:
+    """The first match of the email-only pattern at or after `pos` (see Redactor._matches)."""
+    k = s.find("@", pos)
+    while k >= 0:
+        run_end = _DOMAIN_RUN.match(s, k + 1).end()  # type: ignore[union-attr]
+        m = email.search(s, max(pos, k - _EMAIL_REACH), run_end + 1)
+        if m is not None:
+            return m
+        pos = k + 1  # an email with a later `@` starts after this one
+        k = s.find("@", pos)
+    return None
 
 
 def luhn_valid(digits: str) -> bool:
@@ -323,12 +343,56 @@ class Redactor:
                 def replace(m: re.Match[str]) -> str:
                     return self._replace(m, counts)
 
-                s = self._pattern(mask).sub(replace, s)
+                if mask & _EMAIL:
+                    parts: list[str] = []
+                    last = 0
+                    for m in self._matches(mask, s):
+                        parts += (s[last : m.start()], replace(m))
+                        last = m.end()
+                    s = "".join(parts) + s[last:] if parts else s
+                else:
+                    s = self._pattern(mask).sub(replace, s)
         for name, compiled in self._extras:
             s, n = compiled.subn(self._markers[name], s)
             if n:
                 counts[name] = counts.get(name, 0) + n
         return s
+
+    def _matches(self, mask: int, s: str) -> list[re.Match[str]]:
+        """What `self._pattern(mask).finditer(s)` finds, for a mask with email, without trying
+        the email alternative at every character (its first-character class is every
+        local-part character: ~70% of the regex time on the demo's texts). An email's `@` is at
+        most `_EMAIL_REACH` characters after its start and the email ends inside the run of
+        domain characters after the `@`, so it is searched only in that window: lookbehinds
+        see before `pos`, and `endpos` is one past the run, so every lookahead of the email
+        pattern sees what it would in the whole string. The other types are searched as
+        usual; at one start the first alternative in `_REST` order wins, as in the combined
+        regex (tests/processors/test_redact.py holds the two equal)."""
+        other_mask = mask & ~_EMAIL
+        other = self._pattern(other_mask) if other_mask else None
+        email = self._pattern(_EMAIL)
+        out: list[re.Match[str]] = []
+        m_other = other.search(s) if other is not None else None
+        m_email = _next_email(email, s, 0)
+        while m_other is not None or m_email is not None:
+            if m_email is None or (
+                m_other is not None
+                and (
+                    m_other.start() < m_email.start()
+                    or (m_other.start() == m_email.start() and m_other.lastgroup in _BEFORE_EMAIL)
+                )
+            ):
+                m = m_other
+            else:
+                m = m_email
+            assert m is not None
+            out.append(m)
+            pos = m.end()
+            if m_other is not None and m_other.start() < pos:
+                m_other = other.search(s, pos) if other is not None else None
+            if m_email is not None and m_email.start() < pos:
+                m_email = _next_email(email, s, pos)
+        return out
 
     def _replace(self, m: re.Match[str], counts: dict[str, int]) -> str:
         kind = m.lastgroup or ""

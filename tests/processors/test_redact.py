@@ -7,6 +7,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -636,3 +638,77 @@ def test_no_catastrophic_backtracking(text: str) -> None:
     t = time.process_time()
     r.redact_text(text, {})
     assert time.process_time() - t < 2.0
+
+
+# -- the '@'-anchored email search equals the combined regex ----------------------------------
+
+_FRAGMENTS = [
+    "a",
+    "Z",
+    "9",
+    "_",
+    "-",
+    ".",
+    "%",
+    "+",
+    " ",
+    "\\n",
+    "\\",
+    '"',
+    ":",
+    "/",
+    "é",
+    "@",
+    "@@",
+    "bob",
+    "jane.doe+tag",
+    "x@y.io",
+    "bob@mail.example.com",
+    "icon@2x.png",
+    "a@b.co",
+    "@example.com",
+    ".com",
+    "-x.org",
+    "a" * 70,
+    "b" * 63 + "@q.de",
+    "https://user:pw@host.io",
+    "://",
+    "sk-",
+    OPENAI_KEY,
+    AWS_KEY,
+    "api_key=",
+    "apiKey: ",
+    "Bearer ",
+    "Bearer abcdef123456",
+    "+44 20 7946 0958",
+    "(415) 555-0123",
+    "415-555-0123",
+    "4111 1111 1111 1111",
+    "4111111111111111",
+    "378282246310005",
+    "1-800-555-0199",
+    "12345",
+]
+
+
+@settings(max_examples=400, deadline=None)
+# an AWS key right before `@example.com`: api_key and email match at the same start, and the
+# combined regex takes api_key (it comes first)
+@example(parts=[AWS_KEY, "@example.com"], others={"api_key"})
+@given(
+    parts=st.lists(st.sampled_from(_FRAGMENTS), max_size=14),
+    others=st.sets(
+        st.sampled_from(["url_password", "api_key", "bearer_token", "credit_card", "phone"])
+    ),
+)
+def test_the_anchored_email_search_equals_the_combined_regex(
+    parts: list[str], others: set[str]
+) -> None:
+    from pipeline.processors import redact as redact_module
+
+    text = "".join(parts)
+    r = Redactor()
+    mask = redact_module._EMAIL | sum(redact_module._BIT[t] for t in others)
+    want = [(m.span(), m.lastgroup, m.group()) for m in r._pattern(mask).finditer(text)]
+    got = [(m.span(), m.lastgroup, m.group()) for m in r._matches(mask, text)]
+    assert got == want
