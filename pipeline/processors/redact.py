@@ -47,7 +47,9 @@ only the spans and log records a hint falls in are walked (all of them when cust
 can occur in a value at all (most values: none, and no regex runs); one combined regex of just
 those types, a named group each, compiled once per combination and cached, does the scan. Each
 combined regex starts with a character class of the types' first characters, which lets the
-regex engine skip ahead in C instead of trying every alternative at every position.
+regex engine skip ahead in C instead of trying every alternative at every position. Email's
+first characters are every local-part character, so where email is possible it is searched
+apart, only around each `@` (`Redactor._matches`), and merged with the other types' matches.
 """
 
 from __future__ import annotations
