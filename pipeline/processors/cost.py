@@ -2,7 +2,7 @@
 
 genai-prices' own calculation costs ~100 µs a call, so prices are resolved once per
 (provider, model) and kept as per-token rates; a call is priced from the rates when they are
-plain or tiered token prices (the same arithmetic as genai-prices' `calc_unit_price`), and by
+plain or tiered token prices (genai-prices' `calc_unit_price` arithmetic, in floats), and by
 genai-prices itself in any other case. Rates are re-resolved hourly (prices can have dates).
 Priced by the response model (what was billed) when known, else the request model.
 """
@@ -43,7 +43,6 @@ PROVIDER_IDS: dict[str, str] = {
 }
 _UNITS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
 _REFRESH_S = 3600.0
-_MTOK = Decimal(1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +78,13 @@ class _Rates:
     """A model's resolved price: per-unit token prices, or the ModelPrice for the slow path."""
 
     model_price: Any
-    units: dict[str, Decimal | TieredPrices | None]
-    per_request: Decimal  # requests_kcount / 1000
-    simple: bool  # only token units (plain or tiered) and per-request prices
     resolved_at: float
     # (per request, input, output, cache read, cache write per token) as floats, one tuple per
     # band of total input tokens between the tiers' starts (`thresholds`; one band when no
     # unit is tiered): priced without Decimal arithmetic (a float sum of a few products:
     # within 1e-15 relative of the Decimal result, far below a cent)
-    bands: tuple[_Floats, ...] = ()
-    thresholds: tuple[int, ...] = ()
+    bands: tuple[_Floats, ...]
+    thresholds: tuple[int, ...]
 
 
 _Floats = tuple[float, float | None, float | None, float | None, float | None]
@@ -158,17 +154,15 @@ class CostProcessor:
             per_request = fields.pop("requests_kcount", Decimal(0)) / 1000
             units = {u: fields.pop(u, None) for u in _UNITS}
             # Units left in `fields` (audio, web searches, ...) are never in our usage: zero.
-            rates = _Rates(mp, units, Decimal(per_request), True, now)
-            # A tier applies when the input exceeds its start: inputs in one band between the
-            # sorted starts get the same rates, those of its lowest input.
+            # A tier applies when the input exceeds its start (an int): inputs in one band
+            # between the sorted starts get the same rates, those of its lowest input.
             starts = sorted(
                 {t.start for u in units.values() if isinstance(u, TieredPrices) for t in u.tiers}
             )
-            if all(isinstance(t, int) for t in starts):
-                rates.thresholds = tuple(starts)
-                rates.bands = tuple(
-                    _floats(per_request, units, lowest) for lowest in (0, *(t + 1 for t in starts))
-                )
+            bands = tuple(
+                _floats(per_request, units, lowest) for lowest in (0, *(t + 1 for t in starts))
+            )
+            rates = _Rates(mp, now, bands, tuple(starts))
         if len(self._rates) > 10_000:  # a flood of unique model names must not grow memory
             self._rates.clear()
         self._rates[key] = rates
@@ -195,55 +189,34 @@ class CostProcessor:
         out = call.output_tokens or 0
         cr = call.cache_read_tokens or 0
         cw = call.cache_creation_tokens or 0
-        if bands := rates.bands:
-            t = rates.thresholds
-            per_request, fin, fout, fcr, fcw = bands[bisect_left(t, inp) if t else 0]
-            if (
-                (fin is not None or inp == 0)
-                and (fout is not None or out == 0)
-                and (fcr is not None or cr == 0)
-                and (fcw is not None or cw == 0)
-                and inp >= cr + cw
-            ):
-                usd = per_request
-                if fin is not None:
-                    usd += fin * (inp - cr - cw)
-                if fout is not None:
-                    usd += fout * out
-                if fcr is not None:
-                    usd += fcr * cr
-                if fcw is not None:
-                    usd += fcw * cw
-                return usd
-        u = rates.units
-        in_rate, out_rate = u["input_mtok"], u["output_mtok"]
-        cr_rate, cw_rate = u["cache_read_mtok"], u["cache_write_mtok"]
-        fast = (
-            rates.simple
-            and (in_rate is not None or inp == 0)
-            and (out_rate is not None or out == 0)
-            and (cr_rate is not None or cr == 0)
-            and (cw_rate is not None or cw == 0)
+        t = rates.thresholds
+        per_request, fin, fout, fcr, fcw = rates.bands[bisect_left(t, inp) if t else 0]
+        if (
+            (fin is not None or inp == 0)
+            and (fout is not None or out == 0)
+            and (fcr is not None or cr == 0)
+            and (fcw is not None or cw == 0)
             and inp >= cr + cw
+        ):
+            usd = per_request
+            if fin is not None:
+                usd += fin * (inp - cr - cw)
+            if fout is not None:
+                usd += fout * out
+            if fcr is not None:
+                usd += fcr * cr
+            if fcw is not None:
+                usd += fcw * cw
+            return usd
+        # a unit this usage needs has no token price (or more cached than input tokens):
+        # genai-prices decides
+        usage = Usage(
+            input_tokens=inp,
+            output_tokens=out,
+            cache_read_tokens=cr,
+            cache_write_tokens=cw,
         )
-        if not fast:
-            usage = Usage(
-                input_tokens=inp,
-                output_tokens=out,
-                cache_read_tokens=cr,
-                cache_write_tokens=cw,
-            )
-            return float(rates.model_price.calc_price(usage)["total_price"])
-        total = rates.per_request
-        if in_rate is not None:
-            total += _unit_rate(in_rate, inp) * (inp - cr - cw) / _MTOK
-        if out_rate is not None:
-            total += _unit_rate(out_rate, inp) * out / _MTOK
-        if cr_rate is not None:
-            total += _unit_rate(cr_rate, inp) * cr / _MTOK
-        if cw_rate is not None:
-            total += _unit_rate(cw_rate, inp) * cw / _MTOK
-        return float(total)
+        return float(rates.model_price.calc_price(usage)["total_price"])
 
     def __call__(self, batch: TraceBatch) -> TraceBatch:
         for call in batch.calls:
