@@ -1264,9 +1264,7 @@ def run_stages(pool: list[Payload], passes: int, gap_s: float = 0.0) -> StageRes
                 batch = step(batch)
                 cost[name] += clock() - t
             t = clock()
-            out = svc._encode(
-                svc.queues["traces"], batch.request, batch.raw, batch.modified, batch.edits, batch
-            )
+            out = svc._encode_traces(svc.queues["traces"], batch)
             t3 = clock()
             cost["encode"] += t3 - t
             gzip.compress(out, compresslevel=6)  # what grpc's gzip does on the way out

@@ -326,9 +326,7 @@ class Service:
                 with self._lock:
                     for step in self.trace_chain:
                         batch = step(batch)
-                data = self._encode(
-                    queue, batch.request, batch.raw, batch.modified, batch.edits, batch
-                )
+                data = self._encode_traces(queue, batch)
                 if batch.calls:
                     # counted per convention in C first: one add per convention, not per call
                     by_convention = Counter(call.convention for call in batch.calls)
@@ -362,27 +360,24 @@ class Service:
         return True
 
     @staticmethod
-    def _encode(
-        queue: SendingQueue,
-        request: Any,
-        raw: bytes | None,
-        modified: bool,
-        edits: list[tuple[int, int, bytes, bool]] | None = None,
-        batch: TraceBatch | None = None,  # to settle before `request` is read
-    ) -> bytes:
+    def _encode(queue: SendingQueue, request: Any, raw: bytes | None, modified: bool) -> bytes:
         if queue.name.startswith("file/"):
-            return to_json(request if batch is None else settled(batch)).encode()
+            return to_json(request).encode()
         if raw is not None and not modified:
             return raw
-        if raw is not None and edits and patch is not None:
-            # every change was recorded as a byte edit: apply them, not a full serialization
+        return bytes(request.SerializeToString())
+
+    @staticmethod
+    def _encode_traces(queue: SendingQueue, batch: TraceBatch) -> bytes:
+        file = queue.name.startswith("file/")
+        if not file and batch.raw is not None and batch.edits and patch is not None:
+            # every change was recorded as a byte edit: apply them, not a serialization
             try:
-                return patch(raw, edits)
+                return patch(batch.raw, batch.edits)
             except ValueError:  # an edit the wire walk does not place: serialize instead
                 pass
-        if batch is not None:
-            request = settled(batch)
-        return bytes(request.SerializeToString())
+        # the parsed request is read: enrich's deferred additions go into it first
+        return Service._encode(queue, settled(batch), batch.raw, batch.modified)
 
     def reject(self, signal: str, reason: str, items: int = 0) -> None:
         self.telemetry.inc(self.telemetry.rejected, (signal, reason), max(items, 1))

@@ -410,7 +410,7 @@ def _chain_bytes(data: bytes) -> tuple[bytes, TraceBatch]:
         batch = TraceBatch(ExportTraceServiceRequest.FromString(data), raw=data)
         for step in svc.trace_chain:
             batch = step(batch)
-        out = svc._encode(svc.queues["traces"], batch.request, batch.raw, True, batch.edits, batch)
+        out = svc._encode_traces(svc.queues["traces"], batch)
     finally:
         svc._stop.set()
     return out, batch
