@@ -187,10 +187,15 @@ class LLMMetrics:
                 if (v := call.time_per_chunk_s) is not None:
                     hist(slots, _TPC, self.time_per_chunk, base, v, (tid, sid, v, now))
         # One exemplar per token type serves both token families (same value).
-        if (n := call.input_tokens) is not None:
+        for n, usage_slot, tokens_slot, token_type in (
+            (call.input_tokens, _IN_USAGE, _IN_TOKENS, "input"),
+            (call.output_tokens, _OUT_USAGE, _OUT_TOKENS, "output"),
+        ):
+            if n is None:
+                continue
             ex = (tid, sid, n, now)
-            if (s := slots[_IN_USAGE]) is None:
-                hist(slots, _IN_USAGE, self.token_usage, (*base, "input"), n, ex)
+            if (s := slots[usage_slot]) is None:
+                hist(slots, usage_slot, self.token_usage, (*base, token_type), n, ex)
             else:
                 i = bisect_left(self._token_bounds, n)
                 s.counts[i] += 1
@@ -198,24 +203,8 @@ class LLMMetrics:
                 s.count += 1
                 s.exemplars[i] = ex
             if n:
-                if (s := slots[_IN_TOKENS]) is None:
-                    add(slots, _IN_TOKENS, self.tokens, (*base, "input"), n, ex)
-                else:
-                    s.value += n
-                    s.exemplar = ex
-        if (n := call.output_tokens) is not None:
-            ex = (tid, sid, n, now)
-            if (s := slots[_OUT_USAGE]) is None:
-                hist(slots, _OUT_USAGE, self.token_usage, (*base, "output"), n, ex)
-            else:
-                i = bisect_left(self._token_bounds, n)
-                s.counts[i] += 1
-                s.total += n
-                s.count += 1
-                s.exemplars[i] = ex
-            if n:
-                if (s := slots[_OUT_TOKENS]) is None:
-                    add(slots, _OUT_TOKENS, self.tokens, (*base, "output"), n, ex)
+                if (s := slots[tokens_slot]) is None:
+                    add(slots, tokens_slot, self.tokens, (*base, token_type), n, ex)
                 else:
                     s.value += n
                     s.exemplar = ex
