@@ -9,10 +9,6 @@
 //! through the parser, so both paths give the same calls (tests/processors/test_native.py).
 
 use std::collections::{HashMap, HashSet};
-
-// foldhash: fast and seeded per process, so keys cannot be chosen to collide
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
@@ -20,6 +16,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyString, PyTuple};
 
 use crate::wire::{self, Value};
+
+// foldhash: fast and seeded per process, so keys cannot be chosen to collide
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 // The canonical fields the reader knows (pipeline.model.FIELDS and response_id).
 const FIELD_NAMES: [&str; 18] = [
