@@ -1040,6 +1040,24 @@ def _passed_by_rate(res: SystemResult) -> dict[float, list[StepResult]]:
     return out
 
 
+def _paired(label: str, system: str, side: list[StepResult], col: list[StepResult]) -> Ratio:
+    """The ratio at one rate: the k-th step of each ran in the same round (--repeats), so
+    the rounds are paired and the median taken over their ratios."""
+    pairs = list(zip(side, col, strict=False))
+    rounds = [a.cpu_us_per_span / b.cpu_us_per_span for a, b in pairs]
+    rate = side[0].offered_spans_s
+    return Ratio(
+        label,
+        system,
+        rate,
+        statistics.median(a.cpu_us_per_span for a, _ in pairs),
+        rate,
+        statistics.median(b.cpu_us_per_span for _, b in pairs),
+        statistics.median(rounds),
+        rounds if len(rounds) > 1 else [],
+    )
+
+
 def ratios(results: list[SystemResult]) -> list[Ratio]:
     """Sidecar CPU us/span / Collector CPU us/span: at every rate both sustained, at a common
     moderate rate (the highest where the sidecar used <= 70% of its core), and each at its
@@ -1047,50 +1065,17 @@ def ratios(results: list[SystemResult]) -> list[Ratio]:
     col = next((r for r in results if r.system == "collector"), None)
     if col is None:
         return []
+    cpass = _passed_by_rate(col)
     out = []
     for side in (r for r in results if r.system != "collector"):
-        cpass = _passed_by_rate(col)
         spass = _passed_by_rate(side)
         common = sorted(set(cpass) & set(spass))
-        paired = {}
         for rate in common:
-            # the k-th step of each at this rate ran in the same round (--repeats)
-            pairs = list(zip(spass[rate], cpass[rate], strict=False))
-            paired[rate] = (
-                statistics.median(a.cpu_us_per_span for a, _ in pairs),
-                statistics.median(b.cpu_us_per_span for _, b in pairs),
-                [a.cpu_us_per_span / b.cpu_us_per_span for a, b in pairs],
-            )
-        for rate in common:
-            a_us, b_us, rounds = paired[rate]
-            out.append(
-                Ratio(
-                    f"at {rate:.0f} spans/s",
-                    side.system,
-                    rate,
-                    a_us,
-                    rate,
-                    b_us,
-                    statistics.median(rounds),
-                    rounds if len(rounds) > 1 else [],
-                )
-            )
+            out.append(_paired(f"at {rate:.0f} spans/s", side.system, spass[rate], cpass[rate]))
         if common:
             moderate = [r for r in common if max(s.cpu_util for s in spass[r]) <= 0.7] or common[:1]
             rate = moderate[-1]
-            a_us, b_us, rounds = paired[rate]
-            out.append(
-                Ratio(
-                    "common moderate rate",
-                    side.system,
-                    rate,
-                    a_us,
-                    rate,
-                    b_us,
-                    statistics.median(rounds),
-                    rounds if len(rounds) > 1 else [],
-                )
-            )
+            out.append(_paired("common moderate rate", side.system, spass[rate], cpass[rate]))
         if side.cpu_us_per_span_at_max and col.cpu_us_per_span_at_max:
             out.append(
                 Ratio(
