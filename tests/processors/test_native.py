@@ -310,33 +310,35 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def test_the_call_reader_follows_the_parser_on_odd_wire() -> None:
-    def ld(field: int, payload: bytes) -> bytes:
-        return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+def _ld(field: int, payload: bytes) -> bytes:
+    """A length-delimited field on the wire: tag, length, payload."""
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
 
+
+def test_the_call_reader_follows_the_parser_on_odd_wire() -> None:
     def vi(field: int, value: int) -> bytes:
         return _varint(field << 3) + _varint(value)
 
     def kv(key: bytes, value: bytes) -> bytes:
-        return ld(9, ld(1, key) + ld(2, value))
+        return _ld(9, _ld(1, key) + _ld(2, value))
 
-    model = ld(1, b"x") + ld(1, b"gen_ai.request.model") + ld(2, ld(1, b"a") + ld(1, b"gpt"))
+    model = _ld(1, b"x") + _ld(1, b"gen_ai.request.model") + _ld(2, _ld(1, b"a") + _ld(1, b"gpt"))
     span = (
-        ld(1, b"T" * 16)
-        + ld(1, b"t" * 16)  # trace_id twice: the last one
-        + ld(2, b"s" * 8)
+        _ld(1, b"T" * 16)
+        + _ld(1, b"t" * 16)  # trace_id twice: the last one
+        + _ld(2, b"s" * 8)
         + vi(7, 5)  # start_time_unix_nano as a varint: an unknown field to the parser
         + vi(6, 2**40 + 2)  # kind beyond int32: its low 32 bits (2: a server span)
-        + ld(9, model)  # the key and the string twice: the last of each
-        + kv(b"gen_ai.provider.name", ld(3, b"x"))  # int_value length-delimited: unknown
-        + kv(b"gen_ai.system", ld(1, b"openai"))
-        + ld(9, ld(2, ld(1, b"chat")) + ld(1, b"gen_ai.operation.name"))  # value, then key
+        + _ld(9, model)  # the key and the string twice: the last of each
+        + kv(b"gen_ai.provider.name", _ld(3, b"x"))  # int_value length-delimited: unknown
+        + kv(b"gen_ai.system", _ld(1, b"openai"))
+        + _ld(9, _ld(2, _ld(1, b"chat")) + _ld(1, b"gen_ai.operation.name"))  # value, then key
         # key, value, key: the last key (the reader's one-key shortcut must not take the first)
-        + ld(9, ld(1, b"zz") + ld(2, ld(1, b"m1")) + ld(1, b"gen_ai.response.model"))
-        + ld(15, vi(3, 1))
-        + ld(15, ld(2, b"msg"))  # status twice: merged, the code stays
+        + _ld(9, _ld(1, b"zz") + _ld(2, _ld(1, b"m1")) + _ld(1, b"gen_ai.response.model"))
+        + _ld(15, vi(3, 1))
+        + _ld(15, _ld(2, b"msg"))  # status twice: merged, the code stays
     )
-    data = ld(1, ld(2, ld(2, span)))
+    data = _ld(1, _ld(2, _ld(2, span)))
     calls = _calls(data, normalize_module.call_reader())
     assert calls == _calls(data, None)
     assert [
@@ -449,12 +451,9 @@ def test_a_patch_that_fails_falls_back_to_the_settled_request(
 def test_a_value_written_twice_is_not_patched() -> None:
     # The name twice on the wire (the parser keeps the last): replacing the last one in place
     # would leave the first one's bytes in the request; the request is serialized instead.
-    def ld(field: int, payload: bytes) -> bytes:
-        return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
     secret = b"GET /users/jane@example.com"
-    span = ld(1, b"t" * 16) + ld(2, b"s" * 8) + ld(5, secret) + ld(5, secret)
-    data = ld(1, ld(2, ld(2, span)))
+    span = _ld(1, b"t" * 16) + _ld(2, b"s" * 8) + _ld(5, secret) + _ld(5, secret)
+    data = _ld(1, _ld(2, _ld(2, span)))
     out, batch = _chain_bytes(data)
     assert batch.edits is None
     assert b"jane@example.com" not in out
@@ -467,7 +466,7 @@ def test_a_value_written_twice_is_not_patched() -> None:
     )
 
 
-def test_patch_refuses_an_edit_that_is_not_a_field() -> None:
+def test_patch_refuses_an_edit_that_is_not_a_fie_ld() -> None:
     data = _request([[([("gen_ai.request.model", "m")], 0, 0, 1, 2, [])]])
     with pytest.raises(ValueError):
         native.patch(data, [(1, 3, b"x", False)])  # inside a tag and a length
