@@ -18,16 +18,24 @@ and two instrumentations can see the same call. Two rules set `LLMCall.counted =
    forgotten, and is counted if it is an LLM call when it arrives.
 2. The same response seen twice. LiteLLM writes its span after the call returned, so an
    instrumented openai client beneath it is not its descendant (another trace, or a sibling).
-   Two counted LLM calls with the same `gen_ai.response.id` written by different
-   instrumentation scopes are one call: within a batch the innermost (latest start) is counted;
-   across batches, the first one seen. Same-scope repeats are left alone (servers that reuse
-   ids), and `match_response_ids: false` turns the rule off.
+   Two counted LLM calls with the same `gen_ai.response.id` are one call when they can be:
+   written by different instrumentation scopes (same-scope repeats are different calls), with
+   overlapping times (both spans cover the one HTTP exchange), and either in the same trace or
+   from the same service. Servers reuse ids (Ollama's OpenAI-compatible API draws
+   `chatcmpl-<n>` from 999 values), so an id alone says little: two calls in different
+   services and traces are never merged (a look-alike must not cost a call; at worst a
+   double-instrumented call across services without a common trace counts twice). The same
+   service is enough without the same trace because LiteLLM's span starts a trace of its own
+   (tests/instrumentation/test_nesting.py: one process, two traces, LiteLLM's span covering
+   the client's). Within a batch the innermost call (latest start) is counted; across batches,
+   the first one seen. `match_response_ids: false` turns the rule off.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .._native import span_parents
 from ..model import LLMCall, TraceBatch
@@ -36,13 +44,40 @@ from ..model import LLMCall, TraceBatch
 @dataclass
 class DedupeConfig:
     # Spans not yet arrived that have an LLM descendant, and response ids seen: at most this
-    # many of each are remembered (about 100 bytes an entry).
+    # many of each are remembered (about 100 bytes an entry; a reused id keeps its last
+    # `_PER_ID` counted calls).
     max_entries: int = 100_000
     match_response_ids: bool = True
 
     def validate(self) -> None:
         if self.max_entries < 1:
             raise ValueError("max_entries must be >= 1")
+
+
+_PER_ID = 8
+
+
+class _Seen(NamedTuple):
+    """What decides whether two calls with one response id can be the same call."""
+
+    scope: str
+    service: str
+    trace_id: bytes
+    start_ns: int
+    end_ns: int
+
+
+def _seen(call: LLMCall) -> _Seen:
+    return _Seen(call.scope or "-", call.service_name, call.trace_id, call.start_ns, call.end_ns)
+
+
+def _same_call(a: _Seen, b: _Seen) -> bool:
+    return (
+        a.scope != b.scope
+        and (a.trace_id == b.trace_id or a.service == b.service)
+        and a.start_ns <= b.end_ns
+        and b.start_ns <= a.end_ns
+    )
 
 
 def _parents(batch: TraceBatch) -> dict[bytes, bytes | None]:
@@ -70,8 +105,8 @@ class Dedupe:
         self.config.validate()
         # trace_id + span_id of spans not yet seen that have an LLM-call descendant.
         self._pending: OrderedDict[bytes, None] = OrderedDict()
-        # response id -> instrumentation scope of the counted call that had it.
-        self._responses: OrderedDict[str, str] = OrderedDict()
+        # response id -> the counted calls that had it (the last `_PER_ID`).
+        self._responses: OrderedDict[str, list[_Seen]] = OrderedDict()
 
     def __call__(self, batch: TraceBatch) -> TraceBatch:
         calls = batch.calls
@@ -132,29 +167,30 @@ class Dedupe:
         seen = self._responses
         limit = self.config.max_entries
         for rid, group in groups.items():
-            first = seen.get(rid)
-            if not isinstance(group, list):  # the one call with this id in the batch
-                scope = group.scope or "-"
-                if first is None:
-                    seen[rid] = scope
+            earlier = seen.get(rid)
+            if earlier is None:
+                if not isinstance(group, list):  # the usual case: an id seen once
+                    seen[rid] = [_seen(group)]
                     if len(seen) > limit:
                         seen.popitem(last=False)
-                else:
-                    seen.move_to_end(rid)
-                    if scope != first:
-                        group.counted = False
-                continue
-            members = [(call, call.scope or "-") for call in group]
-            if first is None:
-                # Within the batch the innermost call (latest start, then earliest end) wins.
-                keep: LLMCall | None
-                keep, first = max(members, key=lambda m: (m[0].start_ns, -m[0].end_ns))
-                seen[rid] = first
+                    continue
+                kept = seen[rid] = []
                 if len(seen) > limit:
                     seen.popitem(last=False)
             else:
                 seen.move_to_end(rid)
-                keep = None
-            for call, scope in members:
-                if call is not keep and scope != first:
+                kept = earlier
+            # Innermost first (latest start, then earliest end): it is the one counted.
+            members = (
+                sorted(group, key=lambda c: (-c.start_ns, c.end_ns))
+                if isinstance(group, list)
+                else (group,)
+            )
+            for call in members:
+                mine = _seen(call)
+                if any(_same_call(mine, other) for other in kept):
                     call.counted = False
+                else:
+                    kept.append(mine)
+            if len(kept) > _PER_ID:
+                del kept[:-_PER_ID]

@@ -83,6 +83,7 @@ class Span:
     status: int = 0  # 2 ERROR
     events: list[tuple[str, int]] = field(default_factory=list)  # (name, ms)
     scope: str = "test"
+    service: str = ""  # the resource's service.name; "" for build_request's `service`
 
 
 T0_NS = 1_700_000_000_000_000_000
@@ -98,15 +99,19 @@ def span_id(n: int) -> bytes:
 
 def build_request(spans: list[Span], service: str = "svc") -> ExportTraceServiceRequest:
     req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key = "service.name"
-    kv.value.string_value = service
-    scopes: dict[str, Any] = {}
+    resources: dict[str, Any] = {}
+    scopes: dict[tuple[str, str], Any] = {}
     for s in spans:
-        ss = scopes.get(s.scope)
+        svc = s.service or service
+        rs = resources.get(svc)
+        if rs is None:
+            rs = resources[svc] = req.resource_spans.add()
+            kv = rs.resource.attributes.add()
+            kv.key = "service.name"
+            kv.value.string_value = svc
+        ss = scopes.get((svc, s.scope))
         if ss is None:
-            ss = scopes[s.scope] = rs.scope_spans.add()
+            ss = scopes[(svc, s.scope)] = rs.scope_spans.add()
             ss.scope.name = s.scope
         sp = ss.spans.add()
         sp.trace_id = trace_id(s.trace)

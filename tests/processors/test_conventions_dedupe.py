@@ -140,6 +140,80 @@ def test_across_batches_the_first_response_seen_wins() -> None:
     assert run(d, [rid(3, "litellm", trace=3)]) == {3: True}  # same scope as the first
 
 
+def test_a_reused_id_in_other_traces_and_services_is_another_call() -> None:
+    # Two services call one Ollama server at once through two instrumentations; it hands
+    # both calls the same id. Nothing ties them together: both are counted.
+    spans = [
+        rid(1, "litellm", trace=1, service="billing", start_ms=0, end_ms=100),
+        rid(2, "openai", trace=2, service="search", start_ms=10, end_ms=90),
+    ]
+    assert run(Dedupe(), spans) == {1: True, 2: True}
+
+
+def test_a_reused_id_in_one_service_at_other_times_is_another_call() -> None:
+    spans = [
+        rid(1, "litellm", trace=1, start_ms=0, end_ms=100),
+        rid(2, "openai", trace=2, start_ms=200, end_ms=300),
+        rid(3, "litellm", trace=1, start_ms=400, end_ms=500),  # same trace, later
+        rid(4, "openai", trace=1, start_ms=600, end_ms=700),
+    ]
+    assert run(Dedupe(), spans) == {1: True, 2: True, 3: True, 4: True}
+
+
+def test_one_trace_across_services_is_matched_when_times_overlap() -> None:
+    # An app's client span and a proxy's span in one trace, not nested (the proxy does not
+    # parent its span on the incoming request): one call.
+    spans = [
+        rid(1, "openai", trace=1, service="app", start_ms=0, end_ms=100),
+        rid(2, "litellm", trace=1, service="proxy", start_ms=10, end_ms=95),
+    ]
+    assert run(Dedupe(), spans) == {1: False, 2: True}
+
+
+def test_across_batches_a_reused_id_is_another_call_unless_it_can_be_the_same() -> None:
+    d = Dedupe()
+    assert run(d, [rid(1, "litellm", trace=1, start_ms=0, end_ms=100)]) == {1: True}
+    # later in the same service: another call
+    assert run(d, [rid(2, "openai", trace=2, start_ms=500, end_ms=600)]) == {2: True}
+    # another service at the same time as the first: another call
+    assert run(d, [rid(3, "openai", trace=3, service="b", start_ms=0, end_ms=100)]) == {3: True}
+    # the first call's twin (same service, overlapping): not counted again
+    assert run(d, [rid(4, "openai", trace=4, start_ms=10, end_ms=90)]) == {4: False}
+
+
+def test_ollama_ids_lose_no_call_across_services_and_traces() -> None:
+    # 2,000 calls, two services each instrumented twice (litellm on some calls, the openai
+    # client on others), ids drawn from Ollama's 999: every call is counted. Calls of one
+    # service do not overlap in time (one worker each); the two services overlap freely.
+    rng = random.Random(15)
+    d = Dedupe()
+    n = 0
+    for _ in range(20):
+        batch = []
+        for service, offset in (("a", 0), ("b", 37)):
+            for _ in range(50):
+                n += 1
+                start = n * 100 + offset
+                batch.append(
+                    Span(
+                        n,
+                        trace=n,
+                        service=service,
+                        scope=rng.choice(["litellm", "opentelemetry.instrumentation.openai.v1"]),
+                        name="chat",
+                        start_ms=start,
+                        end_ms=start + 90,
+                        attrs={
+                            **llm(n).attrs,
+                            "gen_ai.response.id": f"chatcmpl-{rng.randrange(1, 1000)}",
+                        },
+                    )
+                )
+        result = run(d, batch)
+        assert len(result) == 100 and all(result.values())
+    assert len(d._responses) <= 999
+
+
 def test_response_matching_can_be_turned_off() -> None:
     d = Dedupe(DedupeConfig(match_response_ids=False))
     spans = [rid(1, "litellm", trace=1), rid(2, "openai", trace=2)]
