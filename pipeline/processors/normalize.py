@@ -19,6 +19,7 @@ from .conventions import (
     CURRENT_NAMES,
     LOOKUP,
     TTFT_ATTRIBUTE,
+    anthropic,
     litellm,
     normalize_provider,
     openinference,
@@ -353,4 +354,22 @@ def normalize(batch: TraceBatch) -> TraceBatch:
                 if call is not None:
                     calls.append(call)
     batch.span_count = sum(len(ss.spans) for _, ss in scopes)
+    _cache_in_input(batch.calls, scopes)
     return batch
+
+
+def _cache_in_input(calls: list[LLMCall], scopes: list[tuple[str, Any]]) -> None:
+    """Input tokens include the cached ones (semconv), whoever wrote them (conventions/
+    anthropic.py): add them where the writer left them out."""
+    excluding = {
+        (service, ss.scope.name)
+        for service, ss in scopes
+        if anthropic.excludes_cache(ss.scope.name, ss.scope.version)
+    }
+    for call in calls:
+        cr, cw, inp = call.cache_read_tokens, call.cache_creation_tokens, call.input_tokens
+        if (cr or cw) and inp is not None:
+            excl = (call.service_name, call.scope) in excluding
+            call.input_tokens = min(
+                _MAX_TOKENS, anthropic.input_with_cache(inp, cr or 0, cw or 0, excl)
+            )
