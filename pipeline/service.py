@@ -37,7 +37,7 @@ from .processors.dedupe import Dedupe
 from .processors.enrich import enrich
 from .processors.fallback import FallbackDetector
 from .processors.metrics import LLMMetrics, MetricsConfig
-from .processors.normalize import normalize
+from .processors.normalize import Normalize
 from .processors.redact import Redactor
 from .processors.ttft import ttft
 from .receivers.decode import count_items, drop_invalid_spans, to_json
@@ -103,7 +103,7 @@ class Service:
         self._redactor = Redactor(cfg.redact, on_redact=redacted)
         cost = CostProcessor(CostConfig(dict(cfg.price_overrides)), on_unpriced=unpriced)
         factories: dict[str, Callable[[], Callable[[TraceBatch], TraceBatch]]] = {
-            "normalize": lambda: normalize,
+            "normalize": lambda: Normalize(lambda scope, n: tel.inc(tel.unreadable, (scope,), n)),
             "dedupe": lambda: Dedupe(cfg.dedupe),
             "ttft": lambda: ttft,
             "cost": lambda: cost,

@@ -50,6 +50,12 @@ class Telemetry:
             max_series,
         )
         self.redactions = c("llm_pipeline_redactions", "Values redacted, by type.", ("type",))
+        self.unreadable = c(
+            "llm_pipeline_unreadable_llm_spans",
+            "Spans that look like LLM calls but from which no call could be read, by scope.",
+            ("scope",),
+            max_series,
+        )
         self.refused_connections = c(
             "llm_pipeline_refused_connections",
             "Connections closed at once because the receiver had its maximum open.",

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+import structlog
 
 from .._native import CallReader
 from ..model import LLMCall, TraceBatch, any_value, service_name_of
@@ -29,6 +32,7 @@ from .conventions import (
 )
 from .conventions import LLM_MARKERS as _MARKERS
 from .conventions._table import to_bool, to_float, to_int, to_str
+from .unreadable import find_unreadable
 
 if TYPE_CHECKING:
     from llm_pipeline_native import CallReader as CallReaderType
@@ -318,8 +322,11 @@ def call_reader() -> CallReaderType | None:
 _CALL_READER = call_reader()
 
 
-def _read_native(batch: TraceBatch, scopes: list[tuple[str, Any]]) -> bool:
-    """normalize through the native reader; False when it cannot read the request."""
+def _read_native(
+    batch: TraceBatch, scopes: list[tuple[str, Any]], read: set[tuple[int, int]]
+) -> bool:
+    """normalize through the native reader; False when it cannot read the request. `read`
+    gets the (scope index, span index) of each model call."""
     if _CALL_READER is None or batch.raw is None or batch.modified:
         return False
     try:
@@ -334,28 +341,65 @@ def _read_native(batch: TraceBatch, scopes: list[tuple[str, Any]]) -> bool:
         span = ss.spans[j]
         if args is not None:
             calls.append(LLMCall(span, *args))
+            read.add((si, j))
         elif (call := read_span(span, service, ss.scope.name)) is not None:
             calls.append(call)
+            read.add((si, j))
     return True
 
 
-def normalize(batch: TraceBatch) -> TraceBatch:
+def normalize(batch: TraceBatch, unreadable: dict[str, int] | None = None) -> TraceBatch:
+    """Read the batch's model calls into `batch.calls`. With `unreadable`, also count there, by
+    scope, the spans that look like model calls but from which none could be read."""
     scopes = [
         (sys.intern(service_name_of(rs.resource)), ss)  # (fallback buffers it per call)
         for rs in batch.request.resource_spans
         for ss in rs.scope_spans
     ]
-    if not _read_native(batch, scopes):
+    read: set[tuple[int, int]] = set()
+    if not _read_native(batch, scopes, read):
         calls = batch.calls
-        for service, ss in scopes:
+        for si, (service, ss) in enumerate(scopes):
             scope = ss.scope.name
-            for span in ss.spans:
+            for j, span in enumerate(ss.spans):
                 call = read_span(span, service, scope)
                 if call is not None:
                     calls.append(call)
+                    read.add((si, j))
     batch.span_count = sum(len(ss.spans) for _, ss in scopes)
     _cache_in_input(batch.calls, scopes)
+    if unreadable is not None and batch.span_count > len(read):
+        find_unreadable(batch, scopes, read, unreadable)
     return batch
+
+
+_log = structlog.get_logger("pipeline.normalize")
+_MAX_LOGGED_SCOPES = 1000
+
+
+class Normalize:
+    """The normalize processor: reports each batch's unreadable LLM-looking spans by scope
+    (`on_unreadable(scope, n)`) and logs each scope the first time."""
+
+    def __init__(self, on_unreadable: Callable[[str, int], None] | None = None) -> None:
+        self._on_unreadable = on_unreadable
+        self._logged: set[str] = set()
+
+    def __call__(self, batch: TraceBatch) -> TraceBatch:
+        found: dict[str, int] = {}
+        normalize(batch, found)
+        for scope, n in found.items():
+            if self._on_unreadable is not None:
+                self._on_unreadable(scope, n)
+            if scope not in self._logged and len(self._logged) < _MAX_LOGGED_SCOPES:
+                self._logged.add(scope)
+                _log.warning(
+                    "spans look like LLM calls but no call could be read from them: an"
+                    " instrumentation whose attribute names this sidecar does not know?",
+                    scope=scope,
+                    spans=n,
+                )
+        return batch
 
 
 def _cache_in_input(calls: list[LLMCall], scopes: list[tuple[str, Any]]) -> None:
