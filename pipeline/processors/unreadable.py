@@ -5,18 +5,17 @@ renamed its attributes, or one this sidecar does not know. They are counted by s
 A span looks like a model call when its scope is a known LLM instrumentation's, or when it has a
 `gen_ai.*` / `llm.*` attribute naming a model or a token count, and it is not one of the
 non-call spans those instrumentations also write (agents, tools, chains, LiteLLM's raw request).
-Only spans whose received bytes hold such a key are looked at (a C-speed search, then the
-wire's span ranges), so the spans of a batch are not walked again.
+A scope of another library whose received bytes hold no such key is skipped after a C-speed
+search of its bytes, so the spans of a batch are not walked again in the common case.
 """
 
 from __future__ import annotations
 
-import bisect
 import re
 from typing import Any
 
 from ..model import TraceBatch
-from ._wire import item_ranges
+from ._wire import _len_fields
 
 # Scopes of instrumentations whose spans are model calls (a prefix of the scope name).
 LLM_SCOPES = (
@@ -72,6 +71,16 @@ def _looks_like_call(span: Any, known_scope: bool) -> bool:
     return llm_key
 
 
+def _scope_ranges(raw: bytes) -> list[tuple[int, int]]:
+    """The bytes of each scope_spans message, in normalize's flat scope order (two levels of
+    the wire read, nothing of the spans)."""
+    out: list[tuple[int, int]] = []
+    for field, start, end in _len_fields(raw, 0, len(raw)):
+        if field == 1:
+            out.extend((a, b) for f, a, b in _len_fields(raw, start, end) if f == 2)
+    return out
+
+
 def find_unreadable(
     batch: TraceBatch,
     scopes: list[tuple[str, Any]],
@@ -80,43 +89,36 @@ def find_unreadable(
 ) -> None:
     """Count into `out`, by scope name, the spans of `scopes` (normalize's flat list of
     (service, scope_spans)) that look like model calls and are not in `read`."""
-    candidates = {
-        (si, j)
-        for si, (_, ss) in enumerate(scopes)
-        if ss.scope.name.startswith(LLM_SCOPES)
-        for j in range(len(ss.spans))
-    }
     raw = batch.raw if not batch.modified else None
+    ranges: list[tuple[int, int]] | None = None
     if raw is not None:
-        # Only spans whose bytes hold an LLM-looking key are looked at (C-speed search).
-        hits = [m.start() for m in _LLM_KEY.finditer(raw)]
-        if hits:
-            ranges = item_ranges(raw)
-            starts = [r[0] for r in ranges]
-            index = _scope_index(batch)
-            for pos in hits:
-                k = bisect.bisect_right(starts, pos) - 1
-                if k >= 0:
-                    _, end, resource, scope, item = ranges[k]
-                    if item >= 0 and pos < end:
-                        si = index.get((resource, scope))
-                        if si is not None:
-                            candidates.add((si, item))
-    else:  # no bytes to search: every span's keys
-        candidates.update(
-            (si, j) for si, (_, ss) in enumerate(scopes) for j in range(len(ss.spans))
+        try:
+            ranges = _scope_ranges(raw)
+        except ValueError:
+            ranges = None
+        if ranges is not None and len(ranges) != len(scopes):
+            ranges = None  # not the shape expected: look at every scope's spans
+    read_in = [0] * len(scopes)
+    for si, _ in read:
+        read_in[si] += 1
+    for si, (_, ss) in enumerate(scopes):
+        spans = ss.spans
+        if read_in[si] == len(spans):
+            continue
+        name = ss.scope.name
+        known = name.startswith(LLM_SCOPES)
+        if not known and raw is not None and ranges is not None:
+            # A scope whose bytes hold no LLM-looking key (most app scopes) is skipped after
+            # a literal search of its bytes (C speed); the spans are not walked.
+            a, b = ranges[si]
+            if raw.find(b"gen_ai.", a, b) < 0 and raw.find(b"llm.", a, b) < 0:
+                continue
+            if _LLM_KEY.search(raw, a, b) is None:
+                continue
+        n = sum(
+            1
+            for j, span in enumerate(spans)
+            if (si, j) not in read and _looks_like_call(span, known)
         )
-    for si, j in candidates - read:
-        ss = scopes[si][1]
-        if _looks_like_call(ss.spans[j], ss.scope.name.startswith(LLM_SCOPES)):
-            name = ss.scope.name or "-"
-            out[name] = out.get(name, 0) + 1
-
-
-def _scope_index(batch: TraceBatch) -> dict[tuple[int, int], int]:
-    """(resource index, scope index within it) -> the flat scope index normalize uses."""
-    index: dict[tuple[int, int], int] = {}
-    for r, rs in enumerate(batch.request.resource_spans):
-        for s in range(len(rs.scope_spans)):
-            index[(r, s)] = len(index)
-    return index
+        if n:
+            out[name or "-"] = out.get(name or "-", 0) + n
