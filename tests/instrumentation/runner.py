@@ -129,7 +129,7 @@ def capture(
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,  # a loaded 2-core machine: LiteLLM alone has taken 150 s
     )
     if proc.returncode != 0:
         raise RuntimeError(
