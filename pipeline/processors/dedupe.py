@@ -28,7 +28,8 @@ and two instrumentations can see the same call. Two rules set `LLMCall.counted =
    service is enough without the same trace because LiteLLM's span starts a trace of its own
    (tests/instrumentation/test_nesting.py: one process, two traces, LiteLLM's span covering
    the client's). Within a batch the innermost call (latest start) is counted; across batches,
-   the first one seen. `match_response_ids: false` turns the rule off.
+   the first one seen. `match_response_ids: false` turns the rule off. Limit: the service is
+   its `service.name`, which replicas share (`LLMCall` carries no resource identity).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from ._wire import _len_fields
 # Scopes of instrumentations whose spans are model calls (a prefix of the scope name).
 LLM_SCOPES = (
     "opentelemetry.instrumentation.openai",  # OpenLLMetry's and openai-v2
+    "opentelemetry.util.genai",  # openai-v2 with gen_ai_latest_experimental
     "opentelemetry.instrumentation.anthropic",
     "opentelemetry.instrumentation.bedrock",
     "opentelemetry.instrumentation.vertexai",
