@@ -146,7 +146,9 @@ class GrpcioServer:
         self._timeout_s = request_timeout_s
         self._budget = ByteBudget(max_inflight_bytes)
         self._watchdog = _Watchdog()
-        self._executor = _Executor(workers)
+        # a thread for every call admitted: one waiting for its message (an unfinished stream,
+        # until the watchdog) holds a thread, and must not hold up the calls behind it
+        self._executor = _Executor(workers * 8)
         from .otlp_grpc import _PATHS, _SERVICES
 
         self._admission = _Admission(

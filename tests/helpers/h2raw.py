@@ -45,8 +45,11 @@ class H2Conn:
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()
-        if data:
-            self.sock.sendall(data)
+        if data and not self.closed:
+            try:
+                self.sock.sendall(data)
+            except OSError:  # the server closed it (the reads say so too)
+                self.closed = True
 
     def open(self, path: str, headers: dict[str, str], body: bytes = b"", end: bool = True) -> int:
         """A POST on a new stream; with `end` False the body is left unfinished."""

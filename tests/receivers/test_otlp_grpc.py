@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import gzip
-import json
 import socket
 import struct
 import threading
@@ -24,69 +23,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from pipeline import _native
-from pipeline.config import Config
 from pipeline.exporters.queue import QueueFull
-from pipeline.receivers.otlp_grpc import OtlpGrpcReceiver
-from pipeline.service import Service
 from tests.helpers import h2raw
+from tests.helpers.grpc_rx import INFLATED, LIMIT, TRACES, Receiver, use_transport
 from tests.helpers.otlp_build import spans_request
-
-TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-LIMIT = 64 * 1024  # max_request_bytes
-INFLATED = LIMIT * 4  # max_decompressed_bytes
-
-
-class Receiver:
-    def __init__(
-        self,
-        tmp_path: Path,
-        transport: str,
-        auth: str | None = None,
-        inflight: int = LIMIT * 8,
-        **limits: Any,
-    ) -> None:
-        cfg = Config()
-        cfg.file.directory = str(tmp_path / "out")
-        self.out = tmp_path / "out" / "traces.jsonl"
-        self.service = Service(cfg)
-        limits.setdefault("max_decompressed_bytes", INFLATED)
-        self.receiver = OtlpGrpcReceiver(
-            self.service, "127.0.0.1:0", LIMIT, auth, max_inflight_bytes=inflight, **limits
-        )
-        assert self.receiver.transport == transport
-        self.service.start()
-        self.receiver.start()
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.receiver.port}")
-        self.export = self.channel.unary_unary(TRACES)
-
-    def rejected(self, reason: str) -> float:
-        s = self.service.telemetry.rejected.series.get(("traces", reason))
-        return s.value if s is not None else 0
-
-    def exported_span_ids(self) -> list[str]:
-        self.service.shutdown()
-        return [
-            span["spanId"]
-            for line in self.out.read_text().splitlines()
-            for rs in json.loads(line)["resourceSpans"]
-            for ss in rs["scopeSpans"]
-            for span in ss["spans"]
-        ]
-
-    def close(self) -> None:
-        self.channel.close()
-        self.receiver.shutdown(0.5)
-        self.service.shutdown()
 
 
 @pytest.fixture(params=["native", "grpcio"])
 def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "native":
-        if _native.GrpcServer is None:
-            pytest.skip("native helpers not built (scripts/setup.sh builds them)")
-    else:
-        monkeypatch.setattr(_native, "GrpcServer", None)
-    return str(request.param)
+    return use_transport(str(request.param), monkeypatch)
 
 
 @pytest.fixture
