@@ -163,7 +163,8 @@ fn call_handler(
 ) -> Answer {
     Python::attach(|py| {
         let run = || -> PyResult<Answer> {
-            let result = handler.call1(py, (path, message.map(|m| PyBytes::new(py, m)), refusal))?;
+            let result =
+                handler.call1(py, (path, message.map(|m| PyBytes::new(py, m)), refusal))?;
             let t = result.bind(py).cast::<PyTuple>()?.clone();
             let code: u16 = t.get_item(0)?.extract()?;
             if code == 0 {
@@ -210,7 +211,12 @@ impl Conn {
         if self.active.load(Ordering::Acquire) > 0 {
             return None;
         }
-        Some(self.idle_since.lock().map(|t| t.elapsed()).unwrap_or_default())
+        Some(
+            self.idle_since
+                .lock()
+                .map(|t| t.elapsed())
+                .unwrap_or_default(),
+        )
     }
 
     /// GOAWAY, then a hard close if the peer lingers (see `serve_connection`).
@@ -243,7 +249,7 @@ impl Drop for StreamGuard {
 struct Shared {
     handler: Py<PyAny>,
     limits: Limits,
-    calls: Semaphore,    // requests being handled; more are answered UNAVAILABLE + retry hint
+    calls: Semaphore, // requests being handled; more are answered UNAVAILABLE + retry hint
     inflight: Semaphore, // request bytes being read, gunzipped or handled, across calls
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_conn: AtomicU64,
@@ -640,7 +646,8 @@ async fn serve(listener: StdListener, shared: Arc<Shared>, stop: watch::Receiver
         }
     };
     drop(listener); // no new connections; GOAWAY to the open ones, calls under way finish
-    let until = Instant::now() + Duration::from_secs_f64(grace.max(0.0)) + Duration::from_millis(50);
+    let until =
+        Instant::now() + Duration::from_secs_f64(grace.max(0.0)) + Duration::from_millis(50);
     while Instant::now() < until && shared.conns.lock().map(|c| !c.is_empty()).unwrap_or(false) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

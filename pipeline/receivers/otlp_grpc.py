@@ -145,7 +145,9 @@ class OtlpGrpcReceiver:
         self._native: Any = None
         self._server: Any = None
         server = _native.native_transport(transport, _native.GrpcServer, tls is None)
-        inflight = max(max_inflight_bytes, max_request_bytes, max_decompressed_bytes)
+        # the largest request must fit when nothing else is in flight: its compressed bytes
+        # stay paid for while they are inflated
+        inflight = max(max_inflight_bytes, max_request_bytes + max_decompressed_bytes)
         if server is not None:
             self.transport = "native"
             self._native = server(
