@@ -384,7 +384,7 @@ async fn read_body<'a>(
             Ok(Some(Err(_))) => {
                 // the client reset the stream: nobody is left to answer
                 let text = "request body could not be read".to_owned();
-                return Err(("malformed", INTERNAL, text));
+                return Err(("cancelled", INTERNAL, text));
             }
             Ok(Some(Ok(frame))) => frame,
         };
@@ -408,7 +408,7 @@ async fn handle(
     let _stream = StreamGuard::new(conn);
     let deadline = Instant::now() + shared.limits.request_timeout;
     let path = req.uri().path().to_owned();
-    if !shared.limits.paths.iter().any(|p| *p == path) {
+    if !shared.limits.paths.contains(&path) {
         let text = format!("unknown method {path}");
         return Ok(error(UNIMPLEMENTED, &text, Vec::new()));
     }
