@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -23,7 +24,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from pipeline import _native
+from pipeline.config import Config
 from pipeline.exporters.queue import QueueFull
+from pipeline.service import Service
 from tests.helpers import h2raw
 from tests.helpers.grpc_rx import INFLATED, LIMIT, TRACES, Receiver, use_transport
 from tests.helpers.otlp_build import spans_request
@@ -365,3 +368,33 @@ def test_streams_per_connection_and_idle_connections_are_bounded(
     finally:
         c.close()
         r.close()
+
+
+def test_refusals_are_counted_each_and_logged_once_per_reason_per_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from structlog.testing import capture_logs
+
+    from pipeline.receivers import otlp_grpc
+
+    clock = [1000.0]
+    monkeypatch.setattr(otlp_grpc, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    cfg = Config()
+    cfg.file.directory = str(tmp_path)
+    service = Service(cfg)
+    refuse = otlp_grpc.Refusals(service)
+    with capture_logs() as logs:
+        for _ in range(5):
+            refuse("traces", "too_large", "request exceeds 10 bytes")
+        refuse("logs", "unauthenticated", "missing or invalid bearer token")
+        clock[0] += otlp_grpc.LOG_EVERY_S + 0.1
+        refuse("traces", "too_large", "request exceeds 10 bytes")
+    rejected = service.telemetry.rejected.series
+    assert rejected[("traces", "too_large")].value == 6
+    assert rejected[("logs", "unauthenticated")].value == 1
+    assert [(e["reason"], e["unlogged"]) for e in logs] == [
+        ("too_large", 0),
+        ("unauthenticated", 0),
+        ("too_large", 4),
+    ]
+    assert logs[0]["detail"] == "request exceeds 10 bytes" and logs[0]["signal"] == "traces"
