@@ -35,15 +35,25 @@ class GrpcServer:
         self,
         endpoint: str,
         handler: Callable[
-            [str, bytes | None, bool, str | None, str],
+            [str, bytes | None, tuple[str, int, str] | None],
             tuple[int, str, bytes, tuple[tuple[str, str | bytes], ...]],
         ],
+        paths: list[str],
+        *,
         max_message_bytes: int,
+        max_decompressed_bytes: int,
         max_inflight_bytes: int,
         max_concurrent_calls: int = 64,
+        max_streams_per_connection: int = 32,
+        max_connections: int = 1024,
+        request_timeout_s: float = 30.0,
+        idle_timeout_s: float = 120.0,
+        auth_token: str | None = None,
     ) -> None: ...
     @property
     def port(self) -> int: ...
+    @property
+    def connections(self) -> int: ...
     def start(self) -> None: ...
     def stop(self, grace_s: float) -> None: ...
 

@@ -64,9 +64,18 @@ class ReceiversConfig:
     # The OTLP/gRPC transport: "native" (native/src/grpc.rs), "grpcio", or "auto": native
     # when it is built and TLS is off (it speaks plain HTTP/2 only), grpcio otherwise.
     grpc_transport: str = "auto"
-    # Request bytes being read or handled at once by the native gRPC transport (more gets
-    # UNAVAILABLE with a retry hint); grpcio bounds calls only (64 at once).
+    # Request bytes being read or handled at once by the gRPC receiver, counted once
+    # gunzipped (more gets UNAVAILABLE with a retry hint); grpcio counts them once read.
     grpc_max_inflight_bytes: int = 64 * 1024 * 1024
+    # gRPC under hostile clients: streams at once per connection (HTTP/2
+    # SETTINGS_MAX_CONCURRENT_STREAMS), open connections (native: at the cap the longest idle
+    # one is closed for a new one), a request not arrived whole within request_timeout_s is
+    # answered DEADLINE_EXCEEDED and reset, a connection with no call for idle_timeout_s gets
+    # GOAWAY (clients reconnect when they next send).
+    grpc_max_streams_per_connection: int = 32
+    grpc_max_connections: int = 1024
+    grpc_request_timeout_s: float = 30.0
+    grpc_idle_timeout_s: float = 120.0
 
     def validate(self) -> None:
         _check_endpoint("receivers.grpc_endpoint", self.grpc_endpoint)
@@ -91,6 +100,14 @@ class ReceiversConfig:
         if self.grpc_max_inflight_bytes < self.max_request_bytes:
             raise ConfigError(
                 "receivers.grpc_max_inflight_bytes must be >= receivers.max_request_bytes"
+            )
+        if self.grpc_max_streams_per_connection < 1 or self.grpc_max_connections < 1:
+            raise ConfigError(
+                "receivers.grpc_max_streams_per_connection and grpc_max_connections must be >= 1"
+            )
+        if not self.grpc_request_timeout_s > 0 or not self.grpc_idle_timeout_s > 0:
+            raise ConfigError(
+                "receivers.grpc_request_timeout_s and grpc_idle_timeout_s must be > 0"
             )
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError("receivers: tls_cert_file and tls_key_file go together")

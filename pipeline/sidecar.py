@@ -38,6 +38,11 @@ class Sidecar:
                 tls,
                 transport=rc.grpc_transport,
                 max_inflight_bytes=rc.grpc_max_inflight_bytes,
+                max_decompressed_bytes=rc.max_decompressed_bytes,
+                max_streams_per_connection=rc.grpc_max_streams_per_connection,
+                max_connections=rc.grpc_max_connections,
+                request_timeout_s=rc.grpc_request_timeout_s,
+                idle_timeout_s=rc.grpc_idle_timeout_s,
             )
         if rc.http_endpoint:
             http_tls = (tls_files[0], tls_files[1]) if tls_files and tls_files[1] else None

@@ -6,14 +6,21 @@ as they came.
 
 Two transports answer the same way (`_answer` decides): the native one (`GrpcServer` from
 native/src/grpc.rs: HTTP/2 in Rust, one Python call per request) when it is built and TLS is
-off, grpcio otherwise. A grpcio server costs ~0.85 ms of CPU per 58 KB request before our code
-runs; the native one ~0.4 ms (bench/README).
+off, grpcio otherwise (`_grpcio`). A grpcio server costs ~0.85 ms of CPU per 58 KB request
+before our code runs; the native one ~0.4 ms (bench/README).
+
+Both are bounded under hostile clients (issue 21): streams per connection, open connections,
+a deadline for a request to arrive whole, an idle-connection timeout, the bearer token checked
+before the body is read, and request bytes in flight counted once gunzipped. Every refusal is
+counted (`llm_pipeline_rejected_items_total{reason}`) and logged, at most once per reason
+every `LOG_EVERY_S`.
 """
 
 from __future__ import annotations
 
 import math
-from concurrent import futures
+import threading
+import time
 from typing import Any
 
 import grpc
@@ -22,10 +29,11 @@ from google.rpc import status_pb2
 from google.rpc.error_details_pb2 import RetryInfo
 
 from .. import _native
+from ..config import ReceiversConfig
 from ..exporters.queue import QueueFull
 from ..service import Service
-from ._common import bearer_ok, export_response
-from .decode import DecodeError, count_items, gunzip, parse_protobuf
+from ._common import export_response
+from .decode import DecodeError, count_items, parse_protobuf
 
 log = structlog.get_logger("pipeline.receivers")
 
@@ -34,6 +42,7 @@ _SERVICES = {
     "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
     "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
 }
+LOG_EVERY_S = 10.0
 
 
 def _retry_metadata(delay_s: int, message: str) -> tuple[tuple[str, str | bytes], ...]:
@@ -52,32 +61,60 @@ def _retry_metadata(delay_s: int, message: str) -> tuple[tuple[str, str | bytes]
 
 # gRPC status codes by number (the native transport speaks numbers).
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
-_OK, _INVALID_ARGUMENT, _RESOURCE_EXHAUSTED = 0, 3, 8
+_OK, _INVALID_ARGUMENT, _DEADLINE_EXCEEDED, _RESOURCE_EXHAUSTED = 0, 3, 4, 8
 _UNIMPLEMENTED, _INTERNAL, _UNAVAILABLE, _UNAUTHENTICATED = 12, 13, 14, 16
 _PATHS = {f"/{name}/Export": signal for signal, name in _SERVICES.items()}
+BUSY_TEXT = "receiver busy; retry after 1s"
 
 # (status code, message, response bytes, trailing metadata)
 Answer = tuple[int, str, bytes, tuple[tuple[str, str | bytes], ...]]
 
 
-def _answer(
-    service: Service, auth: str | None, signal: str, raw: bytes, authorization: str | None
-) -> Answer:
-    """What to answer an Export call carrying `raw` (the request message's bytes)."""
-    if auth and not bearer_ok(auth, authorization):
-        service.reject(signal, "unauthenticated")
-        return _UNAUTHENTICATED, "missing or invalid bearer token", b"", ()
+class Refusals:
+    """Counts each refusal (`Service.reject`) and logs it, at most once per reason every
+    `LOG_EVERY_S` (with how many went unlogged since)."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self._lock = threading.Lock()
+        self._logged: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, signal: str | None, reason: str, detail: str, items: int = 0) -> None:
+        if signal is not None:
+            self.service.reject(signal, reason, items)
+        self.note(reason, detail, signal=signal)
+
+    def note(self, reason: str, detail: str, count: int = 1, **fields: Any) -> None:
+        """Logs (rate-limited) without counting rejected items."""
+        now = time.monotonic()
+        with self._lock:
+            last, unlogged = self._logged.get(reason, (-math.inf, 0))
+            if now - last < LOG_EVERY_S:
+                self._logged[reason] = (last, unlogged + count)
+                return
+            self._logged[reason] = (now, 0)
+        log.warning("otlp/grpc refused", reason=reason, detail=detail, unlogged=unlogged, **fields)
+
+
+def _busy(refuse: Refusals, signal: str) -> Answer:
+    refuse(signal, "receiver_busy", BUSY_TEXT)
+    return _UNAVAILABLE, BUSY_TEXT, b"", _retry_metadata(1, BUSY_TEXT)
+
+
+def _answer(service: Service, refuse: Refusals, signal: str, raw: bytes) -> Answer:
+    """What to answer an Export call carrying `raw` (the request message's bytes, gunzipped;
+    the caller has checked the bearer token)."""
     try:
         request = parse_protobuf(signal, raw)
     except DecodeError as e:
-        service.reject(signal, e.reason)
+        refuse(signal, e.reason, str(e))
         return _INVALID_ARGUMENT, str(e), b"", ()
     try:
         result = service.accept(signal, request, raw, "grpc")
     except QueueFull as e:
-        service.reject(signal, "queue_full", count_items(signal, request))
         delay = max(1, math.ceil(e.retry_after_s))
         message = f"sending queue full; retry after {delay}s"
+        refuse(signal, "queue_full", message, count_items(signal, request))
         return _UNAVAILABLE, message, b"", _retry_metadata(delay, message)
     except Exception as e:  # a processor bug must not kill the receiver
         log.exception("processing failed", signal=signal)
@@ -95,99 +132,94 @@ class OtlpGrpcReceiver:
         tls: tuple[bytes, bytes] | None = None,
         workers: int = 8,
         transport: str = "auto",
-        max_inflight_bytes: int = 64 * 1024 * 1024,
+        max_inflight_bytes: int = ReceiversConfig.grpc_max_inflight_bytes,
+        max_decompressed_bytes: int = ReceiversConfig.max_decompressed_bytes,
+        max_streams_per_connection: int = ReceiversConfig.grpc_max_streams_per_connection,
+        max_connections: int = ReceiversConfig.grpc_max_connections,
+        request_timeout_s: float = ReceiversConfig.grpc_request_timeout_s,
+        idle_timeout_s: float = ReceiversConfig.grpc_idle_timeout_s,
     ) -> None:
         self.service = service
         self.endpoint = endpoint
-        self._auth = auth_token
-        self._max_request_bytes = max_request_bytes
+        self.refuse = Refusals(service)
         self._native: Any = None
         self._server: Any = None
         server = _native.native_transport(transport, _native.GrpcServer, tls is None)
+        # the largest request must fit when nothing else is in flight: its compressed bytes
+        # stay paid for while they are inflated
+        inflight = max(max_inflight_bytes, max_request_bytes + max_decompressed_bytes)
         if server is not None:
             self.transport = "native"
             self._native = server(
                 endpoint,
                 self._native_handler,
-                max_request_bytes,
-                max(max_inflight_bytes, max_request_bytes),
-                workers * 8,
+                list(_PATHS),
+                max_message_bytes=max_request_bytes,
+                max_decompressed_bytes=max_decompressed_bytes,
+                max_inflight_bytes=inflight,
+                max_concurrent_calls=workers * 8,
+                max_streams_per_connection=max_streams_per_connection,
+                max_connections=max_connections,
+                request_timeout_s=request_timeout_s,
+                idle_timeout_s=idle_timeout_s,
+                auth_token=auth_token or None,
             )
             self.port = int(self._native.port)
             return
-        self.transport = "grpcio"
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
-            options=[
-                ("grpc.max_receive_message_length", max_request_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
-            maximum_concurrent_rpcs=workers * 8,
-        )
-        handlers = [
-            grpc.method_handlers_generic_handler(
-                name, {"Export": grpc.unary_unary_rpc_method_handler(self._handler(signal))}
-            )
-            for signal, name in _SERVICES.items()
-        ]
-        self._server.add_generic_rpc_handlers(handlers)
-        if tls is not None:
-            creds = grpc.ssl_server_credentials([(tls[1], tls[0])])
-            self.port = self._server.add_secure_port(endpoint, creds)
-        else:
-            self.port = self._server.add_insecure_port(endpoint)
-        if self.port == 0:
-            raise OSError(f"cannot bind OTLP/gRPC receiver to {endpoint}")
+        from ._grpcio import GrpcioServer
 
-    def _native_handler(
-        self,
-        path: str,
-        message: bytes | None,
-        compressed: bool,
-        authorization: str | None,
-        refused: str,
-    ) -> Answer:
-        """Called by the native transport once per request (in one of its threads); `message`
-        is None when the transport refused the request unread, `refused` says why."""
-        signal = _PATHS.get(path)
-        if signal is None:
-            return _UNIMPLEMENTED, f"unknown method {path}", b"", ()
-        if message is None:
-            self.service.reject(signal, refused)
-            if refused == "receiver_busy":
-                text = "receiver busy; retry after 1s"
-                return _UNAVAILABLE, text, b"", _retry_metadata(1, text)
-            limit = self._max_request_bytes
-            return _RESOURCE_EXHAUSTED, f"request exceeds {limit} bytes", b"", ()
-        if compressed:  # grpc-encoding: gzip (the transport refuses other encodings)
-            try:
-                message = gunzip(message, self._max_request_bytes)
-            except DecodeError as e:
-                self.service.reject(signal, e.reason)
-                code = _RESOURCE_EXHAUSTED if e.reason == "too_large" else _INVALID_ARGUMENT
-                return code, str(e), b"", ()
+        self.transport = "grpcio"
+        self._server = GrpcioServer(
+            self,
+            endpoint,
+            auth_token,
+            tls,
+            workers,
+            max_message_bytes=max(max_request_bytes, max_decompressed_bytes),
+            max_inflight_bytes=inflight,
+            max_streams_per_connection=max_streams_per_connection,
+            max_connections=max_connections,
+            request_timeout_s=request_timeout_s,
+            idle_timeout_s=idle_timeout_s,
+        )
+        self.port = self._server.port
+
+    def answer(self, signal: str, raw: bytes) -> Answer:
         try:
-            return _answer(self.service, self._auth, signal, message, authorization)
+            return _answer(self.service, self.refuse, signal, raw)
         except Exception as e:  # the transport must get an answer whatever happens
             log.exception("receiver failed", signal=signal)
             return _INTERNAL, f"receiver failed: {type(e).__name__}", b"", ()
 
-    def _handler(self, signal: str) -> Any:
-        service = self.service
-        auth = self._auth
+    def busy(self, signal: str) -> Answer:
+        return _busy(self.refuse, signal)
 
-        def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
-            authorization = None
-            if auth:
-                authorization = dict(context.invocation_metadata()).get("authorization")
-            code, message, body, trailers = _answer(service, auth, signal, raw, authorization)
-            if code:
-                if trailers:
-                    context.set_trailing_metadata(trailers)
-                context.abort(_CODES[code], message)
-            return body
+    def _native_handler(
+        self, path: str, message: bytes | None, refusal: tuple[str, int, str] | None
+    ) -> Answer:
+        """Called by the native transport once per request (in one of its threads), and for
+        connection-level events (path ""); see native/src/grpc.rs."""
+        if not path:  # a connection refused or not accepted; the status field is how many
+            if refusal is not None:
+                reason, count, text = refusal
+                if reason == "too_many_connections":
+                    tel = self.service.telemetry
+                    tel.inc(tel.refused_connections, ("otlp_grpc",), count)
+                self.refuse.note(reason, text, count)
+            return _OK, "", b"", ()
+        signal = _PATHS[path]  # the transport answers unknown methods itself
+        if message is None:
+            reason, code, text = refusal or ("malformed", _INTERNAL, "no message")
+            if reason == "receiver_busy":
+                return _busy(self.refuse, signal)
+            self.refuse(signal, reason, text)
+            return code, text, b"", ()
+        return self.answer(signal, message)
 
-        return export
+    @property
+    def connections(self) -> int:
+        """Open connections (native transport; grpcio does not say)."""
+        return int(self._native.connections) if self._native is not None else -1
 
     def start(self) -> None:
         if self._native is not None:
@@ -199,4 +231,4 @@ class OtlpGrpcReceiver:
         if self._native is not None:
             self._native.stop(grace_s)
         else:
-            self._server.stop(grace_s).wait()
+            self._server.stop(grace_s)
