@@ -278,3 +278,17 @@ def test_dollars_are_escaped() -> None:
     assert "$${" in text
     assert not re.search(r"(?<!\$)\$\{", text)
     assert not re.search(r"(?<!\$)\$__", text)
+
+
+def test_backend_exporters_have_persistent_queues() -> None:
+    """A Jaeger / VictoriaLogs outage (or a Collector restart during one) loses nothing the
+    sidecar handed over: the exporters queue on disk and retry without a deadline
+    (tests/backends/test_backends_e2e.py stops Jaeger for 30 s)."""
+    cfg = _load(REPO / "collector" / "config.yaml")
+    for name in ("otlp_grpc/tempo", "otlp_http/loki"):
+        exp = cfg["exporters"][name]
+        assert exp["sending_queue"]["enabled"] is True, name
+        assert exp["sending_queue"]["storage"] == "file_storage", name
+        assert exp["retry_on_failure"]["enabled"] is True, name
+        assert exp["retry_on_failure"]["max_elapsed_time"] == "0s", name
+    assert "file_storage" in cfg["service"]["extensions"]
