@@ -93,6 +93,19 @@ def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.1) -
         time.sleep(interval)
 
 
+def start_on_free_ports(make: Callable[[], Any], attempts: int = 3) -> Any:
+    """``make().start()``, again with fresh ports when a port taken from free_port() was
+    grabbed by another process before the server bound it (a shared machine)."""
+    for attempt in range(attempts):
+        server = make()
+        try:
+            return server.start()
+        except RuntimeError as e:
+            if "address already in use" not in str(e) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _get_json(url: str, timeout: float = 10) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read())

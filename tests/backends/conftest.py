@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends._backends import SKIP_ENV, Jaeger, VictoriaLogs, build_backend
+from tests.backends._backends import (
+    SKIP_ENV,
+    Jaeger,
+    VictoriaLogs,
+    build_backend,
+    start_on_free_ports,
+)
 
 _FIXTURES = {"jaeger_binary": "jaeger", "victorialogs_binary": "victorialogs"}
 
@@ -52,11 +58,13 @@ def victorialogs_binary() -> Path:
 
 @pytest.fixture
 def jaeger(jaeger_binary: Path, tmp_path: Path) -> Iterator[Jaeger]:
-    with Jaeger(jaeger_binary, tmp_path / "jaeger") as j:
-        yield j
+    j = start_on_free_ports(lambda: Jaeger(jaeger_binary, tmp_path / "jaeger"))
+    yield j
+    j.stop()
 
 
 @pytest.fixture
 def victorialogs(victorialogs_binary: Path, tmp_path: Path) -> Iterator[VictoriaLogs]:
-    with VictoriaLogs(victorialogs_binary, tmp_path / "victorialogs") as v:
-        yield v
+    v = start_on_free_ports(lambda: VictoriaLogs(victorialogs_binary, tmp_path / "victorialogs"))
+    yield v
+    v.stop()

@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 # The demo is the one import from pipeline's demo module: adapt here if it moves.
 from pipeline.demo import DemoStats, run_demo
-from tests.backends._backends import Jaeger, VictoriaLogs, wait_until
+from tests.backends._backends import Jaeger, VictoriaLogs, start_on_free_ports, wait_until
 from tests.collector._helpers import (
     CONFIG,
     SKIP_ENV,
@@ -180,17 +180,21 @@ class Stack:
 def stack(
     otelcol_binary: Path, jaeger: Jaeger, victorialogs: VictoriaLogs, tmp_path: Path
 ) -> Iterator[Stack]:
-    ports = CollectorPorts()
     sidecar_ports = (free_port(), free_port(), free_port())
-    env = collector_env(
-        tmp_path / "storage",
-        ports,
-        sidecar=f"127.0.0.1:{sidecar_ports[0]}",
-        tempo=jaeger.otlp_grpc,
-        loki=victorialogs.otlp_endpoint,
-        BACKEND_RETRY_MAX_INTERVAL="1s",
-    )
-    collector = Collector(otelcol_binary, [CONFIG], env, tmp_path / "collector.log").start()
+
+    def make_collector() -> Collector:
+        env = collector_env(
+            tmp_path / "storage",
+            CollectorPorts(),
+            sidecar=f"127.0.0.1:{sidecar_ports[0]}",
+            tempo=jaeger.otlp_grpc,
+            loki=victorialogs.otlp_endpoint,
+            BACKEND_RETRY_MAX_INTERVAL="1s",
+        )
+        return Collector(otelcol_binary, [CONFIG], env, tmp_path / "collector.log")
+
+    collector: Collector = start_on_free_ports(make_collector)
+    ports = collector_ports(collector)
     enriched = f"127.0.0.1:{ports.enriched_grpc}"
     sidecar = prom = None
     try:
@@ -216,6 +220,22 @@ def stack(
         if sidecar is not None:
             sidecar.stop()
         collector.stop()
+
+
+def collector_ports(c: Collector) -> CollectorPorts:
+    """The ports a started Collector's env gave it."""
+
+    def port(var: str) -> int:
+        return int(c.env[var].rsplit(":", 1)[1])
+
+    return CollectorPorts(
+        otlp_grpc=port("COLLECTOR_OTLP_GRPC_ENDPOINT"),
+        otlp_http=port("COLLECTOR_OTLP_HTTP_ENDPOINT"),
+        enriched_grpc=port("COLLECTOR_ENRICHED_GRPC_ENDPOINT"),
+        enriched_http=port("COLLECTOR_ENRICHED_HTTP_ENDPOINT"),
+        health=port("COLLECTOR_HEALTH_ENDPOINT"),
+        metrics=int(c.env["COLLECTOR_METRICS_PORT"]),
+    )
 
 
 def traces_to_logs_query(trace_id: str) -> str:
