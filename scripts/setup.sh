@@ -39,3 +39,5 @@ fi
 if [ "${LLM_PIPELINE_SKIP_COLLECTOR:-0}" != "1" ] && [ -x scripts/build-collector.sh ]; then
   bash scripts/build-collector.sh
 fi
+# The trace and log backends of tests/backends/ (Jaeger, VictoriaLogs), cached; one at a time.
+[ "${LLM_PIPELINE_SKIP_BACKENDS:-0}" = "1" ] || { bash scripts/build-jaeger.sh && bash scripts/build-victorialogs.sh; }
