@@ -77,7 +77,7 @@ VPY=$VENV/bin/python
 export UV_NATIVE_TLS=${UV_NATIVE_TLS:-1}   # the system's CA store, as pip uses
 [ -n "${PIP_INDEX_URL:-}" ] && export UV_INDEX_URL=${UV_INDEX_URL:-$PIP_INDEX_URL}
 [ -n "${PIP_EXTRA_INDEX_URL:-}" ] && export UV_EXTRA_INDEX_URL=${UV_EXTRA_INDEX_URL:-$PIP_EXTRA_INDEX_URL}
-PIPFLAGS=(--disable-pip-version-check --no-input --no-compile)
+PIPFLAGS=(--disable-pip-version-check --no-input)
 if "$VPY" -m pip --version >/dev/null 2>&1; then
   PIP=("$VPY" -m pip "${PIPFLAGS[@]}")
 elif base_pip_ok; then
@@ -89,7 +89,7 @@ UV=$(command -v uv 2>/dev/null || true)
 [ -z "$UV" ] && [ -x "$VENV/bin/uv" ] && UV=$VENV/bin/uv
 if [ -z "$UV" ] && ((${#PIP[@]})); then
   say "installing uv (a fast installer) into .venv"
-  if "${PIP[@]}" install "uv>=0.5,<1" >"$STEP_LOG" 2>&1 && [ -x "$VENV/bin/uv" ]; then
+  if "${PIP[@]}" install --no-compile "uv>=0.5,<1" >"$STEP_LOG" 2>&1 && [ -x "$VENV/bin/uv" ]; then
     UV=$VENV/bin/uv
   else
     say "  uv is not available here; using pip (slower)"
@@ -98,7 +98,7 @@ fi
 if [ -n "$UV" ]; then
   INSTALL=("$UV" pip install --python "$VPY") INSTALLER=uv
 elif ((${#PIP[@]})); then
-  INSTALL=("${PIP[@]}" install) INSTALLER=pip
+  INSTALL=("${PIP[@]}" install --no-compile) INSTALLER=pip
 else
   fail "no installer for .venv: neither uv nor a pip (install python3-venv or python3-pip, or uv)"
 fi
