@@ -1,4 +1,4 @@
-"""llm-pipeline run | demo | validate | bench."""
+"""llm-pipeline run | demo | top | validate | bench."""
 
 from __future__ import annotations
 
@@ -93,6 +93,15 @@ def _summary(stats: Any) -> dict[str, Any]:
     return out
 
 
+def _top(args: argparse.Namespace) -> int:
+    from .top import SORT_KEYS, run
+
+    if args.sort not in SORT_KEYS:
+        print(f"llm-pipeline top: --sort is one of {', '.join(SORT_KEYS)}", file=sys.stderr)
+        return 2
+    return run(args.metrics, args.interval, args.sort, args.once)
+
+
 def _validate(args: argparse.Namespace) -> int:
     try:
         cfg = load(args.config)
@@ -133,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--protocol", choices=["grpc", "http/protobuf"], default=None)
     d.add_argument("--seed", type=int, default=None)
     d.set_defaults(func=_demo)
+    t = sub.add_parser("top", help="a live terminal view of a sidecar's /metrics")
+    t.add_argument("--metrics", default="http://127.0.0.1:9464/metrics", metavar="URL")
+    t.add_argument("--interval", type=float, default=1.5, help="seconds between scrapes")
+    t.add_argument(
+        "--sort", default="calls", help="calls tokens cost total ttft latency errors fallbacks"
+    )
+    t.add_argument("--once", action="store_true", help="print one screen (two scrapes) and exit")
+    t.set_defaults(func=_top)
     v = sub.add_parser("validate", help="check a config file")
     v.add_argument("--config", required=True)
     v.set_defaults(func=_validate)
