@@ -71,15 +71,28 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     configure_logging("info")
-    from .demo import run_demo
-
-    stats = run_demo(
-        endpoint=args.endpoint,
-        rate=args.rate,
-        duration=args.duration,
-        protocol=args.protocol,
-        seed=args.seed,
-    )
+    try:
+        from .demo import run_demo
+    except ImportError as e:  # the OpenTelemetry SDK is the [demo] extra
+        print(
+            f"llm-pipeline demo: {e.name or e} is missing; install the demo extra: "
+            "pip install 'llm-otel-pipeline[demo]'",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        stats = run_demo(
+            endpoint=args.endpoint,
+            rate=args.rate,
+            duration=args.duration,
+            protocol=args.protocol,
+            seed=args.seed,
+            services=args.services.split(",") if args.services else None,
+            logs=not args.no_logs,
+        )
+    except ValueError as e:
+        print(f"llm-pipeline demo: {e}", file=sys.stderr)
+        return 2
     structlog.get_logger("pipeline.demo").info("demo finished", **_summary(stats))
     return 0
 
@@ -141,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, default=30.0, help="seconds (0 = until Ctrl-C)")
     d.add_argument("--protocol", choices=["grpc", "http/protobuf"], default=None)
     d.add_argument("--seed", type=int, default=None)
+    d.add_argument(
+        "--services", help="comma-separated: chat-api,rag-worker,support-bot (default all)"
+    )
+    d.add_argument("--no-logs", action="store_true", help="spans only, no log records")
     d.set_defaults(func=_demo)
     t = sub.add_parser("top", help="a live terminal view of a sidecar's /metrics")
     t.add_argument("--metrics", default="http://127.0.0.1:9464/metrics", metavar="URL")
