@@ -18,7 +18,7 @@ PORTS=("4317:OTLP/gRPC" "4318:OTLP/HTTP" "9464:metrics")
 STEP_LOG=$(mktemp "${TMPDIR:-/tmp}/llm-pipeline-quickstart.XXXXXX")
 T0=$(date +%s.%N)
 
-say() { printf '==> %s\n' "$*"; }
+say() { printf '==> [%3ss] %s\n' "$SECONDS" "$*"; }
 fail() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
 # run DESCRIPTION CMD...: one line, the command's output kept in $STEP_LOG and shown on failure.
 run() {
