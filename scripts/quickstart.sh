@@ -159,7 +159,9 @@ fi
 mkdir -p "$DATA"
 SIDECAR_LOG=$DATA/sidecar.log
 say "starting the sidecar (log: pipeline-data/sidecar.log)"
-"$VPY" -m pipeline.cli run >"$SIDECAR_LOG" 2>&1 &
+# In its own session: Ctrl-C in the terminal reaches the demo and this script, which stops
+# the demo first and then lets the sidecar drain what it got.
+setsid "$VPY" -m pipeline.cli run >"$SIDECAR_LOG" 2>&1 </dev/null &
 SIDECAR=$!
 DEMO=""
 stop() {
