@@ -166,7 +166,10 @@ SIDECAR=$!
 DEMO=""
 stop() {
   trap - INT TERM
-  [ -n "$DEMO" ] && kill -TERM "$DEMO" 2>/dev/null && wait "$DEMO" 2>/dev/null
+  if [ -n "$DEMO" ]; then  # the demo flushes what it made (or dies, if still starting)
+    kill -TERM "$DEMO" 2>/dev/null || true
+    wait "$DEMO" 2>/dev/null || true
+  fi
   if kill -0 "$SIDECAR" 2>/dev/null; then
     say "stopping: the sidecar drains its queues"
     kill -TERM "$SIDECAR" 2>/dev/null
