@@ -75,7 +75,7 @@ def _demo(args: argparse.Namespace) -> int:
         from .demo import run_demo
     except ImportError as e:  # the OpenTelemetry SDK is the [demo] extra
         print(
-            f"llm-pipeline demo: {e.name or e} is missing; install the demo extra: "
+            f"llm-pipeline demo needs the OpenTelemetry SDK ({e.name or e} is missing): "
             "pip install 'llm-otel-pipeline[demo]'",
             file=sys.stderr,
         )

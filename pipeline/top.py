@@ -352,7 +352,8 @@ def _keys(timeout: float) -> str:
 
 
 def run(url: str, interval: float, sort: str, once: bool, console: Console | None = None) -> int:
-    console = console or Console()
+    # piped or captured (not a terminal): wide enough for every column instead of 80
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
     top = Top(url, sort)
     if once:  # two scrapes `interval` apart, one screen
         top.poll()
