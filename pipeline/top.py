@@ -353,7 +353,8 @@ def _keys(timeout: float) -> str:
 
 def run(url: str, interval: float, sort: str, once: bool, console: Console | None = None) -> int:
     # piped or captured (not a terminal): wide enough for every column instead of 80
-    console = console or Console(width=None if sys.stdout.isatty() else 200)
+    wide = sys.stdout.isatty() or "COLUMNS" in os.environ
+    console = console or Console(width=None if wide else 200)
     top = Top(url, sort)
     if once:  # two scrapes `interval` apart, one screen
         top.poll()
