@@ -25,7 +25,7 @@ COPY pipeline ./pipeline
 COPY --from=native /wheels /wheels
 RUN python -m venv /opt/llm-pipeline \
  && /opt/llm-pipeline/bin/pip install --upgrade pip \
- && /opt/llm-pipeline/bin/pip install . /wheels/*.whl
+ && /opt/llm-pipeline/bin/pip install ".[demo]" /wheels/*.whl
 
 FROM python:3.12.12-slim-bookworm
 ENV PATH=/opt/llm-pipeline/bin:$PATH \

@@ -1,4 +1,4 @@
-"""llm-pipeline run | demo | validate | bench."""
+"""llm-pipeline run | demo | top | validate | bench."""
 
 from __future__ import annotations
 
@@ -71,15 +71,28 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     configure_logging("info")
-    from .demo import run_demo
-
-    stats = run_demo(
-        endpoint=args.endpoint,
-        rate=args.rate,
-        duration=args.duration,
-        protocol=args.protocol,
-        seed=args.seed,
-    )
+    try:
+        from .demo import run_demo
+    except ImportError as e:  # the OpenTelemetry SDK is the [demo] extra
+        print(
+            f"llm-pipeline demo needs the OpenTelemetry SDK ({e.name or e} is missing): "
+            "pip install 'llm-otel-pipeline[demo]'",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        stats = run_demo(
+            endpoint=args.endpoint,
+            rate=args.rate,
+            duration=args.duration,
+            protocol=args.protocol,
+            seed=args.seed,
+            services=args.services.split(",") if args.services else None,
+            logs=not args.no_logs,
+        )
+    except ValueError as e:
+        print(f"llm-pipeline demo: {e}", file=sys.stderr)
+        return 2
     structlog.get_logger("pipeline.demo").info("demo finished", **_summary(stats))
     return 0
 
@@ -91,6 +104,15 @@ def _summary(stats: Any) -> dict[str, Any]:
         if v is not None:
             out[k] = v if not isinstance(v, dict) else sum(v.values())
     return out
+
+
+def _top(args: argparse.Namespace) -> int:
+    from .top import SORT_KEYS, run
+
+    if args.sort not in SORT_KEYS:
+        print(f"llm-pipeline top: --sort is one of {', '.join(SORT_KEYS)}", file=sys.stderr)
+        return 2
+    return run(args.metrics, args.interval, args.sort, args.once)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -132,7 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, default=30.0, help="seconds (0 = until Ctrl-C)")
     d.add_argument("--protocol", choices=["grpc", "http/protobuf"], default=None)
     d.add_argument("--seed", type=int, default=None)
+    d.add_argument(
+        "--services", help="comma-separated: chat-api,rag-worker,support-bot (default all)"
+    )
+    d.add_argument("--no-logs", action="store_true", help="spans only, no log records")
     d.set_defaults(func=_demo)
+    t = sub.add_parser("top", help="a live terminal view of a sidecar's /metrics")
+    t.add_argument("--metrics", default="http://127.0.0.1:9464/metrics", metavar="URL")
+    t.add_argument("--interval", type=float, default=1.5, help="seconds between scrapes")
+    t.add_argument(
+        "--sort", default="calls", help="calls tokens cost total ttft latency errors fallbacks"
+    )
+    t.add_argument("--once", action="store_true", help="print one screen (two scrapes) and exit")
+    t.set_defaults(func=_top)
     v = sub.add_parser("validate", help="check a config file")
     v.add_argument("--config", required=True)
     v.set_defaults(func=_validate)

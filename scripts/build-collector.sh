@@ -57,20 +57,24 @@ src="$work/src"
 #    dependencies of every component, and some of those are not on the module proxy this project
 #    can reach (e.g. fileexporter's tests import otlpencodingextension). So a failure here is
 #    tolerated as long as go.mod was written; a dependency the binary really needs makes step 3 fail.
+#    Those expected failures (`go.mod ... 403`) go to modules.log, shown only if the build fails.
+modlog="$work/modules.log"
+fail() { log "$*"; grep -v '^go: downloading' "$modlog" | tail -n 30 >&2 || true; exit 1; }
 if ! (cd "$work" && "$gobin/builder" --config "$work/builder-config.yaml" --skip-compilation) >"$work/builder.log" 2>&1; then
   [[ -f "$src/go.mod" ]] || { cat "$work/builder.log" >&2; log "builder failed before writing go.mod"; exit 1; }
-  log "builder's module step failed (test-only deps missing); continuing with 'go mod tidy -e':"
-  grep -v '^go: downloading' "$work/builder.log" | tail -n 8 >&2 || true
+  { echo "builder's module step failed (test-only deps missing); continuing with 'go mod tidy -e':"
+    cat "$work/builder.log"; } >>"$modlog"
 fi
 # 2. Resolve the modules, tolerating packages that only tests of dependencies import.
-(cd "$src" && go mod tidy -e) 2>&1 | grep -v '^go: downloading' >&2 || true
+(cd "$src" && go mod tidy -e) >>"$modlog" 2>&1 || true
 # 3. Strict versioning: every component module must resolve to exactly the manifest's version.
 while read -r mod ver; do
   got="$(cd "$src" && go list -m -f '{{.Version}}' "$mod")"
-  [[ "$got" == "$ver" ]] || { log "version drift: $mod wanted $ver, resolved $got"; exit 1; }
+  [[ "$got" == "$ver" ]] || fail "version drift: $mod wanted $ver, resolved $got (module notes below)"
 done < <(sed -n 's/^ *- gomod: *\([^ ]*\) \(v[^ ]*\) *$/\1 \2/p' "$manifest")
 # 4. Compile (same flags OCB uses).
-(cd "$src" && go build -trimpath -ldflags="-s -w" -o otelcol-llm .) >&2
+(cd "$src" && go build -trimpath -ldflags="-s -w" -o otelcol-llm .) >&2 ||
+  fail "go build failed (module notes below)"
 mv "$work/src/otelcol-llm" "$binary.tmp"
 mv "$binary.tmp" "$binary"
 cp "$manifest" "$out_dir/builder-config.yaml"

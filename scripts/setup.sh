@@ -19,7 +19,7 @@ if ((${#need_apt[@]})); then
 fi
 
 PY=${PYTHON:-python3}
-$PY -m pip install -q --disable-pip-version-check -e ".[test]"
+$PY -m pip install -q --disable-pip-version-check -e ".[test,demo]"
 if [ -f tests/requirements-instrumentation.txt ]; then
   $PY -m pip install -q --disable-pip-version-check -r tests/requirements-instrumentation.txt
 fi

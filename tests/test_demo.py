@@ -372,10 +372,12 @@ def test_sidecar_redaction_agrees(run: RunResult) -> None:
 
 
 def _fingerprint(spans: Sequence[ReadableSpan]) -> list[tuple[str, str, tuple[Any, ...]]]:
-    return [
+    # sorted: each service's batch processor exports from its own thread, so the three
+    # services' spans interleave in the shared exporter in no fixed order
+    return sorted(
         (_service(s), s.name, tuple(sorted((k, str(v)) for k, v in _attrs(s).items())))
         for s in spans
-    ]
+    )
 
 
 def test_seed_reproduces_the_traffic() -> None:

@@ -521,7 +521,8 @@ def test_sidecar_dockerfile() -> None:
     assert {"!native/", "native/target/"} <= set(ignore)
     assert re.search(r"^COPY native \./native$", text, re.M)
     assert re.search(r"maturin build --release --manifest-path native/Cargo.toml", text)
-    assert re.search(r"pip install \. /wheels/\*\.whl$", text, re.M)
+    # the demo profile runs `llm-pipeline demo` from this image: it needs the [demo] extra
+    assert re.search(r"pip install \"\.\[demo\]\" /wheels/\*\.whl$", text, re.M)
     assert '"llm-pipeline", "run", "--config", "/etc/llm-pipeline/config.yaml"' in text
 
 
