@@ -52,7 +52,7 @@ def test_stream_ttft_from_chunk_events(version: str) -> None:
             sc.PROMPT_TOKENS,
             sc.STREAM_OUTPUT_TOKENS,
         )
-        assert call.time_per_chunk_s is not None and call.time_per_chunk_s > 0
+        assert call.time_per_token_s is not None and call.time_per_token_s > 0
     else:  # 0.38 ignores the usage chunk of a stream
         assert (call.input_tokens, call.output_tokens) == (None, None)
 
