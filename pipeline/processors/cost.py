@@ -48,8 +48,12 @@ COST_DIGITS = 12
 
 
 def tidy(usd: float) -> float:
-    """`usd` rounded to COST_DIGITS significant digits: the float nearest that short decimal,
-    so its repr (what the OTLP JSON and the exposition print) carries no arithmetic noise."""
+    """`usd` rounded to 12 decimals (below $1) or COST_DIGITS significant digits: the float
+    nearest that short decimal, so its repr (what the OTLP JSON and the exposition print)
+    carries no arithmetic noise. Below $1 by integer rounding (a third of the formatting's
+    time; every priced call takes it): k / 1e12 is the double nearest the decimal k e-12."""
+    if 0 <= usd < 1:
+        return round(usd * 1e12) / 1e12
     return float(f"{usd:.{COST_DIGITS}g}")
 
 

@@ -26,7 +26,7 @@ MAX_COST_USD = 1e6  # per call
 # A TTFT measured apart from the span (an attribute, another timer) may exceed its duration
 # by a little; by more than this it is not the same call's.
 TTFT_SLACK_S = 1.0
-_MAX_DURATION_NS = int(MAX_DURATION_S * 1e9)
+MAX_DURATION_NS = int(MAX_DURATION_S * 1e9)
 _TOKEN_FIELDS = (
     "input_tokens",
     "output_tokens",
@@ -46,7 +46,7 @@ REASONS = (
 def suspect(call: LLMCall) -> bool:
     """A cheap first look (every call takes it): whether `check` may have anything to do."""
     d_ns = call.end_ns - call.start_ns
-    if not 0 <= d_ns <= _MAX_DURATION_NS:
+    if not 0 <= d_ns <= MAX_DURATION_NS:
         return True
     if (t := call.ttft_s) is not None and t > d_ns / 1e9 + TTFT_SLACK_S:
         return True
@@ -57,6 +57,8 @@ def suspect(call: LLMCall) -> bool:
     n += call.reasoning_tokens or 0
     if n > MAX_TOKENS:
         return True
+    if not call.server_side:  # the server latencies are read for server spans only
+        return False
     sd, st = call.server_duration_s, call.server_ttft_s
     if sd is not None and sd > MAX_DURATION_S:
         return True
@@ -84,10 +86,10 @@ class Plausibility:
             reasons.append("end_before_start")
             changes["end_ns"] = call.start_ns
             d_ns = 0
-        elif d_ns > _MAX_DURATION_NS:
+        elif d_ns > MAX_DURATION_NS:
             reasons.append("duration_too_long")
-            changes["end_ns"] = call.start_ns + _MAX_DURATION_NS
-            d_ns = _MAX_DURATION_NS
+            changes["end_ns"] = call.start_ns + MAX_DURATION_NS
+            d_ns = MAX_DURATION_NS
         ttft = call.ttft_s
         if ttft is not None and not call.server_side and ttft > d_ns / 1e9 + TTFT_SLACK_S:
             reasons.append("ttft_after_end")
@@ -101,14 +103,15 @@ class Plausibility:
         if cost is not None and (cost > MAX_COST_USD or "tokens_too_large" in reasons):
             reasons.append("cost_too_large")  # reported so, or priced from such tokens
             changes["cost_usd"] = None
-        sd = call.server_duration_s
-        if sd is not None and sd > MAX_DURATION_S:
-            reasons.append("duration_too_long")
-            changes["server_duration_s"] = sd = MAX_DURATION_S
-        st = call.server_ttft_s
-        if st is not None and st > (sd if sd is not None else d_ns / 1e9) + TTFT_SLACK_S:
-            reasons.append("ttft_after_end")
-            changes["server_ttft_s"] = None
+        if call.server_side:
+            sd = call.server_duration_s
+            if sd is not None and sd > MAX_DURATION_S:
+                reasons.append("duration_too_long")
+                changes["server_duration_s"] = sd = MAX_DURATION_S
+            st = call.server_ttft_s
+            if st is not None and st > (sd if sd is not None else d_ns / 1e9) + TTFT_SLACK_S:
+                reasons.append("ttft_after_end")
+                changes["server_ttft_s"] = None
         if not reasons:
             return call
         for reason in reasons:

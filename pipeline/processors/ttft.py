@@ -32,7 +32,9 @@ def ttft(batch: TraceBatch) -> TraceBatch:
         if call.server_side:
             continue
         chunks = call.chunk_ns
-        if chunks is None:
+        # not read (or an int: a native reader built before chunk_ns, which handed over the
+        # first chunk's time there): from the parsed events
+        if type(chunks) is not tuple:
             chunks = call.chunk_ns = chunk_times(call.span, call.start_ns)
         if call.ttft_s is None and chunks:
             call.ttft_s = (chunks[0] - call.start_ns) / 1e9

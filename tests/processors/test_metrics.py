@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pipeline.aggregation import Aggregation
 from pipeline.model import LLMCall, TraceBatch
 from pipeline.processors.metrics import LLMMetrics, MetricsConfig
+from pipeline.processors.plausible import suspect
 
 
 def _intervals(call: LLMCall) -> list[float]:
@@ -26,7 +27,10 @@ def _intervals(call: LLMCall) -> list[float]:
 
 
 def _reference_record(m: LLMMetrics, call: LLMCall, now: float) -> None:
-    """Every observation through `HistogramFamily.observe` / `CounterFamily.add`."""
+    """Every observation through `HistogramFamily.observe` / `CounterFamily.add`, of the call
+    as `Plausibility.check` corrects it when `suspect` says it may need it."""
+    if suspect(call):
+        call = m.plausibility.check(call)
     tid, sid = call.trace_id, call.span_id
     base = (call.service_name, call.operation, call.provider, call.request_model)
     base = (*base, call.response_model)
@@ -109,7 +113,7 @@ def _state(m: LLMMetrics) -> list[Any]:
     return out
 
 
-_tokens = st.none() | st.integers(0, 5000)
+_tokens = st.none() | st.integers(0, 5000) | st.just(2**63 - 1)
 _seconds = st.none() | st.floats(0, 30)
 _chunks = st.none() | st.lists(st.integers(1_000_000_000, 40_000_000_000), max_size=4).map(
     lambda ts: tuple(sorted(ts))
@@ -152,7 +156,7 @@ _call = st.builds(
     st.booleans(),
     st.tuples(*[_tokens] * 5),
     st.tuples(*[_seconds] * 5),
-    st.none() | st.floats(0, 2),
+    st.none() | st.floats(0, 2) | st.just(1e7),
     _chunks,
 )
 
