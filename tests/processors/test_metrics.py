@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pipeline.aggregation import Aggregation
 from pipeline.model import LLMCall, TraceBatch
-from pipeline.processors.metrics import LLMMetrics, MetricsConfig
+from pipeline.processors.metrics import BASE_LABELS, LLMMetrics, MetricsConfig
 from pipeline.processors.plausible import suspect
 
 
@@ -306,3 +306,25 @@ def test_implausible_values_are_kept_out_and_counted() -> None:
     usage = m.token_usage.series[("svc", "chat", "openai", "gpt-4o", "gpt-4o", "input")]
     assert usage.count == 4 and usage.total == 400
     assert _one(m.cost).value == pytest.approx(0.00036)
+
+
+def test_development_names_as_prometheus_scrapes_them() -> None:
+    from pipeline.exporters.prometheus import AggregationCollector, render
+    from tests.helpers.metrics import value
+
+    agg = Aggregation()
+    m = LLMMetrics(agg, MetricsConfig(semconv="both"))
+    chunks = (int(10.3 * _S), int(10.5 * _S))
+    m.record(_call(streaming=True, ttft_s=0.3, chunk_ns=chunks), 1.0)
+    text = render(AggregationCollector(agg), "application/openmetrics-text; version=1.0.0")[
+        0
+    ].decode()
+    labels = dict(zip(BASE_LABELS, ("svc", "chat", "openai", "gpt-4o", "gpt-4o"), strict=True))
+    usage = "gen_ai_client_inference_usage_input_tokens_total"
+    assert value(text, usage, **labels, gen_ai_token_modality="unknown") == 100
+    for name in ("inference", "operation"):  # both mode: both names
+        duration = f"gen_ai_client_{name}_duration_seconds_count"
+        assert value(text, duration, **labels, error_type="") == 1
+        tpc = f"gen_ai_client_{name}_time_per_output_chunk_seconds_bucket"
+        assert value(text, tpc, **labels, le="0.16") == 0
+        assert value(text, tpc, **labels, le="0.32") == 1  # the one 0.2 s interval
