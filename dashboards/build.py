@@ -499,7 +499,7 @@ def llm_overview() -> dict[str, Any]:
             q(
                 'llm:slo_ttft:slow_ratio_rate1h{service_name=~"$service"}'
                 " / on() group_left() (1 - llm:slo_ttft:objective)",
-                "{{service_name}} TTFT ≤ 1s",
+                "{{service_name}} TTFT ≤ 1.28s",
             ),
         ],
         w=12,

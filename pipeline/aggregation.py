@@ -17,18 +17,23 @@ OTHER = "__other__"
 # come from the spans, so unbounded; past this many, every label folds into __other__.
 MAX_OVERFLOW_SERIES = 64
 
-# Bucket boundaries: the GenAI semantic conventions' advice.
+# Bucket boundaries: the GenAI semantic conventions' advice (semantic-conventions v1.41.1
+# docs/gen-ai/gen-ai-metrics.md; the same in semantic-conventions-genai). The client's
+# duration, time to first chunk and time per output chunk share one set; the server's time to
+# first token and time per output token have their own.
 # fmt: off
 DURATION_BUCKETS = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 )
+TTFT_BUCKETS = DURATION_BUCKETS  # gen_ai.client.operation.time_to_first_chunk
+TIME_PER_CHUNK_BUCKETS = DURATION_BUCKETS  # gen_ai.client.operation.time_per_output_chunk
 TOKEN_BUCKETS = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
 )
-TTFT_BUCKETS = (
+SERVER_TTFT_BUCKETS = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )
-TIME_PER_CHUNK_BUCKETS = (
+TIME_PER_TOKEN_BUCKETS = (  # gen_ai.server.time_per_output_token
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
 )
 # fmt: on
@@ -110,6 +115,13 @@ class HistogramFamily(_Family):
 @dataclass
 class CounterFamily(_Family):
     series: dict[tuple[str, ...], CounterSeries] = field(default_factory=dict)
+    # Significant digits the exposition keeps (None: all): a sum of float amounts (USD)
+    # carries the arithmetic's last-bit noise, which is not part of the value.
+    digits: int | None = None
+
+    def exposed(self, value: float) -> float:
+        """The value as exposed: rounded to `digits` significant digits when set."""
+        return value if self.digits is None else float(f"{value:.{self.digits}g}")
 
     def add(self, key: tuple[str, ...], amount: float, exemplar: Exemplar | None = None) -> None:
         s = self.series.get(key)
@@ -153,7 +165,10 @@ class Aggregation:
         label_names: tuple[str, ...],
         max_series: int = 2000,
         keep_on_overflow: tuple[str, ...] = (),
+        digits: int | None = None,
     ) -> CounterFamily:
-        fam = CounterFamily(name, documentation, label_names, max_series, keep_on_overflow)
+        fam = CounterFamily(
+            name, documentation, label_names, max_series, keep_on_overflow, digits=digits
+        )
         self.families.append(fam)
         return fam

@@ -117,6 +117,9 @@ class ReceiversConfig:
 class MetricsEndpointConfig:
     endpoint: str = "127.0.0.1:9464"  # "" disables /metrics
     max_series: int = 2000
+    # GenAI metric names: semantic-conventions v1.41 (default), semantic-conventions-genai's
+    # development names (and the proposed gen_ai.usage.cost.* span attributes), or both
+    semconv: str = "v1.41"
     auth_token: str | None = None
     tls_cert_file: str | None = None  # serve /metrics over HTTPS
     tls_key_file: str | None = None
@@ -125,6 +128,10 @@ class MetricsEndpointConfig:
         _check_endpoint("metrics.endpoint", self.endpoint)
         if self.max_series < 1:
             raise ConfigError("metrics.max_series must be >= 1")
+        if self.semconv not in ("v1.41", "development", "both"):
+            raise ConfigError(
+                f"metrics.semconv: expected v1.41, development or both, got {self.semconv!r}"
+            )
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError("metrics: tls_cert_file and tls_key_file go together")
 

@@ -63,7 +63,9 @@ class LLMCall:
     streaming: bool = False
     ttft_s: float | None = None
     ttft_derived: bool = False  # TTFT came from span events, not an attribute
-    time_per_chunk_s: float | None = None
+    # (end - first chunk) / (output tokens - 1): the call's average time per output token
+    # after the first (llm_pipeline_time_per_output_token_seconds, not a semconv metric)
+    time_per_token_s: float | None = None
     error_type: str = ""
     server_side: bool = False  # a server span (vLLM): feeds gen_ai_server_* metrics
     server_ttft_s: float | None = None
@@ -74,9 +76,10 @@ class LLMCall:
     # The keys on the span that enrich could write (tables' and enrich's own), so enrich never
     # writes one again (shared by the spans of one key sequence: never mutated).
     present: frozenset[str] = frozenset()
-    # The first streamed-chunk event's time at or after the start (0: none), when normalize
-    # read the events from the wire; None: not read (the ttft processor walks the events).
-    first_chunk_ns: int | None = None
+    # The times of the streamed-chunk events at or after the start, ascending (empty: none),
+    # when normalize read the events from the wire; None: not read (the ttft processor walks
+    # the events). TTFT comes from the first, time per output chunk from the intervals.
+    chunk_ns: tuple[int, ...] | None = None
     # Where the span's message content lies in the received bytes, when normalize read it from
     # them (enrich records its additions there as a byte edit, see TraceBatch.edits).
     wire_span: tuple[int, int] | None = None

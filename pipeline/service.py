@@ -34,7 +34,7 @@ from .exporters.spool import Spool
 from .model import LLMCall, LogBatch, MetricBatch, TraceBatch, settled
 from .processors.cost import CostConfig, CostProcessor
 from .processors.dedupe import Dedupe
-from .processors.enrich import enrich
+from .processors.enrich import make_enrich
 from .processors.fallback import FallbackDetector
 from .processors.metrics import LLMMetrics, MetricsConfig
 from .processors.normalize import Normalize
@@ -71,7 +71,9 @@ class Service:
         self.config = config
         self.agg = Aggregation()
         self.telemetry = Telemetry(self.agg, config.metrics.max_series)
-        self.llm_metrics = LLMMetrics(self.agg, MetricsConfig(config.metrics.max_series))
+        self.llm_metrics = LLMMetrics(
+            self.agg, MetricsConfig(config.metrics.max_series, config.metrics.semconv)
+        )
         self._lock = threading.Lock()
         self._fallback: FallbackDetector | None = None
         self.trace_chain = self._build_trace_chain()
@@ -109,7 +111,7 @@ class Service:
             "cost": lambda: cost,
             "fallback": self._make_fallback,
             "redact": lambda: self._redactor,
-            "enrich": lambda: enrich,
+            "enrich": lambda: make_enrich(cfg.metrics.semconv),
             "metrics": lambda: self.llm_metrics,
         }
         return [factories[name]() for name in cfg.processors]

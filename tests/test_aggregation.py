@@ -61,3 +61,22 @@ def test_cardinality_guard_folds_and_counts() -> None:
     text = render(AggregationCollector(agg, tel), OM)[0].decode()
     assert value(text, "llm_pipeline_cardinality_overflow_total", metric="tok") == c.overflowed
     assert c.overflowed == 2000 - 3
+
+
+def test_cost_is_exposed_without_float_noise() -> None:
+    from pipeline.processors.cost import tidy
+    from pipeline.processors.metrics import LLMMetrics
+
+    assert repr(0.0003 + 0.00006) == "0.00035999999999999997"  # the noise in question
+    assert repr(tidy(0.0003 + 0.00006)) == "0.00036"
+    assert tidy(1234.5678901234567) == 1234.56789012
+    agg = Aggregation()
+    m = LLMMetrics(agg)
+    for usd in (0.0003, 0.00006):
+        m.cost.add(("svc", "chat", "openai", "gpt-4o", "gpt-4o"), usd)
+    text = render(AggregationCollector(agg), "text/plain")[0].decode()
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("gen_ai_client_cost_usd_total{")]
+    assert line.endswith(" 0.00036")
+    m.tokens.add(("svc", "chat", "openai", "gpt-4o", "gpt-4o", "input"), 1234567890123456)
+    text = render(AggregationCollector(agg), "text/plain")[0].decode()
+    assert "1.234567890123456e+15" in text  # counts keep every digit

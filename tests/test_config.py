@@ -41,6 +41,7 @@ def test_full_file_loads_typed() -> None:
         ("queue: {max_items: 0}", "queue.max_items must be >= 1"),
         ("queue: {max_items: lots}", "queue.max_items: expected an integer"),
         ("metrics: {max_series: 0}", "metrics.max_series must be >= 1"),
+        ("metrics: {semconv: latest}", "metrics.semconv: expected v1.41, development or both"),
         ("receivers: {http_max_connections: 0}", "receivers.http_max_connections must be >= 1"),
         ("receivers: {grpc_transport: tonic}", "grpc_transport must be auto, native or grpcio"),
         (

@@ -175,3 +175,28 @@ def test_the_file_sink_writes_what_enrich_added_to_a_request_received_as_bytes(
         # gpt-4o at genai-prices' rates: a cost, added once, beside the span's own keys
         assert attrs["gen_ai.usage.cost"]["doubleValue"] > 0
         assert attrs["gen_ai.usage.input_tokens"] == {"intValue": "10"}
+
+
+def test_implausible_values_stay_out_of_the_metrics_and_the_spans_go_on(tmp_path: Path) -> None:
+    cfg = Config()
+    cfg.file.directory = str(tmp_path / "out")
+    cfg.metrics.semconv = "both"
+    svc = Service(cfg)
+    svc.start()
+    bad = {
+        "gen_ai.usage.input_tokens": 2**63 - 1,
+        "gen_ai.response.time_to_first_chunk": "1e9",  # on a 1 s span (a string: read too)
+    }
+    for request in (spans_request(0, 2, attrs=bad), spans_request(2, 1)):
+        assert svc.accept("traces", request, request.SerializeToString(), "grpc").rejected == 0
+    assert svc.wait_processed(10)
+    assert svc.shutdown()["traces"] == 0
+    assert _exported_spans(tmp_path) == 3  # every span forwarded
+    m = svc.llm_metrics
+    reasons = {k[0]: s.value for k, s in m.plausibility.implausible.series.items()}
+    assert reasons == {"tokens_too_large": 2, "ttft_after_end": 2, "cost_too_large": 2}
+    for fam in (m.duration, m.inference_duration):  # both names, every call counted
+        assert sum(s.count for s in fam.series.values()) == 3
+    assert not m.ttft.series and not m.inference_ttft.series
+    usage = [s for k, s in m.token_usage.series.items() if k[-1] == "input"]
+    assert [(s.count, s.total) for s in usage] == [(1, 10)]  # only the plausible call's

@@ -690,15 +690,15 @@ fn resolve<'a>(
     Ok(Outcome::Call(fields, convention))
 }
 
-/// The time of the first span event named as a streamed chunk at or after the span's start,
-/// or 0 (the ttft processor's walk over the parsed events).
-fn first_chunk_ns(
+/// The times of the span events named as a streamed chunk at or after the span's start,
+/// ascending (the ttft processor's `chunk_times` over the parsed events).
+fn chunk_times(
     d: &[u8],
     events: &[(usize, usize)],
     start: u64,
     names: &FastSet<Vec<u8>>,
-) -> wire::Result<u64> {
-    let mut first = 0u64;
+) -> wire::Result<Vec<u64>> {
+    let mut times = Vec::new();
     for &(a, b) in events {
         let (mut time, mut name) = (0u64, (a, a));
         wire::each_field(d, a, b, |f, wt, v, x, y| {
@@ -709,11 +709,12 @@ fn first_chunk_ns(
             }
             Ok(())
         })?;
-        if time >= start && (first == 0 || time < first) && names.contains(&d[name.0..name.1]) {
-            first = time;
+        if time >= start && names.contains(&d[name.0..name.1]) {
+            times.push(time);
         }
     }
-    Ok(first)
+    times.sort_unstable();
+    Ok(times)
 }
 
 enum Exception<'a> {
@@ -867,14 +868,14 @@ impl Strings {
         };
         let cost = float(COST).filter(|v| *v >= 0.0);
         // What the ttft processor would look for in the events: read here while the span's
-        // bytes are at hand (0: no chunk event; None: not read, the processor reads them).
-        let first_chunk = if ttft.is_none() && !server_side {
+        // bytes are at hand (None: not read, the processor reads them).
+        let chunks = if server_side {
+            None
+        } else {
             Some(
-                first_chunk_ns(d, events, h.start, &t.chunk_events)
+                chunk_times(d, events, h.start, &t.chunk_events)
                     .map_err(|e| PyValueError::new_err(e.0))?,
             )
-        } else {
-            None
         };
         let bytes = |(a, b): (usize, usize)| PyBytes::new(py, &d[a..b]).into_any();
         let s = |x: &str| PyString::new(py, x).into_any();
@@ -922,7 +923,7 @@ impl Strings {
             flag(streaming)?,
             ttft.into_pyobject(py)?.into_any(),
             flag(false)?,             // ttft_derived
-            py.None().into_bound(py), // time_per_chunk_s
+            py.None().into_bound(py), // time_per_token_s
             error_type.into_bound(py).into_any(),
             flag(server_side)?,
             server_ttft.into_pyobject(py)?.into_any(),
@@ -931,7 +932,10 @@ impl Strings {
             s(txt(RESPONSE_ID)),
             flag(true)?, // counted
             plan.present.bind(py).clone().into_any(),
-            first_chunk.into_pyobject(py)?.into_any(),
+            match chunks {
+                Some(c) => PyTuple::new(py, c)?.into_any(),
+                None => py.None().into_bound(py),
+            },
             h.content.into_pyobject(py)?.into_any(),
         ];
         Ok(Some(PyTuple::new(py, items)?))

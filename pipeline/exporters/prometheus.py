@@ -54,7 +54,7 @@ class AggregationCollector:
                         for k, s in fam.series.items()
                     ]
                 else:
-                    rows = [(k, s.value, s.exemplar) for k, s in fam.series.items()]
+                    rows = [(k, fam.exposed(s.value), s.exemplar) for k, s in fam.series.items()]
                 out.append((fam, rows))
             overflow = [(f.name, f.overflowed) for f in self.agg.families]
         return out, overflow

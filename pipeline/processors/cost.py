@@ -41,6 +41,22 @@ PROVIDER_IDS: dict[str, str] = {
     "together_ai": "together",
     "fireworks_ai": "fireworks",
 }
+# Significant digits a cost keeps: far below a billionth of a cent at any realistic price,
+# and few enough that the float arithmetic's last-bit noise goes (0.00036, not
+# 0.00035999999999999997, on the span and on /metrics).
+COST_DIGITS = 12
+
+
+def tidy(usd: float) -> float:
+    """`usd` rounded to 12 decimals (below $1) or COST_DIGITS significant digits: the float
+    nearest that short decimal, so its repr (what the OTLP JSON and the exposition print)
+    carries no arithmetic noise. Below $1 by integer rounding (a third of the formatting's
+    time; every priced call takes it): k / 1e12 is the double nearest the decimal k e-12."""
+    if 0 <= usd < 1:
+        return round(usd * 1e12) / 1e12
+    return float(f"{usd:.{COST_DIGITS}g}")
+
+
 _UNITS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
 _REFRESH_S = 3600.0
 
@@ -225,7 +241,7 @@ class CostProcessor:
             reported = call.cost_usd  # e.g. LiteLLM's gen_ai.cost.*: used only as a last resort
             price = self.price(call)
             if price is not None:
-                call.cost_usd = price
+                call.cost_usd = tidy(price)
             elif reported is None and self._on_unpriced is not None:
                 self._on_unpriced(call)
         return batch

@@ -1,7 +1,9 @@
 """enrich: write what the chain derived back into the LLM spans, never overwriting.
 
 Adds `gen_ai.usage.cost` (USD), the current-convention names when the span used deprecated or
-other conventions' names, and `gen_ai.response.time_to_first_chunk` when it came from events.
+other conventions' names, and `gen_ai.response.time_to_first_chunk` when it came from events;
+with `metrics.semconv: development | both` also the proposed `gen_ai.usage.cost.amount`,
+`.currency` and `.source` (`make_enrich`).
 Only spans it changes mark the batch modified, so unchanged requests are forwarded as received.
 
 The added attributes are encoded as KeyValue wire bytes: building each KeyValue through upb cost
@@ -15,12 +17,20 @@ they are merged at once.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from ..model import LLMCall, TraceBatch, set_any_value, settled
-from .conventions import COST_ATTRIBUTE, CURRENT_NAMES, TTFT_ATTRIBUTE
+from .conventions import (
+    COST_AMOUNT_ATTRIBUTE,
+    COST_ATTRIBUTE,
+    COST_CURRENCY_ATTRIBUTE,
+    COST_SOURCE_ATTRIBUTE,
+    CURRENT_NAMES,
+    TTFT_ATTRIBUTE,
+)
 
 _DOUBLE = struct.Struct("<d")
 _MAX_CACHED = 4096
@@ -50,7 +60,7 @@ def _upb_kv(key: str, value: Any) -> bytes:
 
 
 # Span.attributes (field 9) items: KeyValue {1: key, 2: AnyValue {1: string, 3: int, 4: double}}
-_KEYS = (COST_ATTRIBUTE, TTFT_ATTRIBUTE, *CURRENT_NAMES.values())
+_KEYS = (COST_ATTRIBUTE, COST_AMOUNT_ATTRIBUTE, TTFT_ATTRIBUTE, *CURRENT_NAMES.values())
 # a double's attribute is the same size whatever the value: all but the 8 value bytes, ready
 _DOUBLE_HEAD = {
     k: _field(0x4A, _field(0x0A, k.encode()) + b"\x12\x09\x21" + bytes(8))[:-8] for k in _KEYS
@@ -125,18 +135,39 @@ def _encoded_names(call: LLMCall, names: _Names) -> bytes:
 
 _COST_HEAD = _DOUBLE_HEAD[COST_ATTRIBUTE]
 _TTFT_HEAD = _DOUBLE_HEAD[TTFT_ATTRIBUTE]
+_AMOUNT_HEAD = _DOUBLE_HEAD[COST_AMOUNT_ATTRIBUTE]
 _pack_double = _DOUBLE.pack
+# The cost is in USD and was computed on the client side (by the sidecar from genai-prices or
+# the overrides, else by the instrumentation): never a provider-billed figure.
+_CURRENCY = encode_attribute(COST_CURRENCY_ATTRIBUTE, "USD")
+_SOURCE = encode_attribute(COST_SOURCE_ATTRIBUTE, "local")
 
 
-def enrich_call(call: LLMCall) -> bytes:
+def _cost_attributes(cost: float, present: frozenset[str]) -> bytes:
+    """`gen_ai.usage.cost.amount|currency|source`, unless the span states an amount itself
+    (then its currency and source describe that amount: none is added)."""
+    if COST_AMOUNT_ATTRIBUTE in present:
+        return b""
+    added = _AMOUNT_HEAD + _pack_double(float(cost))
+    if COST_CURRENCY_ATTRIBUTE not in present:
+        added += _CURRENCY
+    if COST_SOURCE_ATTRIBUTE not in present:
+        added += _SOURCE
+    return added
+
+
+def enrich_call(call: LLMCall, cost_attributes: bool = False) -> bytes:
     """The attributes to add to the call's span, as wire bytes (b"": none). The keys written
     here are distinct and enrich runs once per batch (config.validate), so one call never
-    writes a key twice."""
+    writes a key twice. `cost_attributes`: the proposed `gen_ai.usage.cost.*` too."""
     present = call.present
     added = b""
     # the two doubles inline: encode_attribute's bytes (tests/processors/test_enrich.py)
-    if (cost := call.cost_usd) is not None and COST_ATTRIBUTE not in present:
-        added = _COST_HEAD + _pack_double(float(cost))
+    if (cost := call.cost_usd) is not None:
+        if COST_ATTRIBUTE not in present:
+            added = _COST_HEAD + _pack_double(float(cost))
+        if cost_attributes:
+            added += _cost_attributes(cost, present)
     if call.ttft_derived and (ttft := call.ttft_s) is not None and TTFT_ATTRIBUTE not in present:
         added += _TTFT_HEAD + _pack_double(float(ttft))
     names = _missing.get(present)
@@ -150,14 +181,14 @@ def enrich_call(call: LLMCall) -> bytes:
     return added
 
 
-def enrich(batch: TraceBatch) -> TraceBatch:
+def enrich(batch: TraceBatch, cost_attributes: bool = False) -> TraceBatch:
     # The additions are recorded as byte edits (appended to the span's bytes) while every
     # change so far was, so the exporters need not serialize the request again, and then they
     # are merged into the parsed spans only if something reads them (`model.settled`).
     edits = batch.edits if batch.raw is not None and (batch.edits or not batch.modified) else None
     unmerged: list[tuple[LLMCall, bytes]] = []
     for call in batch.calls:
-        added = enrich_call(call)
+        added = enrich_call(call, cost_attributes)
         if added:
             batch.modified = True
             if edits is not None and call.wire_span is not None:
@@ -173,3 +204,10 @@ def enrich(batch: TraceBatch) -> TraceBatch:
         if edits is None:  # the request is what the exporters send: merge now
             settled(batch)
     return batch
+
+
+def make_enrich(semconv: str = "v1.41") -> Callable[[TraceBatch], TraceBatch]:
+    """enrich for a `metrics.semconv` mode: the proposed cost attributes outside v1.41."""
+    if semconv == "v1.41":
+        return enrich
+    return lambda batch: enrich(batch, True)

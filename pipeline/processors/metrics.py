@@ -2,18 +2,31 @@
 
 Every observation carries an exemplar with the span's trace and span IDs, so a slow bucket in
 Grafana links to the trace that fell into it.
+
+`metrics.semconv` picks the names: `v1.41` (default) those of semantic-conventions v1.41.1
+(`gen_ai.client.operation.*`, `gen_ai.client.token.usage`), `development` those of
+semantic-conventions-genai (`gen_ai.client.inference.*` for inference,
+`gen_ai.client.embeddings.*` for embeddings, token counters by `gen_ai.token.modality`),
+`both` the two.
+The server metrics, the project's own families and the cost are the same in every mode.
+Implausible values (an end before the start, a TTFT past the end, ...) are clamped or left
+out here, counted in `llm_pipeline_implausible_values{reason}`; the span is forwarded as is.
 """
 
 from __future__ import annotations
 
 import time
 from bisect import bisect_left
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from ..aggregation import (
     DURATION_BUCKETS,
+    SERVER_TTFT_BUCKETS,
     TIME_PER_CHUNK_BUCKETS,
+    TIME_PER_TOKEN_BUCKETS,
     TOKEN_BUCKETS,
     TTFT_BUCKETS,
     Aggregation,
@@ -22,6 +35,17 @@ from ..aggregation import (
     HistogramFamily,
 )
 from ..model import LLMCall, TraceBatch
+from .cost import COST_DIGITS
+from .plausible import (
+    MAX_COST_USD,
+    MAX_DURATION_NS,
+    MAX_TOKENS,
+    TTFT_SLACK_S,
+    Plausibility,
+    suspect,
+)
+
+SEMCONV_MODES = ("v1.41", "development", "both")
 
 BASE_LABELS = (
     "service_name",
@@ -31,6 +55,10 @@ BASE_LABELS = (
     "gen_ai_response_model",
 )
 _KEEP = ("gen_ai_token_type", "error_type")
+_KEEP_MODALITY = ("gen_ai_token_modality", "error_type")
+# The providers' usage fields say nothing of modality: every count is `unknown` (the
+# conventions' value when the modality cannot be determined).
+_MODALITY = "unknown"
 
 # Per label set (the base labels and error type), the series each family updates for it:
 # looked up once through the family (which creates it, or folds it into the overflow series
@@ -52,17 +80,32 @@ _Slots = list[Any]  # HistogramSeries | CounterSeries | None per slot
     _CACHE_CREATION,
     _REASONING,
     _COST,
-) = range(13)
-_N_SLOTS = 13
+    _TPT,
+    _SERVER_TPOT,
+) = range(15)
+_N_SLOTS = 15
 
 
 @dataclass
 class MetricsConfig:
     max_series: int = 2000
+    semconv: str = "v1.41"  # v1.41 | development | both
 
     def validate(self) -> None:
         if self.max_series < 1:
             raise ValueError("metrics.max_series must be >= 1")
+        if self.semconv not in SEMCONV_MODES:
+            raise ValueError(f"metrics.semconv must be one of {', '.join(SEMCONV_MODES)}")
+
+
+def chunk_intervals(call: LLMCall) -> Iterator[float]:
+    """Seconds from each streamed chunk to the next, for the chunks up to the call's end: the
+    time-per-output-chunk observations (one per chunk after the first)."""
+    end = call.end_ns
+    for prev, t in pairwise(call.chunk_ns or ()):
+        if t > end:
+            return
+        yield (t - prev) / 1e9
 
 
 class LLMMetrics:
@@ -72,38 +115,43 @@ class LLMMetrics:
         self.agg = agg
         cfg = config or MetricsConfig()
         cfg.validate()
+        self.semconv = cfg.semconv
         n = cfg.max_series
         h, c = agg.histogram, agg.counter
-        self.duration = h(
-            "gen_ai_client_operation_duration_seconds",
-            "GenAI operation duration.",
-            (*BASE_LABELS, "error_type"),
-            DURATION_BUCKETS,
-            n,
-            _KEEP,
-        )
-        self.token_usage = h(
-            "gen_ai_client_token_usage",
-            "Number of input and output tokens used per call.",
-            (*BASE_LABELS, "gen_ai_token_type"),
-            TOKEN_BUCKETS,
-            n,
-            _KEEP,
-        )
-        self.ttft = h(
-            "gen_ai_client_operation_time_to_first_chunk_seconds",
-            "Time to first chunk of a streamed response.",
-            BASE_LABELS,
-            TTFT_BUCKETS,
-            n,
-        )
-        self.time_per_chunk = h(
-            "gen_ai_client_operation_time_per_output_chunk_seconds",
-            "Time per output chunk after the first, for streamed responses.",
-            BASE_LABELS,
-            TIME_PER_CHUNK_BUCKETS,
-            n,
-        )
+        self.v141 = cfg.semconv != "development"
+        self.development = cfg.semconv != "v1.41"
+        if self.v141:
+            self.duration = h(
+                "gen_ai_client_operation_duration_seconds",
+                "GenAI operation duration.",
+                (*BASE_LABELS, "error_type"),
+                DURATION_BUCKETS,
+                n,
+                _KEEP,
+            )
+            self.token_usage = h(
+                "gen_ai_client_token_usage",
+                "Number of input and output tokens used per call.",
+                (*BASE_LABELS, "gen_ai_token_type"),
+                TOKEN_BUCKETS,
+                n,
+                _KEEP,
+            )
+            self.ttft = h(
+                "gen_ai_client_operation_time_to_first_chunk_seconds",
+                "Time to first chunk of a streamed response.",
+                BASE_LABELS,
+                TTFT_BUCKETS,
+                n,
+            )
+            self.time_per_chunk = h(
+                "gen_ai_client_operation_time_per_output_chunk_seconds",
+                "Time per output chunk: one observation per streamed chunk after the first, "
+                "the interval since the previous one.",
+                BASE_LABELS,
+                TIME_PER_CHUNK_BUCKETS,
+                n,
+            )
         self.tokens = c(
             "gen_ai_client_tokens",
             "Tokens used, by type (input includes cache_read and cache_creation).",
@@ -111,7 +159,13 @@ class LLMMetrics:
             n,
             _KEEP,
         )
-        self.cost = c("gen_ai_client_cost_usd", "Cost of GenAI calls in USD.", BASE_LABELS, n)
+        self.cost = c(
+            "gen_ai_client_cost_usd",
+            "Cost of GenAI calls in USD.",
+            BASE_LABELS,
+            n,
+            digits=COST_DIGITS,
+        )
         self.fallbacks = c(
             "gen_ai_client_fallbacks",
             "Failed calls followed under the same parent by a successful call elsewhere.",
@@ -128,13 +182,13 @@ class LLMMetrics:
             "gen_ai_server_time_to_first_token_seconds",
             "Server-side time to first token (model servers such as vLLM).",
             BASE_LABELS,
-            TTFT_BUCKETS,
+            SERVER_TTFT_BUCKETS,
             n,
         )
         self._slots: dict[tuple[tuple[str, ...], str], _Slots] = {}
         self._max_slots = 4 * n
-        self._duration_bounds = self.duration.bounds
-        self._token_bounds = self.token_usage.bounds
+        self._duration_bounds = DURATION_BUCKETS
+        self._token_bounds = TOKEN_BUCKETS
         self.server_duration = h(
             "gen_ai_server_request_duration_seconds",
             "Server-side request duration (model servers such as vLLM).",
@@ -143,8 +197,115 @@ class LLMMetrics:
             n,
             _KEEP,
         )
+        self.server_tpot = h(
+            "gen_ai_server_time_per_output_token_seconds",
+            "Server-side time per output token after the first, of successful requests "
+            "(request duration - time to first token) / (output tokens - 1).",
+            BASE_LABELS,
+            TIME_PER_TOKEN_BUCKETS,
+            n,
+        )
+        self.time_per_token = h(
+            "llm_pipeline_time_per_output_token_seconds",
+            "Not a semconv metric: a streamed call's average time per output token after the "
+            "first, (end - first chunk) / (output tokens - 1).",
+            BASE_LABELS,
+            TIME_PER_TOKEN_BUCKETS,
+            n,
+        )
+        self.plausibility = Plausibility(agg)
+        if self.development:
+            self._development_families(n)
+
+    def _development_families(self, n: int) -> None:
+        h, c = self.agg.histogram, self.agg.counter
+        err = (*BASE_LABELS, "error_type")
+        self.inference_duration = h(
+            "gen_ai_client_inference_duration_seconds",
+            "GenAI client inference operation duration.",
+            err,
+            DURATION_BUCKETS,
+            n,
+            _KEEP,
+        )
+        self.inference_ttft = h(
+            "gen_ai_client_inference_time_to_first_chunk_seconds",
+            "Time to receive the first chunk of a streamed response.",
+            BASE_LABELS,
+            TTFT_BUCKETS,
+            n,
+        )
+        self.inference_tpc = h(
+            "gen_ai_client_inference_time_per_output_chunk_seconds",
+            "Time per output chunk, for each streamed chunk after the first.",
+            BASE_LABELS,
+            TIME_PER_CHUNK_BUCKETS,
+            n,
+        )
+        by_modality = (*BASE_LABELS, "gen_ai_token_modality")
+        self.usage: dict[str, CounterFamily] = {
+            kind: c(
+                f"gen_ai_client_inference_usage_{kind}",
+                doc,
+                by_modality,
+                n,
+                _KEEP_MODALITY,
+            )
+            for kind, doc in (
+                ("input_tokens", "Input tokens used, including cached tokens."),
+                ("output_tokens", "Output tokens used, including reasoning tokens."),
+                ("cache_read_input_tokens", "Input tokens served from a provider cache."),
+                ("cache_write_input_tokens", "Input tokens written to a provider cache."),
+                ("reasoning_output_tokens", "Output tokens used for reasoning."),
+            )
+        }
+        self.operation_tokens: dict[str, HistogramFamily] = {
+            kind: h(
+                f"gen_ai_client_inference_operation_{kind}",
+                f"{doc} tokens used per inference operation.",
+                err,
+                TOKEN_BUCKETS,
+                n,
+                _KEEP,
+            )
+            for kind, doc in (("input_tokens", "Input"), ("output_tokens", "Output"))
+        }
+        self.embeddings_duration = h(
+            "gen_ai_client_embeddings_duration_seconds",
+            "GenAI client embeddings operation duration.",
+            err,
+            DURATION_BUCKETS,
+            n,
+            _KEEP,
+        )
+        self.embeddings_input_tokens = h(
+            "gen_ai_client_embeddings_operation_input_tokens",
+            "Input tokens used per embeddings operation.",
+            err,
+            TOKEN_BUCKETS,
+            n,
+            _KEEP,
+        )
 
     def record(self, call: LLMCall, now: float) -> None:
+        d_ns = call.end_ns - call.start_ns
+        ttft, n_in, n_out, cost = call.ttft_s, call.input_tokens, call.output_tokens, call.cost_usd
+        # A first look for implausible values, on what is read anyway (plausible.suspect is its
+        # reference; a function call per call cost ~15% of this method): `check` decides.
+        if (
+            not 0 <= d_ns <= MAX_DURATION_NS
+            or (ttft is not None and ttft > d_ns / 1e9 + TTFT_SLACK_S)
+            or (n_in is not None and n_in > MAX_TOKENS)
+            or (n_out is not None and n_out > MAX_TOKENS)
+            or (cost is not None and cost > MAX_COST_USD)
+            or (call.cache_read_tokens or 0) + (call.cache_creation_tokens or 0) > MAX_TOKENS
+            or (call.reasoning_tokens or 0) > MAX_TOKENS
+            or (call.server_side and suspect(call))
+        ):
+            checked = self.plausibility.check(call)
+            if checked is not call:
+                self.record(checked, now)
+                return
         tid, sid = call.trace_id, call.span_id
         error_type = call.error_type
         base = (
@@ -161,20 +322,29 @@ class LLMMetrics:
                 self._slots.clear()
             slots = self._slots[base, error_type] = [None] * _N_SLOTS
         hist, add = self._hist, self._add
+        v141 = self.v141
         # The common updates are inlined (HistogramFamily.observe's and CounterFamily.add's,
         # on the series kept in the slot): a call per update cost ~30% of this method. A key
         # is built only for a slot without its series (tests/processors/test_metrics.py holds
         # this equal to observing through the families).
         if call.server_side:
-            if (v := call.server_ttft_s) is not None:
-                hist(slots, _SERVER_TTFT, self.server_ttft, base, v, (tid, sid, v, now))
+            st = call.server_ttft_s
+            if st is not None:
+                hist(slots, _SERVER_TTFT, self.server_ttft, base, st, (tid, sid, st, now))
             d = call.server_duration_s if call.server_duration_s is not None else call.duration_s
             key = (*base, error_type)
             hist(slots, _SERVER_DURATION, self.server_duration, key, d, (tid, sid, d, now))
+            out = call.output_tokens
+            if st is not None and not error_type and out is not None and out > 1 and d >= st:
+                tpot = (d - st) / (out - 1)
+                ex = (tid, sid, tpot, now)
+                hist(slots, _SERVER_TPOT, self.server_tpot, base, tpot, ex)
         else:
-            d = max(0, call.end_ns - call.start_ns) / 1e9
+            d = max(0, d_ns) / 1e9
             ex = (tid, sid, d, now)
-            if (s := slots[_DURATION]) is None:
+            if not v141:
+                pass
+            elif (s := slots[_DURATION]) is None:
                 hist(slots, _DURATION, self.duration, (*base, error_type), d, ex)
             else:
                 i = bisect_left(self._duration_bounds, d)
@@ -182,19 +352,41 @@ class LLMMetrics:
                 s.total += d
                 s.count += 1
                 s.exemplars[i] = ex
-            if call.streaming and (v := call.ttft_s) is not None:
-                hist(slots, _TTFT, self.ttft, base, v, (tid, sid, v, now))
-                if (v := call.time_per_chunk_s) is not None:
-                    hist(slots, _TPC, self.time_per_chunk, base, v, (tid, sid, v, now))
+            if call.streaming and (v := ttft) is not None:
+                if v141:
+                    hist(slots, _TTFT, self.ttft, base, v, (tid, sid, v, now))
+                if (v := call.time_per_token_s) is not None:
+                    hist(slots, _TPT, self.time_per_token, base, v, (tid, sid, v, now))
+                chunks = call.chunk_ns
+                if v141 and chunks is not None and len(chunks) > 1:
+                    # chunk_intervals, inline: ~15% of this method on the demo's streams
+                    end, bounds = call.end_ns, TIME_PER_CHUNK_BUCKETS
+                    after = iter(chunks)
+                    prev = next(after)
+                    for t in after:
+                        if t > end:
+                            break
+                        v = (t - prev) / 1e9
+                        prev = t
+                        if (s := slots[_TPC]) is None:
+                            hist(slots, _TPC, self.time_per_chunk, base, v, (tid, sid, v, now))
+                        else:
+                            i = bisect_left(bounds, v)
+                            s.counts[i] += 1
+                            s.total += v
+                            s.count += 1
+                            s.exemplars[i] = (tid, sid, v, now)
         # One exemplar per token type serves both token families (same value).
         for n, usage_slot, tokens_slot, token_type in (
-            (call.input_tokens, _IN_USAGE, _IN_TOKENS, "input"),
-            (call.output_tokens, _OUT_USAGE, _OUT_TOKENS, "output"),
+            (n_in, _IN_USAGE, _IN_TOKENS, "input"),
+            (n_out, _OUT_USAGE, _OUT_TOKENS, "output"),
         ):
             if n is None:
                 continue
             ex = (tid, sid, n, now)
-            if (s := slots[usage_slot]) is None:
+            if not v141:
+                pass
+            elif (s := slots[usage_slot]) is None:
                 hist(slots, usage_slot, self.token_usage, (*base, token_type), n, ex)
             else:
                 i = bisect_left(self._token_bounds, n)
@@ -215,12 +407,46 @@ class LLMMetrics:
             add(slots, _CACHE_CREATION, self.tokens, key, n, (tid, sid, n, now))
         if n := call.reasoning_tokens:
             add(slots, _REASONING, self.tokens, (*base, "reasoning"), n, (tid, sid, n, now))
-        if (c := call.cost_usd) is not None:
+        if (c := cost) is not None:
             if (s := slots[_COST]) is None:
                 add(slots, _COST, self.cost, base, c, (tid, sid, c, now))
             else:
                 s.value += c
                 s.exemplar = (tid, sid, c, now)
+        if self.development and not call.server_side:
+            self.record_development(call, base, now)
+
+    def record_development(self, call: LLMCall, base: tuple[str, ...], now: float) -> None:
+        """The semantic-conventions-genai families (through the families: not the default)."""
+        tid, sid = call.trace_id, call.span_id
+        key = (*base, call.error_type)
+        d = max(0, call.end_ns - call.start_ns) / 1e9
+        if call.operation == "embeddings":
+            self.embeddings_duration.observe(key, d, (tid, sid, d, now))
+            if (n := call.input_tokens) is not None:
+                self.embeddings_input_tokens.observe(key, n, (tid, sid, n, now))
+            return
+        self.inference_duration.observe(key, d, (tid, sid, d, now))
+        if call.streaming and (v := call.ttft_s) is not None:
+            self.inference_ttft.observe(base, v, (tid, sid, v, now))
+            for v in chunk_intervals(call):
+                self.inference_tpc.observe(base, v, (tid, sid, v, now))
+        modality = (*base, _MODALITY)
+        # recorded for every inference, failed ones too: 0 when no usage came back
+        for kind, count in (
+            ("input_tokens", call.input_tokens),
+            ("output_tokens", call.output_tokens),
+        ):
+            n = count or 0
+            self.operation_tokens[kind].observe(key, n, (tid, sid, n, now))
+            self.usage[kind].add(modality, n, (tid, sid, n, now))
+        for kind, count in (
+            ("cache_read_input_tokens", call.cache_read_tokens),
+            ("cache_write_input_tokens", call.cache_creation_tokens),
+            ("reasoning_output_tokens", call.reasoning_tokens),
+        ):
+            if count is not None:
+                self.usage[kind].add(modality, count, (tid, sid, count, now))
 
     @staticmethod
     def _hist(
@@ -264,8 +490,9 @@ class LLMMetrics:
         if not batch.calls:
             return batch
         now = time.time()
+        record = self.record
         with self.agg.lock:
             for call in batch.calls:
                 if call.counted:
-                    self.record(call, now)
+                    record(call, now)
         return batch

@@ -19,6 +19,7 @@ from ..model import LLMCall, TraceBatch, any_value, service_name_of
 from .conventions import (
     CHUNK_EVENTS,
     COST_ATTRIBUTE,
+    COST_ATTRIBUTES,
     CURRENT_NAMES,
     LOOKUP,
     TTFT_ATTRIBUTE,
@@ -94,7 +95,9 @@ _TABLE[RESPONSE_ID_KEY] = ("response_id", 0, "", to_str, "string_value")
 # A span is a model call only when one of these is present (see read_span).
 _QUALIFYING = frozenset({"request_model", "response_model", "server_ttft_s", "server_duration_s"})
 # What enrich may write: a span that has one keeps it (gen_ai.usage.cost is in no table).
-_ENRICHED_KEYS = frozenset({COST_ATTRIBUTE, TTFT_ATTRIBUTE, *CURRENT_NAMES.values()})
+_ENRICHED_KEYS = frozenset(
+    {COST_ATTRIBUTE, *COST_ATTRIBUTES, TTFT_ATTRIBUTE, *CURRENT_NAMES.values()}
+)
 _CONVENTION_FIELDS = frozenset({"provider", "request_model", "input_tokens"})
 
 

@@ -195,13 +195,18 @@ def test_grpc_sdk_exporter_derives_exact_metrics(sidecar: SidecarProcess, sink: 
     [bucket] = find(text, dur, **a, error_type="", le="2.56")
     assert bucket.exemplar is not None and bucket.exemplar.labels["trace_id"] == ids["A"]
 
-    # TTFT from the first chunk event: 0.3 s -> le=0.5 but not le=0.25; per chunk (2.3-0.3)/100.
+    # TTFT from the first chunk event: 0.3 s -> le=0.32 but not le=0.16 (the spec's buckets).
     ttft = "gen_ai_client_operation_time_to_first_chunk_seconds"
-    assert value(text, f"{ttft}_bucket", **b, le="0.25") == 0
-    assert value(text, f"{ttft}_bucket", **b, le="0.5") == 1
+    assert value(text, f"{ttft}_bucket", **b, le="0.16") == 0
+    assert value(text, f"{ttft}_bucket", **b, le="0.32") == 1
     assert value(text, f"{ttft}_sum", **b) == pytest.approx(0.3)
+    # Time per output chunk: one observation per chunk after the first (0.8 - 0.3 s); the
+    # call's average per output token, (2.3 - 0.3) / 100, under its own name.
     tpc = "gen_ai_client_operation_time_per_output_chunk_seconds"
-    assert value(text, f"{tpc}_sum", **b) == pytest.approx(0.02)
+    assert value(text, f"{tpc}_count", **b) == 1
+    assert value(text, f"{tpc}_sum", **b) == pytest.approx(0.5)
+    tpt = "llm_pipeline_time_per_output_token_seconds"
+    assert value(text, f"{tpt}_sum", **b) == pytest.approx(0.02)
     assert value(text, f"{ttft}_count", **a) == 0  # not streamed
 
     # Error type tidied from the exception event.

@@ -55,7 +55,7 @@ def test_stream_ttft_from_chunk_events(run: Captured) -> None:
     assert "gen_ai.response.time_to_first_chunk" not in keys(call)  # no TTFT attribute
     chunks = [e for e in call.span.events if e.name == "gen_ai.content.completion.chunk"]
     assert len(chunks) == 8 + 2  # a word each, the finish chunk and the usage chunk
-    assert call.time_per_chunk_s is not None and 0 < call.time_per_chunk_s < 0.1
+    assert call.time_per_token_s is not None and 0 < call.time_per_token_s < 0.1
 
 
 def test_tool_call(run: Captured) -> None:

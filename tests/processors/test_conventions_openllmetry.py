@@ -52,7 +52,7 @@ def test_stream_ttft_from_chunk_events(version: str) -> None:
             sc.PROMPT_TOKENS,
             sc.STREAM_OUTPUT_TOKENS,
         )
-        assert call.time_per_chunk_s is not None and call.time_per_chunk_s > 0
+        assert call.time_per_token_s is not None and call.time_per_token_s > 0
     else:  # 0.38 ignores the usage chunk of a stream
         assert (call.input_tokens, call.output_tokens) == (None, None)
 
@@ -81,3 +81,20 @@ def test_agent_spans_are_not_calls_and_both_calls_count(version: str) -> None:
     got = calls(version)["agent"]
     assert len(got) == 2 and all(c.counted for c in got)
     assert sum(c.input_tokens or 0 for c in got) == 2 * sc.PROMPT_TOKENS
+
+
+@pytest.mark.parametrize("version", list(FIXTURES))
+def test_stream_chunk_times_one_per_chunk_event(version: str) -> None:
+    from pipeline.model import TraceBatch
+    from pipeline.processors.ttft import ttft
+
+    (call,) = calls(version)["stream"]
+    events = [e.time_unix_nano for e in call.span.events if "chunk" in e.name]
+    assert call.chunk_ns == tuple(sorted(events)) and len(events) > 1
+    assert call.ttft_s == pytest.approx((events[0] - call.start_ns) / 1e9)
+    # an int there (a native reader built before chunk_ns handed the first chunk's time):
+    # the events are read again
+    read = call.chunk_ns
+    call.chunk_ns = events[0]  # type: ignore[assignment]
+    ttft(TraceBatch(request=None, calls=[call]))  # type: ignore[arg-type]
+    assert call.chunk_ns == read

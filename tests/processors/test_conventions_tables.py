@@ -233,6 +233,20 @@ def test_semconv_stream_flag_and_cache_write_variant() -> None:
     assert call is not None and call.streaming is True and call.cache_creation_tokens == 11
 
 
+def test_cache_write_is_read_before_its_v141_name_cache_creation() -> None:
+    attrs = {"gen_ai.provider.name": "anthropic", "gen_ai.request.model": "m"}
+    old = read({**attrs, "gen_ai.usage.cache_creation.input_tokens": 7})
+    assert old is not None and old.cache_creation_tokens == 7
+    both = read(
+        {
+            **attrs,
+            "gen_ai.usage.cache_creation.input_tokens": 7,
+            "gen_ai.usage.cache_write.input_tokens": 9,
+        }
+    )
+    assert both is not None and both.cache_creation_tokens == 9
+
+
 def test_vllm_server_span_without_a_model_is_a_server_call() -> None:
     call = read(
         {

@@ -67,3 +67,17 @@ def test_behind_a_client_across_batches(server_first: bool) -> None:
     # Server spans first (they end first): the client is not counted. If the client's batch
     # comes first it was already counted, and so is the server span: the documented limit.
     assert counted == ({True: True, False: False} if server_first else {True: True, False: True})
+
+
+@pytest.mark.parametrize("name", ["v1", "v0"])
+def test_server_time_per_output_token_from_the_fixture(name: str) -> None:
+    from pipeline.aggregation import Aggregation
+    from pipeline.processors.metrics import LLMMetrics
+
+    batch = run_chain(by_scenario(load_fixture("vllm.json"))[name])
+    m = LLMMetrics(Aggregation())
+    m(batch)
+    (series,) = m.server_tpot.series.values()
+    expected = (fx.E2E_S - fx.TTFT_S) / (fx.COMPLETION_TOKENS - 1)
+    assert series.count == 1 and series.total == pytest.approx(expected)
+    assert 0 < expected < 1  # the fixture's latencies make a plausible per-token time

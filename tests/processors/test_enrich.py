@@ -12,16 +12,18 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as Span_pb
 
 from pipeline.model import TraceBatch, any_value, set_any_value
 from pipeline.processors import enrich as enrich_module
-from pipeline.processors.enrich import enrich
+from pipeline.processors.enrich import make_enrich
 from pipeline.processors.normalize import normalize
 from tests.instrumentation.otlp import Span, build_request
 
 
-def _enriched(*spans: Span, cost: float | None = None) -> tuple[TraceBatch, list[dict[str, Any]]]:
+def _enriched(
+    *spans: Span, cost: float | None = None, semconv: str = "v1.41"
+) -> tuple[TraceBatch, list[dict[str, Any]]]:
     batch = normalize(TraceBatch(build_request(list(spans))))
     for call in batch.calls:
         call.cost_usd = cost
-    batch = enrich(batch)
+    batch = make_enrich(semconv)(batch)
     out = [
         [(kv.key, any_value(kv.value)) for kv in s.attributes]
         for rs in batch.request.resource_spans
@@ -77,6 +79,42 @@ def test_each_span_gets_its_own_values() -> None:
     )
     assert (a["gen_ai.usage.input_tokens"], b["gen_ai.usage.input_tokens"]) == (5, 9)
     assert "gen_ai.usage.cost" not in a  # no cost derived: none written
+
+
+def test_cache_creation_gets_its_current_name_cache_write() -> None:
+    attrs = {
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": "claude-sonnet-4-5",
+        "gen_ai.usage.input_tokens": 900,
+        "gen_ai.usage.cache_creation.input_tokens": 700,  # semantic-conventions v1.41's name
+    }
+    _, [a] = _enriched(Span(1, attrs=attrs))
+    assert a["gen_ai.usage.cache_write.input_tokens"] == 700
+    _, [b] = _enriched(Span(1, attrs={**attrs, "gen_ai.usage.cache_write.input_tokens": 5}))
+    assert b["gen_ai.usage.cache_write.input_tokens"] == 5  # present: not written again
+    assert b["#"] == len(attrs) + 2  # the span's five and the operation name
+
+
+@pytest.mark.parametrize("semconv", ["development", "both"])
+def test_cost_attributes_behind_the_switch(semconv: str) -> None:
+    attrs = {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini"}
+    _, [a] = _enriched(Span(1, attrs=attrs), cost=0.00036, semconv=semconv)
+    assert repr(a["gen_ai.usage.cost"]) == repr(a["gen_ai.usage.cost.amount"]) == "0.00036"
+    assert a["gen_ai.usage.cost.currency"] == "USD"
+    assert a["gen_ai.usage.cost.source"] == "local"
+    # a span stating its own amount keeps it, with no currency or source of ours beside it
+    own = {**attrs, "gen_ai.usage.cost.amount": 0.5}
+    _, [b] = _enriched(Span(1, attrs=own), cost=0.25, semconv=semconv)
+    assert b["gen_ai.usage.cost.amount"] == 0.5
+    assert "gen_ai.usage.cost.currency" not in b and "gen_ai.usage.cost.source" not in b
+    assert b["gen_ai.usage.cost"] == 0.25
+
+
+def test_no_cost_attributes_by_default() -> None:
+    attrs = {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini"}
+    _, [a] = _enriched(Span(1, attrs=attrs), cost=0.00036)
+    assert a["gen_ai.usage.cost"] == 0.00036
+    assert not [k for k in a if k.startswith("gen_ai.usage.cost.")]
 
 
 # -- the attributes' wire bytes equal upb's ----------------------------------------------------

@@ -141,27 +141,46 @@ def all_queries() -> list[Query]:
 # --- README contract ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Contract:
-    metrics: frozenset[str]  # series names as scraped (histograms expanded to _bucket/_sum/_count)
+    # series names as scraped with the default `metrics.semconv: v1.41` (histograms expanded
+    # to _bucket/_sum/_count): what the dashboards and rules may use
+    metrics: frozenset[str]
     labels: frozenset[str]
+    development: frozenset[str]  # the `development` column's names (not for the dashboards)
+
+
+_TYPES = ("histogram", "counter", "gauge")
+
+
+def _series(name: str, kind: str) -> list[str]:
+    if kind == "histogram":
+        return [f"{name}{s}" for s in ("_bucket", "_sum", "_count")]
+    return [name]
 
 
 def readme_contract() -> Contract:
+    """The metric reference's tables: the first column names a metric exposed by default;
+    in the main table a second column, before the type, holds its `development` names."""
     text = README.read_text()
     section = text.split("## Metric reference", 1)[1].split("\n## ", 1)[0]
     metrics: set[str] = set()
+    development: set[str] = set()
     labels: set[str] = {"job", "instance", "le"}
     for line in section.splitlines():
         labels.update(re.findall(r"`([a-z][a-z0-9_]*)`", line))
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 2 and cells[0].startswith("`"):
-            name = cells[0].strip("`")
-            if cells[1] == "histogram":
-                metrics.update(f"{name}{s}" for s in ("_bucket", "_sum", "_count"))
-            else:
-                metrics.add(name)
-    labels -= metrics
-    labels -= {m.removesuffix("_bucket") for m in metrics if m.endswith("_bucket")}
-    return Contract(frozenset(metrics), frozenset(labels))
+        kind = next((c for c in cells[1:3] if c in _TYPES), None)
+        if kind is None:
+            continue
+        if cells[0].startswith("`"):
+            metrics.update(_series(cells[0].strip("`"), kind))
+        if cells[2] == kind:  # the two-column table
+            for name in re.findall(r"`([a-z][a-z0-9_]*)`", cells[1]):
+                development.update(_series(name, kind))
+    names = metrics | development
+    labels -= names
+    labels -= {m.removesuffix("_bucket") for m in names if m.endswith("_bucket")}
+    labels -= {m.removesuffix("_total") for m in names}
+    return Contract(frozenset(metrics), frozenset(labels), frozenset(development))
 
 
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")

@@ -335,3 +335,11 @@ def test_contract_parser_sees_the_readme() -> None:
         "exporter",
     } <= c.labels
     assert "model" not in c.labels
+    # the default names (what the dashboards use) and the `development` column apart
+    assert "gen_ai_client_operation_time_to_first_chunk_seconds_bucket" in c.metrics
+    assert "llm_pipeline_time_per_output_token_seconds_bucket" in c.metrics
+    assert "gen_ai_server_time_per_output_token_seconds_count" in c.metrics
+    assert "gen_ai_client_inference_duration_seconds_bucket" in c.development
+    assert "gen_ai_client_inference_usage_input_tokens_total" in c.development
+    assert "gen_ai_client_inference_duration_seconds_bucket" not in c.metrics
+    assert "gen_ai_token_modality" in c.labels

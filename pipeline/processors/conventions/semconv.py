@@ -36,7 +36,8 @@ CURRENT = Convention(
         Mapping("gen_ai.usage.input_tokens", "input_tokens", to_int),
         Mapping("gen_ai.usage.output_tokens", "output_tokens", to_int),
         Mapping("gen_ai.usage.cache_read.input_tokens", "cache_read_tokens", to_int),
-        Mapping("gen_ai.usage.cache_creation.input_tokens", "cache_creation_tokens", to_int),
+        # semantic-conventions-genai's name for what v1.41 called cache_creation
+        Mapping("gen_ai.usage.cache_write.input_tokens", "cache_creation_tokens", to_int),
         Mapping("gen_ai.usage.reasoning.output_tokens", "reasoning_tokens", to_int),
         Mapping("gen_ai.response.time_to_first_chunk", "ttft_s", to_float),
         Mapping("gen_ai.request.stream", "streaming", to_bool),
@@ -52,8 +53,8 @@ DEPRECATED = Convention(
         Mapping("gen_ai.system", "provider", to_str),
         Mapping("gen_ai.usage.prompt_tokens", "input_tokens", to_int),
         Mapping("gen_ai.usage.completion_tokens", "output_tokens", to_int),
-        # Not a semconv name: opentelemetry-util-genai >= 1.0 writes it for cache writes.
-        Mapping("gen_ai.usage.cache_write.input_tokens", "cache_creation_tokens", to_int),
+        # semantic-conventions v1.41's name, renamed cache_write in semantic-conventions-genai
+        Mapping("gen_ai.usage.cache_creation.input_tokens", "cache_creation_tokens", to_int),
     ),
 )
 
@@ -66,11 +67,18 @@ CURRENT_NAMES: dict[str, str] = {
     "input_tokens": "gen_ai.usage.input_tokens",
     "output_tokens": "gen_ai.usage.output_tokens",
     "cache_read_tokens": "gen_ai.usage.cache_read.input_tokens",
-    "cache_creation_tokens": "gen_ai.usage.cache_creation.input_tokens",
+    "cache_creation_tokens": "gen_ai.usage.cache_write.input_tokens",
     "reasoning_tokens": "gen_ai.usage.reasoning.output_tokens",
 }
 TTFT_ATTRIBUTE = "gen_ai.response.time_to_first_chunk"
-COST_ATTRIBUTE = "gen_ai.usage.cost"
+COST_ATTRIBUTE = "gen_ai.usage.cost"  # USD; the project's own, kept in every mode
+# The proposed cost attributes (semantic-conventions-genai PR #443), written with
+# `metrics.semconv: development | both`: the amount, its ISO 4217 currency, and `local`
+# (computed by the recorder, here the sidecar) or `provider` (received in the response).
+COST_AMOUNT_ATTRIBUTE = "gen_ai.usage.cost.amount"
+COST_CURRENCY_ATTRIBUTE = "gen_ai.usage.cost.currency"
+COST_SOURCE_ATTRIBUTE = "gen_ai.usage.cost.source"
+COST_ATTRIBUTES = (COST_AMOUNT_ATTRIBUTE, COST_CURRENCY_ATTRIBUTE, COST_SOURCE_ATTRIBUTE)
 
 # Provider names as instrumentations write them -> `gen_ai.provider.name` well-known values.
 PROVIDER_ALIASES: dict[str, str] = {
