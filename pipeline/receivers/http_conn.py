@@ -72,6 +72,15 @@ class _Evicted(Exception):
     pass
 
 
+def _evicted(what: str) -> Refusal:
+    return Refusal(
+        503,
+        "too_slow",
+        f"receiver busy and this {what} arrives too slowly; retry later",
+        (("Retry-After", "1"),),
+    )
+
+
 class Conn:
     def __init__(self, sock: socket.socket, tracked: Tracked, timeouts: Timeouts) -> None:
         self.sock = sock
@@ -133,10 +142,10 @@ class Conn:
             except (_Deadline, _Evicted) as e:
                 if self.t.phase == IDLE:
                     return None
+                if isinstance(e, _Evicted):
+                    raise _evicted("request") from e
                 raise Refusal(
-                    408 if isinstance(e, _Deadline) else 503,
-                    "too_slow",
-                    f"request head not received within {self.to.header_s:g} s",
+                    408, "too_slow", f"request head not received within {self.to.header_s:g} s"
                 ) from e
             except Gone:
                 return None
@@ -197,12 +206,7 @@ class Conn:
                 except _Deadline as e:
                     raise Refusal(408, "too_slow", self._slow_message()) from e
                 except _Evicted as e:
-                    raise Refusal(
-                        503,
-                        "too_slow",
-                        "receiver busy and this body arrives too slowly; retry later",
-                        (("Retry-After", "1"),),
-                    ) from e
+                    raise _evicted("body") from e
             else:
                 raise Gone("connection closed mid-body")
 
