@@ -89,6 +89,7 @@ class Conn:
         self.h = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
         self._head = bytearray()  # raw bytes of the head being read (for framing checks)
         self._first = True
+        self._no_body = False
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -119,12 +120,14 @@ class Conn:
         pending = self.h.trailing_data[0]
         self._head = bytearray(pending)
         now = time.monotonic()
-        if pending:
+        if pending or self._first:
+            # a new connection is not idle (closed first for others): it owes its head within
+            # header_s, and is only closed for others once it is slow to send it
             self.t.enter(HEAD)
             deadline = now + self.to.header_s
-        else:  # the first request's head is due within header_s of the connection's start
+        else:
             self.t.enter(IDLE)
-            deadline = now + (self.to.header_s if self._first else self.to.idle_s)
+            deadline = now + self.to.idle_s
         self._first = False
         while True:
             try:
@@ -134,14 +137,15 @@ class Conn:
                     e.error_status_hint, "malformed", f"bad HTTP request: {e}", close=True
                 ) from e
             if isinstance(ev, h11.Request):
+                self._no_body = ev.method == b"HEAD"  # its answer has headers only
                 return ev
             if ev is not h11.NEED_DATA:
                 return None  # ConnectionClosed
             try:
                 data = self._fill(deadline)
             except (_Deadline, _Evicted) as e:
-                if self.t.phase == IDLE:
-                    return None
+                if self.t.phase == IDLE or not (self._head or self.t.received):
+                    return None  # nothing of a request came: nothing to refuse
                 if isinstance(e, _Evicted):
                     raise _evicted("request") from e
                 raise Refusal(
@@ -252,8 +256,9 @@ class Conn:
             hs.append(("Connection", "close"))
         phrase = HTTPStatus(status).phrase.encode()
         try:
-            out = self.h.send(h11.Response(status_code=status, headers=hs, reason=phrase))
-            out = (out or b"") + (self.h.send(h11.Data(data=body)) or b"")
+            out = self.h.send(h11.Response(status_code=status, headers=hs, reason=phrase)) or b""
+            if not self._no_body:
+                out += self.h.send(h11.Data(data=body)) or b""
             out += self.h.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:  # no request to answer (a head never finished)
             lines = [f"HTTP/1.1 {status} {phrase.decode()}", *(f"{k}: {v}" for k, v in hs)]
