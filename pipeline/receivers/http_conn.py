@@ -22,6 +22,7 @@ import h11
 from .._http import BODY, DISCARD, HEAD, IDLE, WORK, Tracked
 
 _RECV = 64 * 1024
+_RECV_BODY = 1024 * 1024  # large bodies in fewer, bigger reads (the cost is per read)
 _MAX_HEAD = 16 * 1024  # request line and headers (h11 answers 431 past it)
 # Chunked bodies in tiny chunks cost h11 ~0.1 ms each: past the first 256, the chunks must
 # average this many bytes, so a body cannot be made to cost more than its bytes' worth.
@@ -93,7 +94,7 @@ class Conn:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _fill(self, deadline: float) -> bytes:
+    def _fill(self, deadline: float, size: int = _RECV) -> bytes:
         """Receive once into h11 before `deadline` (monotonic); what was received."""
         while True:
             left = deadline - time.monotonic()
@@ -101,7 +102,7 @@ class Conn:
                 raise _Deadline
             try:
                 self.sock.settimeout(left)
-                data = self.sock.recv(_RECV)
+                data = self.sock.recv(size)
             except TimeoutError:
                 continue
             except OSError as e:
@@ -206,7 +207,7 @@ class Conn:
                     due = start + self.to.grace_s + self.t.received / self.to.min_rate
                     deadline = min(deadline, due)
                 try:
-                    self._fill(deadline)
+                    self._fill(deadline, _RECV_BODY)
                 except _Deadline as e:
                     raise Refusal(408, "too_slow", self._slow_message()) from e
                 except _Evicted as e:
