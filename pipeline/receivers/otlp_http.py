@@ -186,6 +186,8 @@ class OtlpHttpReceiver(HttpServer):
                     return
         except Gone:
             return
+        except Exception:  # a bug, not the client's doing: seen, and the connection closed
+            log.exception("OTLP/HTTP connection failed")
 
     def _exchange(self, conn: Conn, req: h11.Request) -> bool:
         """Answer one request; True when the connection can be kept for another."""
