@@ -12,8 +12,10 @@ import gzip
 import http.client
 import json
 import os
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
 import tracemalloc
@@ -735,3 +737,34 @@ def test_bearer_ok_compares_any_bytes() -> None:
     assert not bearer_ok("s3cret", "Bearer été") and not bearer_ok("s3cret", b"Bearer \xff")
     assert not bearer_ok("s3cret", None) and bearer_ok(None, "anything")
     assert bearer_ok("clé", "Bearer clé") and not bearer_ok("clé", "Bearer cle")
+
+
+_NODE_CHUNKED = r"""
+const http = require("http"), zlib = require("zlib"), { Readable } = require("stream");
+const [port, gz] = [+process.argv[1], process.argv[2] === "gzip"];
+const body = Buffer.from(process.argv[3], "hex");
+const headers = { "Content-Type": "application/x-protobuf" };
+if (gz) headers["Content-Encoding"] = "gzip";
+const req = http.request({ host: "127.0.0.1", port, path: "/v1/traces", method: "POST", headers },
+  (res) => { res.resume(); res.on("end", () => console.log(res.statusCode,
+    req.getHeader("transfer-encoding") || "chunked", req.getHeader("content-length") || "-")); });
+req.on("error", (e) => { console.log("error", e.message); });
+// written in pieces with no Content-Length: Node frames the body chunked, as its OTLP exporters do
+const src = Readable.from([body.subarray(0, 30), body.subarray(30)]);
+(gz ? src.pipe(zlib.createGzip()) : src).pipe(req);
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+@pytest.mark.parametrize("enc", ["plain", "gzip"])
+def test_nodes_http_module_sending_chunked(rx: Running, enc: str) -> None:
+    before = rx.counter(rx.service.telemetry.received, "traces", "http")
+    out = subprocess.run(
+        ["node", "-e", _NODE_CHUNKED, str(rx.receiver.port), enc, GOOD.hex()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.split() == ["200", "chunked", "-"], out
+    assert rx.counter(rx.service.telemetry.received, "traces", "http") == before + 1
