@@ -228,11 +228,9 @@ class OtlpHttpReceiver(HttpServer):
     ) -> bytes:
         """Check the head, then read the body within every limit: the body, decompressed."""
         if signal is None:
-            raise Refusal(
-                404,
-                "not_found",
-                f"unknown path {req.target[:100].decode('latin-1')!r}; use /v1/traces, /v1/logs, /v1/metrics",
-            )
+            path = req.target[:100].decode("latin-1").split("?", 1)[0]
+            use = "use /v1/traces, /v1/logs, /v1/metrics"
+            raise Refusal(404, "not_found", f"unknown path {path!r}; {use}")
         if req.method != b"POST":
             method = req.method.decode("latin-1")[:20]
             raise Refusal(
