@@ -60,7 +60,14 @@ class ReceiversConfig:
     tls_key_file: str | None = None
     # OTLP/HTTP under a flood: open connections (a thread each) and request bytes in flight
     http_max_connections: int = 256
-    http_max_inflight_bytes: int = 64 * 1024 * 1024
+    http_max_inflight_bytes: int = 64 * 1024 * 1024  # decompressed, reserved as bodies arrive
+    # OTLP/HTTP slow senders: a request's head is due within http_read_header_timeout_s, its
+    # body within http_read_timeout_s and at http_min_body_rate bytes/s on average after its
+    # first 5 s (0: no minimum); a kept-alive connection may idle http_idle_timeout_s.
+    http_read_header_timeout_s: float = 10.0
+    http_read_timeout_s: float = 30.0
+    http_min_body_rate: int = 16 * 1024
+    http_idle_timeout_s: float = 60.0
     # The OTLP/gRPC transport: "native" (native/src/grpc.rs), "grpcio", or "auto": native
     # when it is built and TLS is off (it speaks plain HTTP/2 only), grpcio otherwise.
     grpc_transport: str = "auto"
@@ -83,6 +90,12 @@ class ReceiversConfig:
             raise ConfigError("receivers: size limits must be > 0")
         if self.http_max_connections < 1:
             raise ConfigError("receivers.http_max_connections must be >= 1")
+        if min(self.http_read_header_timeout_s, self.http_read_timeout_s) <= 0:
+            raise ConfigError("receivers.http_read_*timeout_s must be > 0")
+        if self.http_idle_timeout_s <= 0 or self.http_min_body_rate < 0:
+            raise ConfigError(
+                "receivers: http_idle_timeout_s must be > 0 and http_min_body_rate >= 0"
+            )
         if self.http_max_inflight_bytes < self.max_request_bytes:
             raise ConfigError(
                 "receivers.http_max_inflight_bytes must be >= receivers.max_request_bytes"

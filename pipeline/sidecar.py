@@ -9,6 +9,7 @@ import structlog
 from .config import Config
 from .exporters.prometheus import AggregationCollector, MetricsServer
 from .receivers.decode import Limits
+from .receivers.http_conn import Timeouts
 from .receivers.otlp_grpc import OtlpGrpcReceiver
 from .receivers.otlp_http import OtlpHttpReceiver
 from .service import Service
@@ -49,6 +50,12 @@ class Sidecar:
                 http_tls,
                 rc.http_max_connections,
                 rc.http_max_inflight_bytes,
+                Timeouts(
+                    header_s=rc.http_read_header_timeout_s,
+                    body_s=rc.http_read_timeout_s,
+                    idle_s=rc.http_idle_timeout_s,
+                    min_rate=rc.http_min_body_rate,
+                ),
             )
         if config.metrics.endpoint:
             mc = config.metrics

@@ -45,7 +45,10 @@ RESPONSE_TYPES: dict[str, type[Message]] = {
 }
 _ID_FIELDS = frozenset(("traceId", "spanId", "parentSpanId"))
 _ID_LENGTHS = {"traceId": 16, "spanId": 8, "parentSpanId": 8}
-_MAX_JSON_DEPTH = 64
+# Messages nested in one another, the top-level request included: upb (the protobuf runtime
+# here) refuses a message more than 100 levels below the top (its default decode depth limit,
+# kUpb_WireFormat_DefaultDepthLimit), so 101 in all; JSON objects are held to the same.
+MAX_MESSAGE_DEPTH = 101
 
 
 class DecodeError(ValueError):
@@ -62,22 +65,62 @@ class Limits:
     max_decompressed_bytes: int = 64 * 1024 * 1024
 
 
-def gunzip(body: bytes, limit: int) -> bytes:
-    """Inflate gzip with a hard cap on the output: a gzip bomb stops at `limit` bytes."""
-    d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as e:
-        raise DecodeError(f"invalid gzip body: {e}") from e
-    if len(out) > limit or d.unconsumed_tail:
-        raise DecodeError(f"decompressed body exceeds {limit} bytes", "too_large")
-    if not d.eof:
-        raise DecodeError("invalid gzip body: truncated")
+class Inflater:
+    """gzip inflated as the body arrives, with a hard cap on the output (a bomb stops at
+    `limit` bytes). Every member is read, as Go's reader does (`gzip(A) + gzip(B)` is A + B);
+    anything after the last member that is not another member is refused."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.produced = 0
+        self._members = 0
+        self._d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        self._fed = 0  # bytes given to the current member
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
+        out: list[bytes] = []
+        while data:
+            d = self._d
+            try:
+                piece = d.decompress(data, self.limit - self.produced + 1)
+            except zlib.error as e:
+                if self._members and not self._fed:
+                    raise DecodeError(
+                        "invalid gzip body: trailing data after the last member"
+                    ) from e
+                raise DecodeError(f"invalid gzip body: {e}") from e
+            self._fed += len(data) - len(d.unconsumed_tail) - len(d.unused_data)
+            self.produced += len(piece)
+            if self.produced > self.limit:
+                raise DecodeError(f"decompressed body exceeds {self.limit} bytes", "too_large")
+            out.append(piece)
+            if d.eof:  # the member ended: what follows must be another one
+                data = d.unused_data
+                self._members += 1
+                self._d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                self._fed = 0
+            else:  # under the cap, so all input was taken (nothing left in unconsumed_tail)
+                data = d.unconsumed_tail
+        return b"".join(out)
+
+    def finish(self) -> None:
+        """The body ended: refuse a stream cut inside a member (or an empty one)."""
+        if self._fed or not self._members:
+            raise DecodeError("invalid gzip body: truncated")
+
+
+def gunzip(body: bytes | bytearray | memoryview, limit: int) -> bytes:
+    """Inflate a whole gzip body (every member) with a hard cap of `limit` output bytes."""
+    inflater = Inflater(limit)
+    out = inflater.feed(body)
+    inflater.finish()
     return out
 
 
-def _ids_hex_to_b64(node: Any, depth: int = 0) -> None:
-    if depth > _MAX_JSON_DEPTH:
+def _ids_hex_to_b64(node: Any, depth: int = 1) -> None:
+    """Hex ids to base64 in place; `depth` counts JSON objects (messages), as protobuf's
+    parser counts nested messages, so both encodings accept the same nesting."""
+    if depth > MAX_MESSAGE_DEPTH:
         raise DecodeError("JSON nested too deeply")
     if isinstance(node, dict):
         for k, v in node.items():
@@ -89,12 +132,18 @@ def _ids_hex_to_b64(node: Any, depth: int = 0) -> None:
                 except ValueError as e:
                     raise DecodeError(f"{k}: not a hex string: {v[:40]!r}") from e
                 node[k] = base64.b64encode(raw).decode()
-            elif isinstance(v, dict | list):
+            elif isinstance(v, dict):
                 _ids_hex_to_b64(v, depth + 1)
-    elif isinstance(node, list):
-        for v in node:
-            if isinstance(v, dict | list):
-                _ids_hex_to_b64(v, depth + 1)
+            elif isinstance(v, list):
+                _list_hex_to_b64(v, depth)
+
+
+def _list_hex_to_b64(items: list[Any], depth: int) -> None:
+    for v in items:
+        if isinstance(v, dict):
+            _ids_hex_to_b64(v, depth + 1)
+        elif isinstance(v, list):  # no OTLP field is a list of lists
+            raise DecodeError("invalid OTLP/JSON: an array directly inside an array")
 
 
 def _ids_b64_to_hex(node: Any) -> None:
@@ -109,7 +158,7 @@ def _ids_b64_to_hex(node: Any) -> None:
             _ids_b64_to_hex(v)
 
 
-def parse_json(signal: str, body: bytes) -> Message:
+def parse_json(signal: str, body: bytes | bytearray) -> Message:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -125,13 +174,15 @@ def parse_json(signal: str, body: bytes) -> Message:
     _ids_hex_to_b64(data)
     msg = REQUEST_TYPES[signal]()
     try:
-        json_format.ParseDict(data, msg, ignore_unknown_fields=True)
+        json_format.ParseDict(
+            data, msg, ignore_unknown_fields=True, max_recursion_depth=MAX_MESSAGE_DEPTH
+        )
     except (json_format.ParseError, RecursionError, ValueError, TypeError) as e:
         raise DecodeError(f"invalid OTLP/JSON {signal} request: {e}") from e
     return msg
 
 
-def parse_protobuf(signal: str, body: bytes) -> Message:
+def parse_protobuf(signal: str, body: bytes | bytearray | memoryview) -> Message:
     msg = REQUEST_TYPES[signal]()
     try:
         msg.ParseFromString(body)
@@ -214,13 +265,28 @@ def decode(
         raise DecodeError(
             f"unsupported Content-Encoding {content_encoding!r}", "unsupported_media_type"
         )
+    return parse(signal, body, content_type)
+
+
+def media_type(content_type: str) -> str:
+    """ "protobuf", "json", or "" for a Content-Type the receivers do not take."""
     ctype = content_type.split(";", 1)[0].strip().lower()
-    if ctype == "application/x-protobuf":
-        return parse_protobuf(signal, body)
-    if ctype == "application/json":
-        return parse_json(signal, body)
-    raise DecodeError(
-        f"unsupported Content-Type {content_type!r}; use application/x-protobuf or "
+    return {"application/x-protobuf": "protobuf", "application/json": "json"}.get(ctype, "")
+
+
+def unsupported_media_type(content_type: str) -> DecodeError:
+    return DecodeError(
+        f"unsupported Content-Type {content_type[:100]!r}; use application/x-protobuf or "
         "application/json",
         "unsupported_media_type",
     )
+
+
+def parse(signal: str, body: bytes | bytearray, content_type: str) -> Message:
+    """Parse an uncompressed body by its Content-Type."""
+    kind = media_type(content_type)
+    if kind == "protobuf":
+        return parse_protobuf(signal, body)
+    if kind == "json":
+        return parse_json(signal, body)
+    raise unsupported_media_type(content_type)

@@ -1,62 +1,143 @@
 """OTLP/HTTP receiver: POST /v1/traces, /v1/logs, /v1/metrics.
 
-application/x-protobuf and application/json, optionally gzip; the response uses the request's
-content type. Errors carry a google.rpc.Status body: 400 malformed, 401 unauthenticated,
-413 too large, 415 unsupported media type, 503 with Retry-After when the queue is full.
+application/x-protobuf and application/json, optionally gzip, bodies framed by
+Content-Length or chunked; the response uses the request's content type. Errors carry a
+google.rpc.Status body: 400 malformed, 401 unauthenticated, 404 unknown path, 405 not POST,
+408 too slow, 413 too large, 415 unsupported media type, 503 + Retry-After when busy or the
+queue is full. Every refusal is counted in llm_pipeline_rejected_items_total{reason} and logged
+(rate-limited).
+
+What is refused on its head (path, method, token, framing, media type, declared size) is
+refused before its body is read: the body is discarded as it arrives (bounded), never kept.
+A body is limited while it is read: `max_request_bytes` as received, `max_decompressed_bytes`
+as it is inflated, and the in-flight budget reserved as bytes (decompressed ones) arrive.
 """
 
 from __future__ import annotations
 
 import json
+import socketserver
 import threading
-from http.server import BaseHTTPRequestHandler
+import time
+from collections.abc import Callable
 from typing import Any
 
+import h11
 import structlog
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from .._http import HttpServer
+from .._http import Evict, HttpServer, Tracked
 from ..config import ReceiversConfig
 from ..exporters.queue import QueueFull
 from ..service import Service
-from ._common import bearer_ok, export_response
-from .decode import DecodeError, Limits, count_items, decode
+from ._common import bearer_ok, export_response, refuse
+from .decode import (
+    DecodeError,
+    Inflater,
+    Limits,
+    count_items,
+    media_type,
+    parse,
+    unsupported_media_type,
+)
+from .http_conn import Conn, Gone, Refusal, Timeouts
 
 log = structlog.get_logger("pipeline.receivers")
 
 _PATHS = {"/v1/traces": "traces", "/v1/logs": "logs", "/v1/metrics": "metrics"}
 _STATUS_FOR_REASON = {"malformed": 400, "too_large": 413, "unsupported_media_type": 415}
-_GRPC_CODE = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14, 500: 13, 404: 5, 405: 12}
-# A client that stops sending (mid-body, or idle on a kept-alive connection) loses its
-# connection after this long instead of holding a server thread forever.
-READ_TIMEOUT_S = 60.0
+_GRPC_CODE = {
+    400: 3,
+    401: 16,
+    404: 5,
+    405: 12,
+    408: 4,
+    413: 8,
+    415: 3,
+    431: 3,
+    500: 13,
+    501: 12,
+    503: 14,
+}
+_RETRY = (("Retry-After", "1"),)
 
 
 class ByteBudget:
-    """Bytes of request bodies being read or decoded at once, across connections."""
+    """Bytes of request bodies (decompressed) being read or decoded at once, across
+    connections. Reserved as they arrive; when there is no room, slow senders holding bytes
+    may be closed for it (`reclaim`, set by the server), and the room they give back waited
+    for (a second at most)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
-        self._lock = threading.Lock()
+        self._cv = threading.Condition()
+        self.reclaim: Callable[[int, Tracked | None], bool] | None = None
 
     def try_reserve(self, n: int) -> bool:
-        with self._lock:
+        with self._cv:
             if self.used + n > self.limit:
                 return False
             self.used += n
             return True
 
+    def reserve(self, n: int, who: Tracked | None = None, take: bool = True) -> bool:
+        """Reserve `n` bytes (or, `take=False`, wait until they would fit)."""
+        with self._cv:
+            short = self.used + n - self.limit
+            if short <= 0:
+                self.used += n if take else 0
+                return True
+        if self.reclaim is None or not self.reclaim(short, who):
+            return False
+        deadline = time.monotonic() + 1.0
+        with self._cv:
+            while self.used + n > self.limit:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+            self.used += n if take else 0
+            return True
+
     def release(self, n: int) -> None:
-        with self._lock:
-            self.used -= n
+        if n:
+            with self._cv:
+                self.used -= n
+                self._cv.notify_all()
+
+
+class _Held:
+    """What one request holds of the budget; given back when the request is done."""
+
+    def __init__(self, budget: ByteBudget, who: Tracked) -> None:
+        self.budget, self.who, self.n = budget, who, 0
+
+    def take(self, n: int) -> None:
+        if self.n + n > self.budget.limit:
+            raise Refusal(
+                413,
+                "too_large",
+                f"decompressed body exceeds the receiver's in-flight budget of "
+                f"{self.budget.limit} bytes",
+            )
+        if not self.budget.reserve(n, self.who):
+            raise Refusal(503, "receiver_busy", "receiver busy; retry later", _RETRY)
+        self.n += n
+        self.who.held = self.n
+
+    def release(self) -> None:
+        self.budget.release(self.n)
+        self.n = self.who.held = 0
 
 
 class OtlpHttpReceiver(HttpServer):
     """Memory stays bounded under a flood: at most `max_connections` open connections (a
-    thread each; more get 503 and are closed) and `max_inflight_bytes` of bodies being read
-    and decoded at once (a body that does not fit gets 503 with Retry-After, unread)."""
+    thread each; when full, an idle or slow one is closed for a new one, else it gets 503)
+    and `max_inflight_bytes` of bodies being read and decoded at once, counted decompressed
+    and as they arrive (a body that does not fit gets 503 with Retry-After)."""
 
     def __init__(
         self,
@@ -67,134 +148,180 @@ class OtlpHttpReceiver(HttpServer):
         tls: tuple[str, str] | None = None,
         max_connections: int | None = ReceiversConfig.http_max_connections,
         max_inflight_bytes: int = ReceiversConfig.http_max_inflight_bytes,
+        timeouts: Timeouts | None = None,
     ) -> None:
+        timeouts = timeouts or Timeouts()
+        self.service = service
+        self.limits = limits
+        self.auth_token = auth_token
+        self.timeouts = timeouts
         self.budget = ByteBudget(max_inflight_bytes)
-        handler = _make_handler(service, limits, auth_token, self.budget)
         tel = service.telemetry
 
         def refused() -> None:
             tel.inc(tel.refused_connections, ("otlp_http",))
 
-        super().__init__(endpoint, handler, "otlp-http", tls, max_connections, refused)
+        receiver = self
 
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                receiver._serve_connection(self.request, self.server.tracked(self.request))  # type: ignore[attr-defined]
 
-def _make_handler(
-    service: Service, limits: Limits, auth_token: str | None, budget: ByteBudget
-) -> Any:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "llm-pipeline"
-        timeout = READ_TIMEOUT_S
+        evict = Evict(timeouts.stall_s, timeouts.min_rate)
+        super().__init__(endpoint, Handler, "otlp-http", tls, max_connections, refused, evict)
+        self.budget.reclaim = self._server.reclaim
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # access logs would drown the sidecar's own
+    # -- one connection ---------------------------------------------------------------------
 
-        def _reply(
-            self, code: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
-        ) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
+    def _serve_connection(self, sock: Any, tracked: Tracked) -> None:
+        conn = Conn(sock, tracked, self.timeouts)
+        try:
+            while True:
+                try:
+                    req = conn.next_request()
+                except Refusal as r:  # a malformed head, or one that never finished
+                    self._refuse(conn, "unknown", r, False)
+                    return
+                if req is None or not self._exchange(conn, req) or not conn.next_cycle():
+                    return
+        except Gone:
+            return
 
-        def _error(
-            self, code: int, message: str, as_json: bool, headers: dict[str, str] | None = None
-        ) -> None:
-            status = status_pb2.Status(code=_GRPC_CODE.get(code, 2), message=message)
-            if as_json:
-                body = json.dumps(json_format.MessageToDict(status)).encode()
-                self._reply(code, body, "application/json", headers)
-            else:
-                self._reply(code, status.SerializeToString(), "application/x-protobuf", headers)
-
-        def do_POST(self) -> None:
-            signal = _PATHS.get(self.path.split("?", 1)[0])
-            ctype = self.headers.get("Content-Type", "")
-            as_json = ctype.split(";", 1)[0].strip().lower() == "application/json"
-            if signal is None:
-                self._drain()
-                self._error(
-                    404, f"unknown path {self.path}; use /v1/traces, /v1/logs, /v1/metrics", as_json
-                )
-                return
-            if not bearer_ok(auth_token, self.headers.get("Authorization")):
-                self._drain()
-                service.reject(signal, "unauthenticated")
-                self._error(
-                    401, "missing or invalid bearer token", as_json, {"WWW-Authenticate": "Bearer"}
-                )
-                return
+    def _exchange(self, conn: Conn, req: h11.Request) -> bool:
+        """Answer one request; True when the connection can be kept for another."""
+        headers: dict[str, str] = {}
+        for k, v in req.headers:
+            headers.setdefault(k.decode("latin-1"), v.decode("latin-1"))
+        path = req.target.decode("latin-1").split("?", 1)[0]
+        ctype = headers.get("content-type", "")
+        as_json = media_type(ctype) == "json"
+        signal = _PATHS.get(path)
+        held = _Held(self.budget, conn.t)
+        try:
+            body = self._read(conn, req, headers, signal, held)
+            assert signal is not None
             try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                self.close_connection = True
-                self._error(411, "Content-Length is required", as_json)
-                return
-            if length < 0 or length > limits.max_request_bytes:
-                self.close_connection = True  # do not read a body we refuse
-                service.reject(signal, "too_large")
-                self._error(
-                    413,
-                    f"request body of {length} bytes exceeds {limits.max_request_bytes}",
-                    as_json,
-                )
-                return
-            if not budget.try_reserve(length):
-                self.close_connection = True  # the body stays unread
-                service.reject(signal, "receiver_busy")
-                self._error(503, "receiver busy; retry later", as_json, {"Retry-After": "1"})
-                return
-            try:
-                self._export(signal, length, ctype, as_json)
-            finally:
-                budget.release(length)
-
-        def _export(self, signal: str, length: int, ctype: str, as_json: bool) -> None:
-            body = self.rfile.read(length)
-            try:
-                request = decode(
-                    signal, body, ctype, self.headers.get("Content-Encoding", ""), limits
-                )
+                request = parse(signal, body, ctype)
             except DecodeError as e:
-                service.reject(signal, e.reason)
-                self._error(_STATUS_FOR_REASON.get(e.reason, 400), str(e), as_json)
-                return
+                raise Refusal(_STATUS_FOR_REASON.get(e.reason, 400), e.reason, str(e)) from e
+            del body
+            return self._accept(conn, signal, request, as_json)
+        except Refusal as r:
+            held.release()  # before answering: what was read is dropped (and so is the frame
+            r.__traceback__ = r.__cause__ = r.__context__ = None  # that held it)
+            return self._refuse(conn, signal or "unknown", r, as_json)
+        finally:
+            held.release()
+
+    def _read(
+        self,
+        conn: Conn,
+        req: h11.Request,
+        headers: dict[str, str],
+        signal: str | None,
+        held: _Held,
+    ) -> bytearray:
+        """Check the head, then read the body within every limit: the body, decompressed."""
+        if signal is None:
+            raise Refusal(
+                404,
+                "not_found",
+                f"unknown path {req.target[:100].decode('latin-1')!r}; use /v1/traces, /v1/logs, /v1/metrics",
+            )
+        if req.method != b"POST":
+            method = req.method.decode("latin-1")[:20]
+            raise Refusal(
+                405,
+                "method_not_allowed",
+                f"{method} is not allowed; use POST",
+                (("Allow", "POST"),),
+            )
+        if not bearer_ok(self.auth_token, headers.get("authorization")):
+            raise Refusal(
+                401,
+                "unauthenticated",
+                "missing or invalid bearer token",
+                (("WWW-Authenticate", "Bearer"),),
+            )
+        framing = conn.framing_error(req)
+        if framing is not None:
+            raise Refusal(400, "malformed", f"bad request framing: {framing}", close=True)
+        ctype = headers.get("content-type", "")
+        if not media_type(ctype):
+            e = unsupported_media_type(ctype)
+            raise Refusal(415, e.reason, str(e))
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity", "gzip"):
+            raise Refusal(
+                415,
+                "unsupported_media_type",
+                f"unsupported Content-Encoding {encoding[:40]!r}; use gzip or none",
+            )
+        limit = self.limits.max_request_bytes
+        declared = int(headers.get("content-length", "-1"))  # h11 checked it is digits
+        if declared > limit:
+            raise Refusal(413, "too_large", f"request body of {declared} bytes exceeds {limit}")
+        if (
+            encoding != "gzip"
+            and declared > 0
+            and not self.budget.reserve(declared, conn.t, take=False)
+        ):
+            raise Refusal(503, "receiver_busy", "receiver busy; retry later", _RETRY)
+
+        inflater = Inflater(self.limits.max_decompressed_bytes) if encoding == "gzip" else None
+        out = bytearray()
+        received = 0
+        for piece in conn.body():
+            received += len(piece)
+            if received > limit:
+                raise Refusal(413, "too_large", f"request body exceeds {limit} bytes")
+            if inflater is not None:
+                try:
+                    piece = inflater.feed(piece)
+                except DecodeError as e:
+                    raise Refusal(_STATUS_FOR_REASON.get(e.reason, 400), e.reason, str(e)) from e
+            if piece:
+                held.take(len(piece))
+                out += piece
+        if inflater is not None:
             try:
-                result = service.accept(signal, request, None, "http")
-            except QueueFull as e:
-                service.reject(signal, "queue_full", count_items(signal, request))
-                self._error(
-                    503,
-                    "sending queue full; retry later",
-                    as_json,
-                    {"Retry-After": str(max(1, int(e.retry_after_s)))},
-                )
-                return
-            except Exception as e:
-                log.exception("processing failed", signal=signal)
-                self._error(500, f"processing failed: {type(e).__name__}", as_json)
-                return
-            resp = export_response(signal, result)
-            if as_json:
-                body = json.dumps(json_format.MessageToDict(resp)).encode()
-                self._reply(200, body, "application/json")
-            else:
-                self._reply(200, resp.SerializeToString(), "application/x-protobuf")
+                inflater.finish()
+            except DecodeError as e:
+                raise Refusal(400, e.reason, str(e)) from e
+        return out
 
-        def _drain(self) -> None:
-            try:
-                length = int(self.headers.get("Content-Length", "0"))
-            except ValueError:
-                length = 0
-            if 0 < length <= limits.max_request_bytes:
-                self.rfile.read(length)
-            elif length:
-                self.close_connection = True
+    def _accept(self, conn: Conn, signal: str, request: Message, as_json: bool) -> bool:
+        try:
+            result = self.service.accept(signal, request, None, "http")
+        except QueueFull as e:
+            retry = (("Retry-After", str(max(1, int(e.retry_after_s)))),)
+            r = Refusal(503, "queue_full", "sending queue full; retry later", retry)
+            return self._refuse(conn, signal, r, as_json, count_items(signal, request))
+        except Exception as e:
+            log.exception("processing failed", signal=signal)
+            r = Refusal(500, "internal_error", f"processing failed: {type(e).__name__}")
+            return self._refuse(conn, signal, r, as_json)
+        resp = export_response(signal, result)
+        if as_json:
+            conn.respond(200, "application/json", _json(resp))
+        else:
+            conn.respond(200, "application/x-protobuf", resp.SerializeToString())
+        return True
 
-        def do_GET(self) -> None:
-            self._error(405, "use POST", False, {"Allow": "POST"})
+    def _refuse(self, conn: Conn, signal: str, r: Refusal, as_json: bool, items: int = 0) -> bool:
+        """Count, log and answer a refusal; True when the connection can be kept."""
+        refuse(self.service, "http", signal, r.reason, str(r), items, status=r.status)
+        complete = not r.close and conn.skip_buffered_body()
+        status = status_pb2.Status(code=_GRPC_CODE.get(r.status, 2), message=str(r))
+        if as_json:
+            conn.respond(r.status, "application/json", _json(status), r.headers, not complete)
+        else:
+            body = status.SerializeToString()
+            conn.respond(r.status, "application/x-protobuf", body, r.headers, not complete)
+        if not complete and not r.close and r.reason != "too_slow":
+            conn.linger(2 * self.limits.max_request_bytes)
+        return complete
 
-    return Handler
+
+def _json(msg: Message) -> bytes:
+    return json.dumps(json_format.MessageToDict(msg)).encode()

@@ -7,7 +7,9 @@ cover gzip bombs, lying Content-Length headers, clients that stop sending, a ful
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import http.client
 import json
 import os
 import socket
@@ -30,9 +32,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-import pipeline.receivers.otlp_http as otlp_http
 from pipeline.config import Config
+from pipeline.receivers._common import RateLimitedLog, bearer_ok
 from pipeline.receivers.decode import Limits, parse_json, to_json
+from pipeline.receivers.http_conn import Timeouts
 from pipeline.receivers.otlp_http import OtlpHttpReceiver
 from pipeline.service import Service
 
@@ -90,6 +93,7 @@ class Running:
         tmp: Path,
         limits: Limits | None = None,
         rx: dict[str, Any] | None = None,
+        token: str | None = None,
         **queue: Any,
     ) -> None:
         cfg = Config()
@@ -98,7 +102,7 @@ class Running:
             setattr(cfg.queue, k, v)
         self.service = Service(cfg)
         self.receiver = OtlpHttpReceiver(
-            self.service, "127.0.0.1:0", limits or Limits(), auth_token=None, **(rx or {})
+            self.service, "127.0.0.1:0", limits or Limits(), auth_token=token, **(rx or {})
         )
         self.url = f"http://127.0.0.1:{self.receiver.port}"
         self.client = httpx.Client(timeout=10)
@@ -226,34 +230,79 @@ def test_declared_oversize_body_is_refused_before_it_is_read(rx: Running) -> Non
     assert reply.startswith(b"HTTP/1.1 413")
 
 
+def _raw(port: int, data: bytes, timeout: float = 5) -> bytes:
+    """Send `data` on a new connection and read until the server closes it (or `timeout`)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return out
+
+
+_HEAD = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+
+
 @pytest.mark.parametrize(
-    ("length", "status"),
-    [("", 411), ("abc", 411), ("-5", 413), ("1e3", 411)],
+    ("framing", "status"),
+    [
+        (b"", 200),  # no Content-Length and no Transfer-Encoding: an empty body (RFC 9112)
+        (b"Content-Length: abc\r\n", 400),
+        (b"Content-Length: -5\r\n", 400),
+        (b"Content-Length: 1e3\r\n", 400),
+        (b"Content-Length: 0\r\nContent-Length: 0\r\n", 400),  # duplicate, same value
+        (b"Content-Length: 0, 0\r\n", 400),
+        (b"Content-Length: 0\r\nContent-Length: 5\r\n", 400),
+        (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", 400),
+        (b"Transfer-Encoding: gzip, chunked\r\n", 501),
+    ],
 )
-def test_bad_content_length(rx: Running, length: str, status: int) -> None:
-    with socket.create_connection(("127.0.0.1", rx.receiver.port), timeout=5) as s:
-        head = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-        if length:
-            head += b"Content-Length: " + length.encode() + b"\r\n"
-        s.sendall(head + b"\r\n")
-        reply = s.recv(4096)
-    assert reply.startswith(b"HTTP/1.1 %d" % status), reply[:80]
+def test_request_framing(rx: Running, framing: bytes, status: int) -> None:
+    tel = rx.service.telemetry
+
+    def malformed() -> float:
+        return rx.counter(tel.rejected, "unknown", "malformed") + rx.counter(
+            tel.rejected, "traces", "malformed"
+        )
+
+    before = malformed()
+    reply = _raw(rx.receiver.port, _HEAD + framing + b"Connection: close\r\n\r\n0\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 %d" % status), reply[:200]
+    assert malformed() == before + (status != 200)
+    if status != 200:
+        assert b"content-type: application/x-protobuf" in reply.lower()
 
 
-def test_a_client_that_stops_sending_is_cut_off(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(otlp_http, "READ_TIMEOUT_S", 0.5)
-    r = Running(tmp_path).start()
+def test_smuggling_with_both_framings_is_refused_and_nothing_behind_it_runs(rx: Running) -> None:
+    """TE + CL: a front proxy reading the other header would see a second request hidden in
+    the body. Refused with 400 and the connection closed: the hidden request never runs."""
+    hidden = _HEAD + b"Content-Length: %d\r\n\r\n" % len(GOOD) + GOOD  # valid, if read
+    body = b"0\r\n\r\n" + hidden
+    before = rx.counter(rx.service.telemetry.received, "traces", "http")
+    reply = _raw(
+        rx.receiver.port,
+        _HEAD + b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n\r\n" % len(body) + body,
+    )
+    assert reply.startswith(b"HTTP/1.1 400") and reply.count(b"HTTP/1.1") == 1
+    assert b"Transfer-Encoding together with Content-Length" in reply
+    assert rx.counter(rx.service.telemetry.received, "traces", "http") == before
+
+
+def test_a_client_that_stops_sending_is_cut_off_with_408(tmp_path: Path) -> None:
+    timeouts = Timeouts(body_s=1.0, grace_s=0.5, min_rate=100)
+    r = Running(tmp_path, rx={"timeouts": timeouts}).start()
     try:
-        with socket.create_connection(("127.0.0.1", r.receiver.port), timeout=5) as s:
-            s.sendall(
-                b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-                b"Content-Length: 1000\r\n\r\n" + b"\x0a" * 10
-            )
-            t0 = time.monotonic()
-            assert s.recv(4096) == b""  # the server hung up...
-            assert time.monotonic() - t0 < 3  # ...after its read timeout, not never
+        t0 = time.monotonic()
+        reply = _raw(r.receiver.port, _HEAD + b"Content-Length: 1000\r\n\r\n" + b"\x0a" * 10)
+        took = time.monotonic() - t0
+        # 10 bytes at 100 bytes/s after a 0.5 s grace are due by 0.6 s; never by 3 s
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+        assert b"arriving under 100 bytes/s" in reply
+        assert 0.5 <= took < 3
+        assert r.counter(r.service.telemetry.rejected, "traces", "too_slow") == 1
         _still_serves(r)
     finally:
         r.stop()
@@ -368,8 +417,21 @@ def _open_post(port: int, length: int, sent: bytes) -> socket.socket:
     return s
 
 
+# Connections held in these tests must not count as slow (they would be closed for others).
+PATIENT = Timeouts(stall_s=30, min_rate=0)
+
+
+def _wait_for(cond: Any, timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_connections_over_the_limit_get_503_and_are_counted(tmp_path: Path) -> None:
-    r = Running(tmp_path, rx={"max_connections": 3}).start()
+    r = Running(tmp_path, rx={"max_connections": 3, "timeouts": PATIENT}).start()
     held: list[socket.socket] = []
     try:
         held = [_open_post(r.receiver.port, len(GOOD), b"") for _ in range(3)]
@@ -391,27 +453,285 @@ def test_connections_over_the_limit_get_503_and_are_counted(tmp_path: Path) -> N
         r.stop()
 
 
-def test_bodies_over_the_inflight_budget_get_503_unread(tmp_path: Path) -> None:
+def test_budget_is_reserved_as_bytes_arrive_not_as_declared(tmp_path: Path) -> None:
     budget = 3 * len(GOOD) // 2
-    r = Running(tmp_path, Limits(len(GOOD), 1 << 20), rx={"max_inflight_bytes": budget}).start()
+    r = Running(
+        tmp_path, Limits(len(GOOD), 1 << 20), rx={"max_inflight_bytes": budget, "timeouts": PATIENT}
+    ).start()
+    tel = r.service.telemetry
     try:
-        slow = _open_post(r.receiver.port, len(GOOD), GOOD[:10])  # holds len(GOOD) bytes
-        time.sleep(0.2)
-        busy = r.post(GOOD)
+        # a lying Content-Length holds nothing until its bytes come
+        liar = _open_post(r.receiver.port, len(GOOD), GOOD[:10])
+        assert _wait_for(lambda: r.receiver.budget.used == 10), r.receiver.budget.used
+        liar.sendall(GOOD[10:40])
+        assert _wait_for(lambda: r.receiver.budget.used == 40), r.receiver.budget.used
+        _still_serves(r)  # 40 + len(GOOD) fit in 1.5 x len(GOOD)
+        slow = _open_post(r.receiver.port, len(GOOD), GOOD[: len(GOOD) // 2])
+        assert _wait_for(lambda: r.receiver.budget.used == 40 + len(GOOD) // 2)
+        busy = r.post(GOOD)  # would not fit: refused unread, not counted as too large
         assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
         assert _status(busy).code == 14 and "busy" in _status(busy).message
-        tel = r.service.telemetry
         assert r.counter(tel.rejected, "traces", "receiver_busy") == 1
-        assert r.receiver.budget.used == len(GOOD)
-        slow.sendall(GOOD[10:])  # the slow body completes: accepted, budget given back
-        assert slow.recv(4096).startswith(b"HTTP/1.1 200")
-        slow.close()
+        for s in (liar, slow):  # the bodies complete: accepted, budget given back
+            s.sendall(GOOD[len(GOOD) // 2 :] if s is slow else GOOD[40:])
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            s.close()
         # given back right after the reply is written (the client may read it first)
-        deadline = time.monotonic() + 5
-        while r.receiver.budget.used and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert r.receiver.budget.used == 0
+        assert _wait_for(lambda: r.receiver.budget.used == 0), r.receiver.budget.used
         _still_serves(r)
-        assert r.counter(tel.received, "traces", "http") == 2
+        assert r.counter(tel.received, "traces", "http") == 4
     finally:
         r.stop()
+
+
+def _chunked(body: bytes, piece: int) -> Iterator[bytes]:
+    for i in range(0, len(body), piece):
+        yield body[i : i + piece]
+
+
+def _post_chunked(port: int, body: Iterator[bytes], ctype: str = PB, **headers: str) -> Any:
+    """POST with http.client's chunked encoding (no Content-Length), as Node's and Go's
+    exporters send; (status, body)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request(
+            "POST",
+            "/v1/traces",
+            body=body,
+            headers={"Content-Type": ctype, **headers},
+            encode_chunked=True,
+        )
+        resp = c.getresponse()
+        return resp.status, resp.read()
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize(("ctype", "gz"), [(PB, False), (PB, True), (JSON, False), (JSON, True)])
+def test_chunked_bodies_are_accepted(rx: Running, ctype: str, gz: bool) -> None:
+    req = llm_span()
+    spans = req.resource_spans[0].scope_spans[0].spans
+    for i in range(1, 40):
+        spans.add().CopyFrom(spans[0])
+        spans[-1].span_id = bytes([0, 0, 0, 0, 0, 0, 0, i])
+    body = to_json(req).encode() if ctype == JSON else req.SerializeToString()
+    headers = {}
+    if gz:
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = "gzip"
+    before = rx.counter(rx.service.telemetry.received, "traces", "http")
+    status, reply = _post_chunked(rx.receiver.port, _chunked(body, 100), ctype, **headers)
+    assert status == 200, reply
+    assert rx.counter(rx.service.telemetry.received, "traces", "http") == before + 40
+    assert reply == (b"{}" if ctype == JSON else b"")
+
+
+def test_a_chunked_body_past_max_request_bytes_gets_a_413_the_client_reads(tmp_path: Path) -> None:
+    r = Running(tmp_path, Limits(64 << 10, 256 << 10)).start()
+    try:
+        # 200 KiB in 8 KiB chunks: the receiver stops keeping it past 64 KiB and discards
+        # the rest, so http.client (which writes everything before reading) gets the answer
+        status, reply = _post_chunked(r.receiver.port, _chunked(b"\0" * (200 << 10), 8 << 10))
+        assert status == 413
+        st_ = status_pb2.Status.FromString(reply)
+        assert st_.code == 8 and st_.message == "request body exceeds 65536 bytes"
+        assert r.counter(r.service.telemetry.rejected, "traces", "too_large") == 1
+        assert r.receiver.budget.used == 0
+        _still_serves(r)
+    finally:
+        r.stop()
+
+
+def test_a_chunked_gzip_bomb_stops_at_the_decompressed_cap(rx: Running) -> None:
+    bomb = gzip_bomb(256)  # 256 MiB of zeros in ~256 kB
+    tracemalloc.start()
+    try:
+        status, reply = _post_chunked(
+            rx.receiver.port, _chunked(bomb, 16 << 10), **{"Content-Encoding": "gzip"}
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert status == 413
+    assert status_pb2.Status.FromString(reply).message == "decompressed body exceeds 4194304 bytes"
+    assert peak < 16 << 20  # a few times the 4 MiB cap, nowhere near 256 MiB
+    _still_serves(rx)
+
+
+def _big_span(size: int) -> bytes:
+    """A valid request of about `size` bytes that gzip shrinks to almost nothing."""
+    return llm_span(**{"gen_ai.input.messages": "a" * size}).SerializeToString()
+
+
+def test_the_budget_counts_decompressed_bytes(tmp_path: Path) -> None:
+    """A small gzip body that inflates past the whole in-flight budget could never fit: 413
+    before it is parsed. One that fits is accepted, and the budget given back."""
+    r = Running(tmp_path, Limits(1 << 20, 8 << 20), rx={"max_inflight_bytes": 1 << 20}).start()
+    try:
+        big = gzip.compress(_big_span(2 << 20))
+        assert len(big) < 8 << 10
+        resp = r.post(big, **{"Content-Encoding": "gzip"})
+        assert resp.status_code == 413
+        assert "in-flight budget of 1048576 bytes" in _status(resp).message
+        small = gzip.compress(_big_span(512 << 10))
+        assert r.post(small, **{"Content-Encoding": "gzip"}).status_code == 200
+        assert _wait_for(lambda: r.receiver.budget.used == 0)
+        assert r.counter(r.service.telemetry.rejected, "traces", "too_large") == 1
+    finally:
+        r.stop()
+
+
+def test_gzip_of_several_members_is_read_whole_and_trailing_garbage_is_400(rx: Running) -> None:
+    before = rx.counter(rx.service.telemetry.received, "traces", "http")
+    two = gzip.compress(GOOD[:50]) + gzip.compress(GOOD[50:])  # neither half parses alone
+    assert rx.post(two, **{"Content-Encoding": "gzip"}).status_code == 200
+    assert rx.counter(rx.service.telemetry.received, "traces", "http") == before + 1
+    r = rx.post(gzip.compress(GOOD) + b"trailing", **{"Content-Encoding": "gzip"})
+    assert r.status_code == 400 and "trailing data after the last member" in _status(r).message
+
+
+def _send_and_read(port: int, head: bytes, body: bytes) -> bytes:
+    """Send a head and a body already in memory (sendall does not copy it) and read the
+    answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall(memoryview(body))
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except ConnectionResetError:
+            pass
+        return out
+
+
+def test_bodies_to_unknown_paths_or_with_a_bad_token_are_not_read_into_memory(
+    tmp_path: Path,
+) -> None:
+    r = Running(tmp_path, token="s3cret").start()
+    tel = r.service.telemetry
+    body = b"\x0a" * (8 << 20)
+    try:
+        head = b"POST /v1/nope HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+        tracemalloc.start()
+        try:
+            not_found = _send_and_read(r.receiver.port, head, body)
+            head = (
+                b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body)
+            )
+            denied = _send_and_read(r.receiver.port, head, body)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert not_found.startswith(b"HTTP/1.1 404") and b"unknown path '/v1/nope'" in not_found
+        assert denied.startswith(b"HTTP/1.1 401") and b"WWW-Authenticate: Bearer" in denied
+        assert peak < 2 << 20  # 16 MiB went by; none of it was kept
+        assert r.counter(tel.rejected, "unknown", "not_found") == 1
+        assert r.counter(tel.rejected, "traces", "unauthenticated") == 1
+        assert r.receiver.budget.used == 0
+    finally:
+        r.stop()
+
+
+def test_a_non_ascii_authorization_header_is_401_and_counted(tmp_path: Path) -> None:
+    r = Running(tmp_path, token="s3cret").start()
+    try:
+        for value in (b"Bearer \xc3\xa9t\xc3\xa9", b"Bearer s3cret\xff", b"\xff"):
+            reply = _raw(
+                r.receiver.port,
+                _HEAD + b"Authorization: " + value + b"\r\nContent-Length: 0\r\n"
+                b"Connection: close\r\n\r\n",
+            )
+            assert reply.startswith(b"HTTP/1.1 401"), reply[:100]
+        assert r.counter(r.service.telemetry.rejected, "traces", "unauthenticated") == 3
+        ok = r.post(GOOD, Authorization="Bearer s3cret")
+        assert ok.status_code == 200
+    finally:
+        r.stop()
+
+
+@pytest.mark.parametrize("method", ["PUT", "OPTIONS", "DELETE", "PATCH", "GET"])
+def test_other_methods_get_405_with_allow_in_the_request_format(rx: Running, method: str) -> None:
+    before = rx.counter(rx.service.telemetry.rejected, "traces", "method_not_allowed")
+    r = rx.client.request(
+        method, rx.url + "/v1/traces", content=b"{}", headers={"Content-Type": JSON}
+    )
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.headers["content-type"] == JSON
+    assert r.json() == {"code": 12, "message": f"{method} is not allowed; use POST"}
+    assert rx.counter(rx.service.telemetry.rejected, "traces", "method_not_allowed") == before + 1
+    _still_serves(rx)  # on the same kept-alive connection: the small body was read
+
+
+def test_an_oversized_body_gets_a_413_the_client_reads(rx: Running) -> None:
+    r = rx.post(b"\0" * (3 << 20))  # the limit is 2 MiB; httpx writes it all, then reads
+    assert r.status_code == 413
+    assert _status(r).message == f"request body of {3 << 20} bytes exceeds {2 << 20}"
+
+
+def test_expect_100_continue(tmp_path: Path) -> None:
+    r = Running(tmp_path, token="s3cret").start()
+    try:
+        with socket.create_connection(("127.0.0.1", r.receiver.port), timeout=5) as s:
+            s.sendall(
+                _HEAD + b"Authorization: Bearer s3cret\r\nExpect: 100-continue\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(GOOD)
+            )
+            assert s.recv(4096) == b"HTTP/1.1 100 \r\n\r\n"
+            s.sendall(GOOD)
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        # refused on its head: the final answer comes at once, no 100, and the body is unread
+        reply = _raw(
+            r.receiver.port,
+            _HEAD + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(GOOD),
+        )
+        assert reply.startswith(b"HTTP/1.1 401") and b"100" not in reply.split(b"\r\n")[0][9:]
+    finally:
+        r.stop()
+
+
+def test_kept_alive_and_pipelined_requests(rx: Running) -> None:
+    one = _HEAD + b"Content-Length: %d\r\n\r\n" % len(GOOD) + GOOD
+    last = _HEAD + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(GOOD) + GOOD
+    reply = _raw(rx.receiver.port, one + one + last)  # in one write
+    assert reply.count(b"HTTP/1.1 200 OK") == 3
+
+
+def test_tiny_chunks_are_refused(rx: Running) -> None:
+    body = b"1\r\n\x0a\r\n" * 2000 + b"0\r\n\r\n"
+    reply = _raw(rx.receiver.port, _HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + body)
+    assert reply.startswith(b"HTTP/1.1 400") and b"chunks too small" in reply
+
+
+def test_refusals_are_logged_once_per_interval() -> None:
+    lines: list[tuple[str, dict[str, Any]]] = []
+
+    class Logger:
+        def warning(self, event: str, **kw: Any) -> None:
+            lines.append((event, kw))
+
+    rl = RateLimitedLog(Logger(), interval_s=0.2)
+    assert [rl.warning(("http", "traces", "malformed"), "refused", n=i) for i in range(5)] == [
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
+    assert rl.warning(("http", "logs", "malformed"), "refused", n=9)  # another key
+    time.sleep(0.25)
+    assert rl.warning(("http", "traces", "malformed"), "refused", n=5)
+    assert lines == [
+        ("refused", {"n": 0}),
+        ("refused", {"n": 9}),
+        ("refused", {"n": 5, "suppressed_since_last": 4}),
+    ]
+
+
+def test_bearer_ok_compares_any_bytes() -> None:
+    assert bearer_ok("s3cret", "Bearer s3cret") and bearer_ok("s3cret", b"bearer s3cret")
+    assert not bearer_ok("s3cret", "Bearer été") and not bearer_ok("s3cret", b"Bearer \xff")
+    assert not bearer_ok("s3cret", None) and bearer_ok(None, "anything")
+    assert bearer_ok("clé", "Bearer clé") and not bearer_ok("clé", "Bearer cle")
