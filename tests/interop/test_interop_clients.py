@@ -23,26 +23,15 @@ from pipeline.model import any_value
 from tests.helpers.metrics import value
 from tests.helpers.otlp_sink import OtlpSink
 from tests.helpers.sidecar import SidecarProcess, start_sidecar
+from tests.interop.capture import Capture, send
 from tests.interop.clients import CLIENTS, Client
 from tests.interop.expected import Expected, expected, load
 
 pytestmark = pytest.mark.e2e
 
-CHUNKED = (
-    "the sidecar's OTLP/HTTP receiver answers 411 to Transfer-Encoding: chunked, which this "
-    "client always sends (issue 15 section 1, fixed on the http branch)"
-)
 # Cost: the sidecar prices in floats from per-token rates, genai-prices in Decimal; they agree
 # to ~1e-15 relative (pipeline/processors/cost.py), far below a cent.
 COST_REL = 1e-9
-
-
-def _params() -> list[Any]:
-    out = []
-    for c in CLIENTS:
-        marks = [pytest.mark.xfail(strict=True, reason=CHUNKED)] if c.chunked else []
-        out.append(pytest.param(c, id=c.name, marks=marks))
-    return out
 
 
 @pytest.fixture
@@ -89,7 +78,7 @@ def _run(client: Client, sc: SidecarProcess, base_s: int) -> str:
     return output
 
 
-@pytest.mark.parametrize("client", _params())
+@pytest.mark.parametrize("client", CLIENTS, ids=[c.name for c in CLIENTS])
 def test_client_delivers_exact_values(
     client: Client, sidecar: SidecarProcess, sink: OtlpSink
 ) -> None:
@@ -200,6 +189,20 @@ def test_client_delivers_exact_values(
         assert value(text, "llm_pipeline_redactions_total", type=kind) == 1, kind
     produced["log"] = f"trace {record.trace_id.hex()} body {any_value(record.body)!r}"
     print("\ninterop:", json.dumps(produced, default=str, sort_keys=True))
+
+
+@pytest.mark.parametrize(
+    "client", [c for c in CLIENTS if c.transport == "http"], ids=lambda c: str(c.name)
+)
+def test_http_client_framing_is_what_the_tests_claim(client: Client, capture: Capture) -> None:
+    """The HTTP clients above cover chunked bodies, with and without gzip, and plain ones."""
+    sent = send(capture, client.name)
+    assert set(sent) == {"/v1/traces", "/v1/logs"}
+    for path, (headers, _) in sent.items():
+        h = {k.lower(): v.lower() for k, v in headers.items()}
+        assert (h.get("transfer-encoding") == "chunked") == client.chunked, path
+        assert ("content-length" in h) != client.chunked, path
+        assert (h.get("content-encoding") == "gzip") == (client.mode == "http-gzip"), path
 
 
 def test_expected_values_are_not_trivial() -> None:

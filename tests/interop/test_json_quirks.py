@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,8 +23,7 @@ from pipeline.model import TraceBatch
 from pipeline.processors.normalize import normalize
 from pipeline.processors.ttft import ttft
 from pipeline.receivers.decode import decode
-from tests.helpers.otlp_sink import free_port
-from tests.interop.clients import CLIENTS
+from tests.interop.capture import Capture, send
 
 TRACE_ID = "5b8efff798038103d269b633813fc60c"
 SPAN_ID = "eee19b7ec3c1b174"
@@ -225,67 +221,6 @@ def test_log_quirk_decodes_to_the_canonical_request(variant: dict[str, Any]) -> 
 # -- the real Node.js exporters' bodies --------------------------------------------------------
 
 
-class _Capture:
-    """An OTLP/HTTP endpoint that records each body as sent (chunked or not) and answers 200."""
-
-    def __init__(self) -> None:
-        self.bodies: dict[str, list[tuple[dict[str, str], bytes]]] = {}
-        self.port = free_port()
-        capture = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    body = b""
-                    while (size := int(self.rfile.readline().split(b";")[0], 16)) > 0:
-                        body += self.rfile.read(size)
-                        self.rfile.readline()
-                    self.rfile.readline()
-                else:
-                    body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                capture.bodies.setdefault(self.path, []).append((dict(self.headers), body))
-                ctype = self.headers.get("Content-Type", "")
-                reply = b"{}" if ctype == "application/json" else b""
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def capture() -> Iterator[_Capture]:
-    c = _Capture()
-    yield c
-    c.close()
-
-
-def _send(capture: _Capture, client_name: str) -> dict[str, tuple[dict[str, str], bytes]]:
-    client = next(c for c in CLIENTS if c.name == client_name)
-    capture.bodies.clear()
-    argv, env = client.command(1796400000, "127.0.0.1:1", f"http://127.0.0.1:{capture.port}")
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert out.returncode == 0, out.stdout + out.stderr
-    got = {}
-    for path, sent in capture.bodies.items():
-        assert len(sent) == 1, path
-        got[path] = sent[0]
-    return got
-
-
 def _without_ids(msg: Any) -> Any:
     """The request without its random IDs and its resource (the service names differ)."""
     m = copy.deepcopy(msg)
@@ -306,9 +241,9 @@ def _items(msg: Any) -> list[Any]:
     return [r for rl in msg.resource_logs for sl in rl.scope_logs for r in sl.log_records]
 
 
-def test_node_json_exporter_body_decodes_as_its_protobuf_twin(capture: _Capture) -> None:
-    json_sent = _send(capture, "node-http-json")
-    proto_sent = _send(capture, "node-http-proto")
+def test_node_json_exporter_body_decodes_as_its_protobuf_twin(capture: Capture) -> None:
+    json_sent = send(capture, "node-http-json")
+    proto_sent = send(capture, "node-http-proto")
     for path, signal in (("/v1/traces", "traces"), ("/v1/logs", "logs")):
         headers, body = json_sent[path]
         assert headers["Content-Type"] == "application/json"
