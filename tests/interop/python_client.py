@@ -40,16 +40,21 @@ def main(path: str, base_s: int) -> None:
     tracer = trace.get_tracer("interop-python")
     r = scenario["root"]
     root = tracer.start_span(
-        r["name"], kind=KINDS[r["kind"]], start_time=at(r["start_ms"]),
+        r["name"],
+        kind=KINDS[r["kind"]],
+        start_time=at(r["start_ms"]),
         attributes=attributes(r["attributes"]),
-    )  # fmt: skip
+    )
     root_ctx = trace.set_span_in_context(root)
     spans = {}
     for c in scenario["calls"]:
         span = tracer.start_span(
-            c["name"], context=root_ctx, kind=KINDS[c["kind"]], start_time=at(c["start_ms"]),
+            c["name"],
+            context=root_ctx,
+            kind=KINDS[c["kind"]],
+            start_time=at(c["start_ms"]),
             attributes=attributes(c["attributes"]),
-        )  # fmt: skip
+        )
         for ev in c.get("events", []):
             span.add_event(ev["name"], attributes(ev["attributes"]), timestamp=at(ev["at_ms"]))
         if c.get("error"):
