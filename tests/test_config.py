@@ -42,6 +42,8 @@ def test_full_file_loads_typed() -> None:
         ("queue: {max_items: lots}", "queue.max_items: expected an integer"),
         ("metrics: {max_series: 0}", "metrics.max_series must be >= 1"),
         ("receivers: {http_max_connections: 0}", "receivers.http_max_connections must be >= 1"),
+        ("receivers: {http_read_timeout_s: 0}", "receivers.http_read_*timeout_s must be > 0"),
+        ("receivers: {http_min_body_rate: -1}", "http_min_body_rate >= 0"),
         ("receivers: {grpc_transport: tonic}", "grpc_transport must be auto, native or grpcio"),
         (
             "exporters: {traces: {protocol: grpc, endpoint: 'a:1', headers: {'X Tenant': a}}}",

@@ -22,6 +22,7 @@ import h11
 from .._http import BODY, DISCARD, HEAD, IDLE, WORK, Tracked
 
 _RECV = 64 * 1024
+_RECV_BODY = 1024 * 1024  # large bodies in fewer, bigger reads (the cost is per read)
 _MAX_HEAD = 16 * 1024  # request line and headers (h11 answers 431 past it)
 # Chunked bodies in tiny chunks cost h11 ~0.1 ms each: past the first 256, the chunks must
 # average this many bytes, so a body cannot be made to cost more than its bytes' worth.
@@ -72,6 +73,15 @@ class _Evicted(Exception):
     pass
 
 
+def _evicted(what: str) -> Refusal:
+    return Refusal(
+        503,
+        "too_slow",
+        f"receiver busy and this {what} arrives too slowly; retry later",
+        (("Retry-After", "1"),),
+    )
+
+
 class Conn:
     def __init__(self, sock: socket.socket, tracked: Tracked, timeouts: Timeouts) -> None:
         self.sock = sock
@@ -80,10 +90,11 @@ class Conn:
         self.h = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
         self._head = bytearray()  # raw bytes of the head being read (for framing checks)
         self._first = True
+        self._no_body = False
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _fill(self, deadline: float) -> bytes:
+    def _fill(self, deadline: float, size: int = _RECV) -> bytes:
         """Receive once into h11 before `deadline` (monotonic); what was received."""
         while True:
             left = deadline - time.monotonic()
@@ -91,7 +102,7 @@ class Conn:
                 raise _Deadline
             try:
                 self.sock.settimeout(left)
-                data = self.sock.recv(_RECV)
+                data = self.sock.recv(size)
             except TimeoutError:
                 continue
             except OSError as e:
@@ -110,12 +121,14 @@ class Conn:
         pending = self.h.trailing_data[0]
         self._head = bytearray(pending)
         now = time.monotonic()
-        if pending:
+        if pending or self._first:
+            # a new connection is not idle (closed first for others): it owes its head within
+            # header_s, and is only closed for others once it is slow to send it
             self.t.enter(HEAD)
             deadline = now + self.to.header_s
-        else:  # the first request's head is due within header_s of the connection's start
+        else:
             self.t.enter(IDLE)
-            deadline = now + (self.to.header_s if self._first else self.to.idle_s)
+            deadline = now + self.to.idle_s
         self._first = False
         while True:
             try:
@@ -125,18 +138,19 @@ class Conn:
                     e.error_status_hint, "malformed", f"bad HTTP request: {e}", close=True
                 ) from e
             if isinstance(ev, h11.Request):
+                self._no_body = ev.method == b"HEAD"  # its answer has headers only
                 return ev
             if ev is not h11.NEED_DATA:
                 return None  # ConnectionClosed
             try:
                 data = self._fill(deadline)
             except (_Deadline, _Evicted) as e:
-                if self.t.phase == IDLE:
-                    return None
+                if self.t.phase == IDLE or not (self._head or self.t.received):
+                    return None  # nothing of a request came: nothing to refuse
+                if isinstance(e, _Evicted):
+                    raise _evicted("request") from e
                 raise Refusal(
-                    408 if isinstance(e, _Deadline) else 503,
-                    "too_slow",
-                    f"request head not received within {self.to.header_s:g} s",
+                    408, "too_slow", f"request head not received within {self.to.header_s:g} s"
                 ) from e
             except Gone:
                 return None
@@ -193,16 +207,11 @@ class Conn:
                     due = start + self.to.grace_s + self.t.received / self.to.min_rate
                     deadline = min(deadline, due)
                 try:
-                    self._fill(deadline)
+                    self._fill(deadline, _RECV_BODY)
                 except _Deadline as e:
                     raise Refusal(408, "too_slow", self._slow_message()) from e
                 except _Evicted as e:
-                    raise Refusal(
-                        503,
-                        "too_slow",
-                        "receiver busy and this body arrives too slowly; retry later",
-                        (("Retry-After", "1"),),
-                    ) from e
+                    raise _evicted("body") from e
             else:
                 raise Gone("connection closed mid-body")
 
@@ -248,8 +257,9 @@ class Conn:
             hs.append(("Connection", "close"))
         phrase = HTTPStatus(status).phrase.encode()
         try:
-            out = self.h.send(h11.Response(status_code=status, headers=hs, reason=phrase))
-            out = (out or b"") + (self.h.send(h11.Data(data=body)) or b"")
+            out = self.h.send(h11.Response(status_code=status, headers=hs, reason=phrase)) or b""
+            if not self._no_body:
+                out += self.h.send(h11.Data(data=body)) or b""
             out += self.h.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:  # no request to answer (a head never finished)
             lines = [f"HTTP/1.1 {status} {phrase.decode()}", *(f"{k}: {v}" for k, v in hs)]

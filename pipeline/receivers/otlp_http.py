@@ -204,8 +204,11 @@ class OtlpHttpReceiver(HttpServer):
                 request = parse(signal, body, ctype)
             except DecodeError as e:
                 raise Refusal(_STATUS_FOR_REASON.get(e.reason, 400), e.reason, str(e)) from e
+            # protobuf: the received bytes go along, as over gRPC (forwarded as they are
+            # when unchanged, and the queue counts their length instead of re-measuring)
+            raw = None if as_json else body
             del body
-            return self._accept(conn, signal, request, as_json)
+            return self._accept(conn, signal, request, raw, as_json)
         except Refusal as r:
             held.release()  # before answering: what was read is dropped (and so is the frame
             r.__traceback__ = r.__cause__ = r.__context__ = None  # that held it)
@@ -220,7 +223,7 @@ class OtlpHttpReceiver(HttpServer):
         headers: dict[str, str],
         signal: str | None,
         held: _Held,
-    ) -> bytearray:
+    ) -> bytes:
         """Check the head, then read the body within every limit: the body, decompressed."""
         if signal is None:
             raise Refusal(
@@ -269,7 +272,7 @@ class OtlpHttpReceiver(HttpServer):
             raise Refusal(503, "receiver_busy", "receiver busy; retry later", _RETRY)
 
         inflater = Inflater(self.limits.max_decompressed_bytes) if encoding == "gzip" else None
-        out = bytearray()
+        parts: list[bytes | bytearray] = []
         received = 0
         for piece in conn.body():
             received += len(piece)
@@ -282,17 +285,19 @@ class OtlpHttpReceiver(HttpServer):
                     raise Refusal(_STATUS_FOR_REASON.get(e.reason, 400), e.reason, str(e)) from e
             if piece:
                 held.take(len(piece))
-                out += piece
+                parts.append(piece)
         if inflater is not None:
             try:
                 inflater.finish()
             except DecodeError as e:
                 raise Refusal(400, e.reason, str(e)) from e
-        return out
+        return b"".join(parts)  # one copy, into what the parser and the queue keep
 
-    def _accept(self, conn: Conn, signal: str, request: Message, as_json: bool) -> bool:
+    def _accept(
+        self, conn: Conn, signal: str, request: Message, raw: bytes | None, as_json: bool
+    ) -> bool:
         try:
-            result = self.service.accept(signal, request, None, "http")
+            result = self.service.accept(signal, request, raw, "http")
         except QueueFull as e:
             retry = (("Retry-After", str(max(1, int(e.retry_after_s)))),)
             r = Refusal(503, "queue_full", "sending queue full; retry later", retry)

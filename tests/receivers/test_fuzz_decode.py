@@ -9,6 +9,7 @@ values of every type and absurd size; the derived metrics must stay finite.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from pipeline.exporters.prometheus import AggregationCollector, render
 from pipeline.processors.conventions import CHUNK_EVENTS, LOOKUP
 from pipeline.receivers.decode import (
     DecodeError,
+    Inflater,
     Limits,
     decode,
     gunzip,
@@ -475,6 +477,109 @@ def test_truncated_and_trailing_gzip() -> None:
     with pytest.raises(DecodeError, match="truncated"):
         gunzip(good[:-9], 1 << 20)
     assert gunzip(good, 1 << 20) == llm_span().SerializeToString()
+    for junk in (b"garbage", b"\0\0", b"\0" * 512):  # Go's reader refuses these too
+        with pytest.raises(DecodeError, match="trailing data after the last member") as e:
+            gunzip(good + junk, 1 << 20)
+        assert e.value.reason == "malformed"
+    with pytest.raises(DecodeError, match="truncated"):  # the start of a member, cut
+        gunzip(good + b"\x1f", 1 << 20)
+    with pytest.raises(DecodeError, match="truncated"):
+        gunzip(b"", 1 << 20)
+
+
+def test_every_gzip_member_is_read() -> None:
+    """gzip(A) + gzip(B) is A + B, as Go's reader and `gzip -d` have it (it was A alone)."""
+    raw = llm_span().SerializeToString()
+    two = gzip.compress(raw[:40]) + gzip.compress(b"") + gzip.compress(raw[40:])
+    assert gunzip(two, 1 << 20) == raw
+    msg = decode("traces", two, "application/x-protobuf", "gzip")
+    assert msg == llm_span()
+    # the cap is on the whole output, across members
+    with pytest.raises(DecodeError, match="exceeds 100 bytes") as e:
+        gunzip(gzip.compress(b"a" * 60) + gzip.compress(b"b" * 60), 100)
+    assert e.value.reason == "too_large"
+
+
+@FUZZ
+@given(
+    parts=st.lists(st.binary(max_size=300), min_size=1, max_size=4),
+    cuts=st.lists(st.integers(0, 2000), max_size=6),
+    limit=st.integers(1, 1500),
+)
+def test_inflating_in_pieces_is_inflating_whole(
+    parts: list[bytes], cuts: list[int], limit: int
+) -> None:
+    """The receiver inflates a body as it arrives: any split gives gunzip's answer."""
+    body = b"".join(gzip.compress(p) for p in parts)
+
+    def outcome(pieces: list[bytes]) -> bytes | str:
+        inflater = Inflater(limit)
+        try:
+            out = b"".join(inflater.feed(p) for p in pieces)
+            inflater.finish()
+        except DecodeError as e:
+            return e.reason
+        return out
+
+    bounds = sorted({0, len(body), *(c % (len(body) + 1) for c in cuts)})
+    pieces = [body[a:b] for a, b in itertools.pairwise(bounds)]
+    whole = outcome([body])
+    assert outcome(pieces) == whole
+    assert whole == (b"".join(parts) if sum(map(len, parts)) <= limit else "too_large")
+
+
+def _nested_array(arrays: int, kvlists: int = 0) -> ExportTraceServiceRequest:
+    """A span attribute nested `kvlists` kvlist levels, then `arrays` array levels, deep."""
+    req = llm_span()
+    attr = req.resource_spans[0].scope_spans[0].spans[0].attributes.add()
+    attr.key = "deep"
+    v = attr.value
+    for _ in range(kvlists):
+        kv = v.kvlist_value.values.add()
+        kv.key = "k"
+        v = kv.value
+    for _ in range(arrays):
+        v = v.array_value.values.add()
+    v.string_value = "leaf"
+    return req
+
+
+def _deepest(build: Any, parse: Any) -> int:
+    n = 1
+    while parse(build(n + 1)):
+        n += 1
+    return n
+
+
+def _accepts(parser: Any, body: bytes) -> bool:
+    try:
+        parser("traces", body)
+    except DecodeError as e:
+        assert "nested too deeply" in str(e) or "invalid OTLP" in str(e) or "array" in str(e)
+        return False
+    return True
+
+
+def test_json_and_protobuf_accept_the_same_nesting() -> None:
+    """Both stop where upb stops: 101 messages deep, the request included (the request,
+    resource spans, scope spans, span, key-value, then the AnyValue chain). JSON used to stop
+    at 18 array levels to protobuf's 47."""
+
+    def pb(arrays: int, kvlists: int = 0) -> bool:
+        return _accepts(parse_protobuf, _nested_array(arrays, kvlists).SerializeToString())
+
+    def js(arrays: int, kvlists: int = 0) -> bool:
+        return _accepts(parse_json, to_json(_nested_array(arrays, kvlists)).encode())
+
+    # request, resource_spans, scope_spans, span, key-value, AnyValue, then 2 per array
+    # level (ArrayValue, AnyValue) and 3 per kvlist level (KeyValueList, KeyValue, AnyValue)
+    assert _deepest(lambda n: n, pb) == _deepest(lambda n: n, js) == 47  # 6 + 2*47 = 100
+    assert pb(46, 1) and js(46, 1)  # 6 + 92 + 3 = 101 messages
+    assert not pb(47, 1) and not js(47, 1)  # 102
+    assert _deepest(lambda n: n, lambda n: pb(0, n)) == 31
+    assert _deepest(lambda n: n, lambda n: js(0, n)) == 31
+    with pytest.raises(DecodeError, match="an array directly inside an array"):
+        parse_json("traces", b'{"resourceSpans": [[{}]]}')
 
 
 # -- the processor chain ---------------------------------------------------------------------
