@@ -36,6 +36,9 @@ else
   echo "setup: cargo not found; the sidecar runs without its native helpers (slower)" >&2
 fi
 
+# The OpenTelemetry SDKs tests/interop drives (Node.js, Go, Python), cached.
+bash scripts/setup-interop.sh
+
 if [ "${LLM_PIPELINE_SKIP_COLLECTOR:-0}" != "1" ] && [ -x scripts/build-collector.sh ]; then
   bash scripts/build-collector.sh
 fi
