@@ -20,7 +20,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -58,6 +58,13 @@ class _Job:
     nbytes: int  # bytes reserved in the queue
 
 
+class _Unredacted(Exception):
+    """The redactor failed on a batch: it is dropped rather than forwarded half-redacted."""
+
+
+_B = TypeVar("_B", TraceBatch, LogBatch)
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """What the receiver tells the sender: items rejected (partial_success) and why."""
@@ -74,6 +81,8 @@ class Service:
         self.llm_metrics = LLMMetrics(self.agg, MetricsConfig(config.metrics.max_series))
         self._lock = threading.Lock()
         self._fallback: FallbackDetector | None = None
+        self._stage_names: dict[int, str] = {}  # id(processor) -> its name in the config
+        self._failure_causes: set[tuple[str, str]] = set()  # logged once each
         self.trace_chain = self._build_trace_chain()
         self.log_chain: list[Callable[[Any], Any]] = (
             [self._redactor] if "redact" in config.processors else []
@@ -100,8 +109,13 @@ class Service:
         def redacted(kind: str, n: int) -> None:
             tel.inc(tel.redactions, (kind,), n)
 
+        def unpriceable(call: LLMCall, error: Exception) -> None:
+            self.processor_failed("cost", error, 1)
+
         self._redactor = Redactor(cfg.redact, on_redact=redacted)
-        cost = CostProcessor(CostConfig(dict(cfg.price_overrides)), on_unpriced=unpriced)
+        cost = CostProcessor(
+            CostConfig(dict(cfg.price_overrides)), on_unpriced=unpriced, on_error=unpriceable
+        )
         factories: dict[str, Callable[[], Callable[[TraceBatch], TraceBatch]]] = {
             "normalize": lambda: normalize,
             "dedupe": lambda: Dedupe(cfg.dedupe),
@@ -112,7 +126,11 @@ class Service:
             "enrich": lambda: enrich,
             "metrics": lambda: self.llm_metrics,
         }
-        return [factories[name]() for name in cfg.processors]
+        chain = [factories[name]() for name in cfg.processors]
+        self._stage_names.update(
+            (id(step), name) for step, name in zip(chain, cfg.processors, strict=True)
+        )
+        return chain
 
     def _make_fallback(self) -> Callable[[TraceBatch], TraceBatch]:
         self._fallback = FallbackDetector(self.config.fallback, self.llm_metrics)
@@ -305,7 +323,7 @@ class Service:
             try:
                 self._process(job)
             except Exception:  # nothing may stop the thread; the loss is counted
-                log.exception("processing failed, request dropped", signal=job.signal)
+                log.exception("request dropped: it cannot be forwarded", signal=job.signal)
                 self.telemetry.inc(
                     self.telemetry.dropped,
                     (job.signal, self.queues[job.signal].name, "processing_error"),
@@ -317,35 +335,82 @@ class Service:
                     self._jobs_cv.notify_all()
 
     def _process(self, job: _Job) -> None:
-        """Run the chain over one admitted request and enqueue it (its room is reserved)."""
+        """Run the chain over one admitted request and enqueue it (its room is reserved).
+
+        A processor that raises costs what it would have derived, not the request: the chain
+        goes on without it (`_run`), and a batch that cannot be encoded as processed is
+        forwarded as received. Only the redactor fails closed (`_Unredacted`)."""
         signal, request, raw, items = job.signal, job.request, job.raw, job.items
         queue = self.queues[signal]
         try:
-            if signal == "traces":
-                batch = TraceBatch(request, raw=raw)
-                with self._lock:
-                    for step in self.trace_chain:
-                        batch = step(batch)
-                data = self._encode_traces(queue, batch)
-                if batch.calls:
-                    # counted per convention in C first: one add per convention, not per call
-                    by_convention = Counter(call.convention for call in batch.calls)
-                    with self.agg.lock:
-                        for convention, n in by_convention.items():
-                            self.telemetry.llm_spans.add((convention,), n)
-            elif signal == "logs":
-                lbatch = LogBatch(request, items, raw=raw)
-                with self._lock:
-                    for lstep in self.log_chain:
-                        lbatch = lstep(lbatch)
-                data = self._encode(queue, lbatch.request, lbatch.raw, lbatch.modified)
-            else:
-                mbatch = MetricBatch(request, items, raw)
-                data = self._encode(queue, mbatch.request, mbatch.raw, False)
+            try:
+                data = self._processed(job, queue)
+            except _Unredacted:
+                queue.release(items, job.nbytes)
+                self.telemetry.inc(
+                    self.telemetry.dropped, (signal, queue.name, "redaction_failed"), items
+                )
+                return
+            except Exception as e:  # encoding what the chain left failed: forward as received
+                self.processor_failed("encode", e, items)
+                data = self._encode(queue, request, raw, False)
         except BaseException:
             queue.release(items, job.nbytes)
             raise
         queue.put(data, items, job.nbytes)
+
+    def _processed(self, job: _Job, queue: SendingQueue) -> bytes:
+        signal, request, raw, items = job.signal, job.request, job.raw, job.items
+        if signal == "traces":
+            batch = TraceBatch(request, raw=raw)
+            with self._lock:
+                batch = self._run(self.trace_chain, batch, items)
+            data = self._encode_traces(queue, batch)
+            if batch.calls:
+                # counted per convention in C first: one add per convention, not per call
+                by_convention = Counter(call.convention for call in batch.calls)
+                with self.agg.lock:
+                    for convention, n in by_convention.items():
+                        self.telemetry.llm_spans.add((convention,), n)
+            return data
+        if signal == "logs":
+            lbatch = LogBatch(request, items, raw=raw)
+            with self._lock:
+                lbatch = self._run(self.log_chain, lbatch, items)
+            return self._encode(queue, lbatch.request, lbatch.raw, lbatch.modified)
+        mbatch = MetricBatch(request, items, raw)
+        return self._encode(queue, mbatch.request, mbatch.raw, False)
+
+    def _run(self, chain: list[Callable[[_B], _B]], batch: _B, items: int) -> _B:
+        """The batch through `chain`; a stage that raises is counted and skipped, the batch
+        going on as that stage left it (stages keep state: re-running one would count twice)."""
+        for step in chain:
+            try:
+                batch = step(batch)
+            except Exception as e:
+                name = self._stage_names.get(id(step))
+                if name is None:
+                    name = str(getattr(step, "__name__", type(step).__name__))
+                self.processor_failed(name, e, items)
+                if step is self._redactor:
+                    # half-redacted data must not leave: dropped, counted (never seen so far)
+                    raise _Unredacted from e
+        return batch
+
+    def processor_failed(self, processor: str, error: Exception, items: int) -> None:
+        """Count items whose derived data a processor could not produce; log once a cause."""
+        cause = type(error).__name__
+        self.telemetry.inc(self.telemetry.processor_failures, (processor, cause), items)
+        if (processor, cause) not in self._failure_causes and len(self._failure_causes) < 1000:
+            self._failure_causes.add((processor, cause))
+            log.error(
+                "processor failed; its data skipped, the spans forwarded (logged once a cause,"
+                " counted in llm_pipeline_processor_failures_total)",
+                processor=processor,
+                cause=cause,
+                error=str(error)[:500],
+                exc_info=error,
+            )
 
     def wait_processed(self, timeout_s: float = 10.0) -> bool:
         """Block until every admitted request went through the chain (for callers of `accept`

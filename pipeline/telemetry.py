@@ -49,6 +49,12 @@ class Telemetry:
             ("gen_ai_provider_name", "gen_ai_request_model"),
             max_series,
         )
+        self.processor_failures = c(
+            "llm_pipeline_processor_failures",
+            "Items a processor failed on (by processor and exception type): what it would have"
+            " derived is missing, the items are forwarded all the same.",
+            ("processor", "cause"),
+        )
         self.redactions = c("llm_pipeline_redactions", "Values redacted, by type.", ("type",))
         self.refused_connections = c(
             "llm_pipeline_refused_connections",
