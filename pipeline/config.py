@@ -237,6 +237,10 @@ class Config:
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
     dedupe: DedupeConfig = field(default_factory=DedupeConfig)
     log_level: str = "info"
+    # Process-wide memory limiter (0 = off): above the soft limit (this percentage of the
+    # limit) new requests get 503/UNAVAILABLE with a retry hint, before they are decoded.
+    memory_limit_mib: int = 512
+    memory_soft_limit_percent: int = 80
 
     def validate(self) -> None:
         for name in ("receivers", "metrics", "exporters", "queue", "file"):
@@ -256,6 +260,10 @@ class Config:
             for k, v in dataclasses.asdict(o).items():
                 if v is not None and (v != v or v < 0):
                     raise ConfigError(f"price_overrides.{model}.{k} must be >= 0")
+        if self.memory_limit_mib != 0 and self.memory_limit_mib < 128:
+            raise ConfigError("memory_limit_mib must be 0 (off) or >= 128")
+        if not 10 <= self.memory_soft_limit_percent <= 100:
+            raise ConfigError("memory_soft_limit_percent must be between 10 and 100")
         for name in ("redact", "fallback", "dedupe"):
             try:
                 getattr(self, name).validate()

@@ -31,6 +31,7 @@ from .exporters.file import FileSink
 from .exporters.otlp import GrpcSender, HttpSender, redact_url
 from .exporters.queue import QueueFull, QueueStats, SendingQueue
 from .exporters.spool import Spool
+from .memlimit import MemoryLimited, MemoryLimiter
 from .model import LLMCall, LogBatch, MetricBatch, TraceBatch, settled
 from .processors.cost import CostConfig, CostProcessor
 from .processors.dedupe import Dedupe
@@ -40,7 +41,7 @@ from .processors.metrics import LLMMetrics, MetricsConfig
 from .processors.normalize import normalize
 from .processors.redact import Redactor
 from .processors.ttft import ttft
-from .receivers.decode import count_items, drop_invalid_spans, to_json
+from .receivers.decode import count_items, drop_invalid_spans
 from .telemetry import Telemetry
 
 log = structlog.get_logger("pipeline")
@@ -88,6 +89,7 @@ class Service:
             [self._redactor] if "redact" in config.processors else []
         )
         self.queues = {s: self._build_queue(s) for s in SIGNALS}
+        self.memory = MemoryLimiter(config.memory_limit_mib, config.memory_soft_limit_percent)
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="fallback-ticker", daemon=True)
         self._jobs: deque[_Job] = deque()
@@ -155,7 +157,14 @@ class Service:
             sender = HttpSender(signal, ex.endpoint, ex.headers, ex.timeout_s, ex.compression)
             name = f"otlp_http/{signal}"
         else:
-            sender = FileSink(cfg.file.directory, signal, cfg.file.max_bytes, cfg.file.max_files)
+            tel = self.telemetry
+
+            def deleted(nbytes: int) -> None:
+                tel.inc(tel.file_deleted, (signal,))
+                tel.inc(tel.file_deleted_bytes, (signal,), nbytes)
+
+            f = cfg.file
+            sender = FileSink(f.directory, signal, f.max_bytes, f.max_files, deleted)
             name = f"file/{signal}"
         tel = self.telemetry
 
@@ -214,6 +223,19 @@ class Service:
             "Requests answered but not through the processor chain yet.",
             (),
             lambda: [((), float(len(self._jobs)))],
+        )
+        memory = self.memory
+        self.telemetry.gauge(
+            "llm_pipeline_memory_rss_bytes",
+            "The sidecar's resident set size, as the memory limiter last read it.",
+            (),
+            lambda: [((), float(memory.rss))],
+        )
+        self.telemetry.gauge(
+            "llm_pipeline_memory_limit_bytes",
+            "memory_limit_mib, and the soft limit above which requests are refused.",
+            ("limit",),
+            lambda: [(("hard",), float(memory.limit)), (("soft",), float(memory.soft))],
         )
         self.telemetry.gauge(
             "llm_pipeline_queue_capacity",
@@ -279,6 +301,8 @@ class Service:
         for it. It runs inline (the answer waits) before `start()`, as tests and the stage
         benchmark use it, and with a spool, so that what was acknowledged is on disk.
         """
+        if not self.memory.ok():
+            raise MemoryLimited()
         items = count_items(signal, request)
         queue = self.queues[signal]
         nbytes = len(raw) if raw is not None else request.ByteSize()
@@ -426,16 +450,14 @@ class Service:
 
     @staticmethod
     def _encode(queue: SendingQueue, request: Any, raw: bytes | None, modified: bool) -> bytes:
-        if queue.name.startswith("file/"):
-            return to_json(request).encode()
+        """Protobuf for every exporter (the file sink writes its JSON item by item)."""
         if raw is not None and not modified:
             return raw
         return bytes(request.SerializeToString())
 
     @staticmethod
     def _encode_traces(queue: SendingQueue, batch: TraceBatch) -> bytes:
-        file = queue.name.startswith("file/")
-        if not file and batch.raw is not None and batch.edits and patch is not None:
+        if batch.raw is not None and batch.edits and patch is not None:
             # every change was recorded as a byte edit: apply them, not a serialization
             try:
                 return patch(batch.raw, batch.edits)
@@ -443,6 +465,14 @@ class Service:
                 pass
         # the parsed request is read: enrich's deferred additions go into it first
         return Service._encode(queue, settled(batch), batch.raw, batch.modified)
+
+    def memory_ok(self, signal: str) -> bool:
+        """For the receivers, before they read or decode a request: False (the refusal
+        counted) while the process is above its soft memory limit; answer 503/UNAVAILABLE."""
+        if self.memory.ok():
+            return True
+        self.reject(signal, "memory_limit")
+        return False
 
     def reject(self, signal: str, reason: str, items: int = 0) -> None:
         self.telemetry.inc(self.telemetry.rejected, (signal, reason), max(items, 1))

@@ -55,6 +55,16 @@ class Telemetry:
             " derived is missing, the items are forwarded all the same.",
             ("processor", "cause"),
         )
+        self.file_deleted = c(
+            "llm_pipeline_file_deleted_files",
+            "Rotated files the file sink deleted to keep file.max_files (their data is gone).",
+            ("signal",),
+        )
+        self.file_deleted_bytes = c(
+            "llm_pipeline_file_deleted_bytes",
+            "Bytes of the rotated files the file sink deleted.",
+            ("signal",),
+        )
         self.redactions = c("llm_pipeline_redactions", "Values redacted, by type.", ("type",))
         self.refused_connections = c(
             "llm_pipeline_refused_connections",

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.config import Config
 from pipeline.exporters.queue import QueueFull
+from pipeline.memlimit import MemoryLimited, MemoryLimiter
 from pipeline.model import LLMCall, TraceBatch
 from pipeline.processors.cost import CostProcessor
 from pipeline.service import Service
@@ -246,3 +247,17 @@ def test_the_file_sink_writes_what_enrich_added_to_a_request_received_as_bytes(
         # gpt-4o at genai-prices' rates: a cost, added once, beside the span's own keys
         assert attrs["gen_ai.usage.cost"]["doubleValue"] > 0
         assert attrs["gen_ai.usage.input_tokens"] == {"intValue": "10"}
+
+
+def test_above_the_soft_memory_limit_requests_are_refused_and_counted(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    assert svc.memory.enabled and svc.memory_ok("traces")  # 512 MiB: far above this process
+    svc.memory = MemoryLimiter(1, 80, interval_s=0.0)  # 1 MiB: below any process
+    assert not svc.memory_ok("traces")
+    with pytest.raises(MemoryLimited) as refused:  # a QueueFull: 503 / UNAVAILABLE
+        svc.accept("traces", spans_request(0, 3), None, "grpc")
+    assert isinstance(refused.value, QueueFull) and refused.value.reason == "memory_limit"
+    assert svc.queues["traces"].size == 0  # refused before anything was reserved
+    rejected = {k: s.value for k, s in svc.telemetry.rejected.series.items()}
+    assert rejected == {("traces", "memory_limit"): 1.0}
+    assert svc.memory.rss > 1 << 20

@@ -56,6 +56,7 @@ _OK, _INVALID_ARGUMENT, _RESOURCE_EXHAUSTED = 0, 3, 8
 _UNIMPLEMENTED, _INTERNAL, _UNAVAILABLE, _UNAUTHENTICATED = 12, 13, 14, 16
 _PATHS = {f"/{name}/Export": signal for signal, name in _SERVICES.items()}
 
+_MEMORY = "memory limit reached; retry after 1s"
 # (status code, message, response bytes, trailing metadata)
 Answer = tuple[int, str, bytes, tuple[tuple[str, str | bytes], ...]]
 
@@ -67,6 +68,8 @@ def _answer(
     if auth and not bearer_ok(auth, authorization):
         service.reject(signal, "unauthenticated")
         return _UNAUTHENTICATED, "missing or invalid bearer token", b"", ()
+    if not service.memory_ok(signal):  # above the soft memory limit: refuse undecoded
+        return _UNAVAILABLE, _MEMORY, b"", _retry_metadata(1, _MEMORY)
     try:
         request = parse_protobuf(signal, raw)
     except DecodeError as e:
@@ -75,9 +78,9 @@ def _answer(
     try:
         result = service.accept(signal, request, raw, "grpc")
     except QueueFull as e:
-        service.reject(signal, "queue_full", count_items(signal, request))
+        service.reject(signal, e.reason, count_items(signal, request))
         delay = max(1, math.ceil(e.retry_after_s))
-        message = f"sending queue full; retry after {delay}s"
+        message = f"{e}; retry after {delay}s"
         return _UNAVAILABLE, message, b"", _retry_metadata(delay, message)
     except Exception as e:  # a processor bug must not kill the receiver
         log.exception("processing failed", signal=signal)
@@ -159,6 +162,8 @@ class OtlpGrpcReceiver:
                 return _UNAVAILABLE, text, b"", _retry_metadata(1, text)
             limit = self._max_request_bytes
             return _RESOURCE_EXHAUSTED, f"request exceeds {limit} bytes", b"", ()
+        if not self.service.memory_ok(signal):  # refuse before inflating
+            return _UNAVAILABLE, _MEMORY, b"", _retry_metadata(1, _MEMORY)
         if compressed:  # grpc-encoding: gzip (the transport refuses other encodings)
             try:
                 message = gunzip(message, self._max_request_bytes)

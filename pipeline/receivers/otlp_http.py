@@ -142,6 +142,10 @@ def _make_handler(
                     as_json,
                 )
                 return
+            if not service.memory_ok(signal):  # above the soft memory limit: refuse unread
+                self.close_connection = True
+                self._error(503, "memory limit reached; retry later", as_json, {"Retry-After": "1"})
+                return
             if not budget.try_reserve(length):
                 self.close_connection = True  # the body stays unread
                 service.reject(signal, "receiver_busy")
@@ -165,10 +169,10 @@ def _make_handler(
             try:
                 result = service.accept(signal, request, None, "http")
             except QueueFull as e:
-                service.reject(signal, "queue_full", count_items(signal, request))
+                service.reject(signal, e.reason, count_items(signal, request))
                 self._error(
                     503,
-                    "sending queue full; retry later",
+                    f"{e}; retry later",
                     as_json,
                     {"Retry-After": str(max(1, int(e.retry_after_s)))},
                 )
