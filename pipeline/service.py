@@ -96,6 +96,8 @@ class Service:
         self._jobs_cv = threading.Condition()
         self._in_progress = False
         self._draining = False
+        self._abandoned = False  # shutdown ran out of time for the backlog
+        self._current: _Job | None = None  # the request the processing thread is on
         self._worker = threading.Thread(target=self._work, name="processor", daemon=True)
         self._register_gauges()
 
@@ -282,14 +284,42 @@ class Service:
             self._jobs_cv.notify_all()
         if self._worker.is_alive():
             self._worker.join(max(0.0, deadline - time.monotonic()))
+        unprocessed = self._abandon()
         self._stop.set()
-        if self._fallback is not None:
-            with self._lock:
+        if self._fallback is not None and self._lock.acquire(timeout=1.0):
+            try:
                 self._fallback.flush(force=True)
+            finally:
+                self._lock.release()
         left = {}
         for s, q in self.queues.items():
-            left[s] = q.shutdown(max(0.0, deadline - time.monotonic()))
+            left[s] = q.shutdown(max(0.0, deadline - time.monotonic())) + unprocessed[s]
         return left
+
+    def _abandon(self) -> Counter[str]:
+        """Give up on the requests the processing thread did not get to in time: counted as
+        dropped (reason shutdown) and logged, items per signal."""
+        with self._jobs_cv:
+            self._abandoned = True
+            waiting = list(self._jobs)
+            self._jobs.clear()
+            current = self._current  # its thread sees `_abandoned` and releases its room
+        lost: Counter[str] = Counter()
+        for job in waiting:
+            self.queues[job.signal].release(job.items, job.nbytes)
+        for job in (*waiting, *([current] if current is not None else [])):
+            lost[job.signal] += job.items
+        for signal, items in lost.items():
+            name = self.queues[signal].name
+            self.telemetry.inc(self.telemetry.dropped, (signal, name, "shutdown"), items)
+            log.warning(
+                "acknowledged items dropped at shutdown: not processed within"
+                " queue.shutdown_timeout_s",
+                signal=signal,
+                items=items,
+                requests=sum(1 for j in (*waiting, current) if j and j.signal == signal),
+            )
+        return lost
 
     # -- the data path ----------------------------------------------------------------------
 
@@ -323,7 +353,8 @@ class Service:
             queue.release(0, nbytes)
         elif self._worker.is_alive():
             with self._jobs_cv:
-                if len(self._jobs) >= self.config.queue.max_unprocessed_requests:
+                full = len(self._jobs) >= self.config.queue.max_unprocessed_requests
+                if full or self._abandoned:  # (shutting down: not acknowledged, retried)
                     queue.release(accepted, nbytes)
                     raise QueueFull(1.0)
                 self._jobs.append(job)
@@ -344,6 +375,7 @@ class Service:
                     return
                 job = jobs.popleft()
                 self._in_progress = True
+                self._current = job
             try:
                 self._process(job)
             except Exception:  # nothing may stop the thread; the loss is counted
@@ -356,6 +388,7 @@ class Service:
             finally:
                 with self._jobs_cv:
                     self._in_progress = False
+                    self._current = None
                     self._jobs_cv.notify_all()
 
     def _process(self, job: _Job) -> None:
@@ -381,6 +414,13 @@ class Service:
         except BaseException:
             queue.release(items, job.nbytes)
             raise
+        if threading.current_thread() is self._worker:
+            with self._jobs_cv:  # shutdown may have given up on it (and counted it) meanwhile
+                if self._abandoned:
+                    queue.release(items, job.nbytes)
+                    return
+                queue.put(data, items, job.nbytes)
+            return
         queue.put(data, items, job.nbytes)
 
     def _processed(self, job: _Job, queue: SendingQueue) -> bytes:

@@ -261,3 +261,23 @@ def test_above_the_soft_memory_limit_requests_are_refused_and_counted(tmp_path: 
     rejected = {k: s.value for k, s in svc.telemetry.rejected.series.items()}
     assert rejected == {("traces", "memory_limit"): 1.0}
     assert svc.memory.rss > 1 << 20
+
+
+def test_what_shutdown_cannot_process_in_time_is_counted_as_dropped(tmp_path: Path) -> None:
+    svc = _service(tmp_path, backlog=8)
+    svc.config.queue.shutdown_timeout_s = 0.5
+    gate = Gate()
+    svc.trace_chain.insert(0, gate)
+    svc.start()
+    for i in range(4):  # one held at the gate, three waiting
+        svc.accept("traces", spans_request(100 * i, 5), None, "grpc")
+    assert gate.entered.wait(10)
+    assert svc.shutdown()["traces"] == 20  # none processed in time: all undelivered
+    dropped = {k: s.value for k, s in svc.telemetry.dropped.series.items()}
+    assert dropped == {("traces", "file/traces", "shutdown"): 20.0}
+    gate.open.set()  # the one in progress finishes: not delivered, not counted again
+    svc._worker.join(10)
+    assert svc.queues["traces"].size == 0
+    assert not (tmp_path / "out" / "traces.jsonl").exists()
+    with pytest.raises(QueueFull):  # a request arriving now is refused, not acknowledged
+        svc.accept("traces", spans_request(900, 5), None, "grpc")

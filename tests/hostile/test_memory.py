@@ -24,11 +24,11 @@ import grpc
 import httpx
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tests.helpers.counting_sink import CountingSink
+from tests.helpers.large_requests import SPANS, large_traces
 from tests.helpers.metrics import value
 from tests.helpers.otlp_build import T0, spans_request
-from tests.helpers.otlp_sink import OtlpSink
 from tests.helpers.sidecar import start_sidecar
 
 pytestmark = pytest.mark.e2e
@@ -39,75 +39,7 @@ LIMIT_MIB = 320
 # crossed (a few at once here: 6 senders of 12-24 MB inflated) finish decoding and processing.
 # Measured: peak 346-365 MiB; with the limiter off (memory_limit_mib: 0), 446 MiB.
 MARGIN_MIB = 64
-ATTRS = 2000  # per span
-SPANS = 80  # per large request: ~24 MB inflated
 CANARY_SERVICE = "canary"
-
-
-class CountingSink(OtlpSink):
-    """Counts the canary's spans by ID and keeps nothing else (large requests pass through)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.canary: Counter[int] = Counter()
-        self.other = 0
-
-    def _record(self, signal: str, raw: bytes) -> bool:
-        if signal != "traces":
-            return True
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-
-        msg = ExportTraceServiceRequest()
-        msg.ParseFromString(raw)
-        with self._lock:
-            for rs in msg.resource_spans:
-                canary = any(
-                    kv.key == "service.name" and kv.value.string_value == CANARY_SERVICE
-                    for kv in rs.resource.attributes
-                )
-                for ss in rs.scope_spans:
-                    for s in ss.spans:
-                        if canary:
-                            self.canary[int.from_bytes(s.span_id, "big")] += 1
-                        else:
-                            self.other += 1
-        return True
-
-
-def _ld(field: int, payload: bytes) -> bytes:
-    n, out = len(payload), bytearray([field << 3 | 2])
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out) + payload
-
-
-def large_traces(seed: int, n: int = SPANS) -> bytes:
-    """`n` spans of ATTRS attributes each, built as bytes (building them through protobuf
-    would take the test longer than the sidecar)."""
-    rnd = random.Random(seed)
-    spans = []
-    for i in range(n):
-        span = Span(
-            trace_id=rnd.randbytes(16),
-            span_id=rnd.randbytes(8),
-            name="work",
-            start_time_unix_nano=T0,
-            end_time_unix_nano=T0 + 10**9,
-        )
-        head = span.SerializeToString()
-        tag = rnd.randbytes(4).hex()
-        attrs = b"".join(
-            _ld(9, _ld(1, f"attr.{a}".encode()) + _ld(2, _ld(1, f"v{a}-{tag}-{i}".encode() * 8)))
-            for a in range(ATTRS)
-        )
-        spans.append(_ld(2, head + attrs))
-    scope = _ld(2, b"".join(spans))
-    resource = _ld(1, _ld(1, _ld(1, b"service.name") + _ld(2, _ld(1, b"flood"))))
-    return _ld(1, resource + scope)
 
 
 def large_logs(seed: int) -> bytes:
@@ -130,7 +62,8 @@ def peak_rss_mib(pid: int) -> float:
 
 @pytest.fixture
 def sink() -> Iterator[CountingSink]:
-    s = CountingSink().start()
+    s = CountingSink(CANARY_SERVICE)
+    s.start()
     yield s
     s.stop()
 
