@@ -103,9 +103,12 @@ class MetricsEndpointConfig:
     auth_token: str | None = None
     tls_cert_file: str | None = None  # serve /metrics over HTTPS
     tls_key_file: str | None = None
+    max_connections: int = 16  # open connections to the metrics port; more get 503
 
     def validate(self) -> None:
         _check_endpoint("metrics.endpoint", self.endpoint)
+        if self.max_connections < 1:
+            raise ConfigError("metrics.max_connections must be >= 1")
         if self.max_series < 1:
             raise ConfigError("metrics.max_series must be >= 1")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):

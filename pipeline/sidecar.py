@@ -52,6 +52,11 @@ class Sidecar:
             )
         if config.metrics.endpoint:
             mc = config.metrics
+            tel = self.service.telemetry
+
+            def refused() -> None:
+                tel.inc(tel.refused_connections, ("metrics",))
+
             self.metrics = MetricsServer(
                 AggregationCollector(self.service.agg, self.service.telemetry),
                 mc.endpoint,
@@ -59,6 +64,8 @@ class Sidecar:
                 (mc.tls_cert_file, mc.tls_key_file)
                 if mc.tls_cert_file and mc.tls_key_file
                 else None,
+                mc.max_connections,
+                refused,
             )
 
     def addresses(self) -> dict[str, str]:
