@@ -59,7 +59,7 @@ def rss_bytes() -> int | None:
 
 class MemoryLimiter:
     def __init__(self, limit_mib: int, soft_percent: int = 80, interval_s: float = 0.05) -> None:
-        self.limit = limit_mib * 1024 * 1024
+        self.limit = limit_mib * 1024 * 1024  # 0: off
         self.soft = self.limit * soft_percent // 100
         self.interval_s = interval_s
         self.enabled = limit_mib > 0 and rss_bytes() is not None

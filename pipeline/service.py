@@ -75,7 +75,9 @@ class Accepted:
 
 
 class Service:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, limit_memory: bool = False) -> None:
+        """`limit_memory`: apply `memory_limit_mib` to this process's RSS (the sidecar does;
+        a Service embedded in a larger process, such as a test's, would measure its host)."""
         self.config = config
         self.agg = Aggregation()
         self.telemetry = Telemetry(self.agg, config.metrics.max_series)
@@ -89,7 +91,9 @@ class Service:
             [self._redactor] if "redact" in config.processors else []
         )
         self.queues = {s: self._build_queue(s) for s in SIGNALS}
-        self.memory = MemoryLimiter(config.memory_limit_mib, config.memory_soft_limit_percent)
+        self.memory = MemoryLimiter(
+            config.memory_limit_mib if limit_memory else 0, config.memory_soft_limit_percent
+        )
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="fallback-ticker", daemon=True)
         self._jobs: deque[_Job] = deque()

@@ -19,7 +19,7 @@ log = structlog.get_logger("pipeline")
 class Sidecar:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.service = Service(config)
+        self.service = Service(config, limit_memory=True)
         rc = config.receivers
         limits = Limits(rc.max_request_bytes, rc.max_decompressed_bytes)
         tls_files = (rc.tls_cert_file, rc.tls_key_file) if rc.tls_cert_file else None

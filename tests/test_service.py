@@ -251,7 +251,8 @@ def test_the_file_sink_writes_what_enrich_added_to_a_request_received_as_bytes(
 
 def test_above_the_soft_memory_limit_requests_are_refused_and_counted(tmp_path: Path) -> None:
     svc = _service(tmp_path)
-    assert svc.memory.enabled and svc.memory_ok("traces")  # 512 MiB: far above this process
+    assert not svc.memory.enabled  # off unless asked (the sidecar asks): it measures the process
+    assert Service(svc.config, limit_memory=True).memory.enabled
     svc.memory = MemoryLimiter(1, 80, interval_s=0.0)  # 1 MiB: below any process
     assert not svc.memory_ok("traces")
     with pytest.raises(MemoryLimited) as refused:  # a QueueFull: 503 / UNAVAILABLE
