@@ -31,7 +31,7 @@ from .exporters.file import FileSink
 from .exporters.otlp import GrpcSender, HttpSender, redact_url
 from .exporters.queue import QueueFull, QueueStats, SendingQueue
 from .exporters.spool import Spool
-from .memlimit import MemoryLimited, MemoryLimiter
+from .memlimit import MemoryLimited, MemoryLimiter, rss_bytes
 from .model import LLMCall, LogBatch, MetricBatch, TraceBatch, settled
 from .processors.cost import CostConfig, CostProcessor
 from .processors.dedupe import Dedupe
@@ -233,13 +233,13 @@ class Service:
         memory = self.memory
         self.telemetry.gauge(
             "llm_pipeline_memory_rss_bytes",
-            "The sidecar's resident set size, as the memory limiter last read it.",
+            "The process's resident set size (what memory_limit_mib bounds).",
             (),
-            lambda: [((), float(memory.rss))],
+            lambda: [((), float(rss_bytes() or 0))],
         )
         self.telemetry.gauge(
             "llm_pipeline_memory_limit_bytes",
-            "memory_limit_mib, and the soft limit above which requests are refused.",
+            "memory_limit_mib, and the soft limit above which requests are refused (0: off).",
             ("limit",),
             lambda: [(("hard",), float(memory.limit)), (("soft",), float(memory.soft))],
         )
