@@ -136,9 +136,12 @@ class MetricsEndpointConfig:
     auth_token: str | None = None
     tls_cert_file: str | None = None  # serve /metrics over HTTPS
     tls_key_file: str | None = None
+    max_connections: int = 16  # open connections to the metrics port; more get 503
 
     def validate(self) -> None:
         _check_endpoint("metrics.endpoint", self.endpoint)
+        if self.max_connections < 1:
+            raise ConfigError("metrics.max_connections must be >= 1")
         if self.max_series < 1:
             raise ConfigError("metrics.max_series must be >= 1")
         if self.semconv not in ("v1.41", "development", "both"):
@@ -274,6 +277,10 @@ class Config:
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
     dedupe: DedupeConfig = field(default_factory=DedupeConfig)
     log_level: str = "info"
+    # Process-wide memory limiter (0 = off): above the soft limit (this percentage of the
+    # limit) new requests get 503/UNAVAILABLE with a retry hint, before they are decoded.
+    memory_limit_mib: int = 512
+    memory_soft_limit_percent: int = 80
 
     def validate(self) -> None:
         for name in ("receivers", "metrics", "exporters", "queue", "file"):
@@ -293,6 +300,10 @@ class Config:
             for k, v in dataclasses.asdict(o).items():
                 if v is not None and (v != v or v < 0):
                     raise ConfigError(f"price_overrides.{model}.{k} must be >= 0")
+        if self.memory_limit_mib != 0 and self.memory_limit_mib < 128:
+            raise ConfigError("memory_limit_mib must be 0 (off) or >= 128")
+        if not 10 <= self.memory_soft_limit_percent <= 100:
+            raise ConfigError("memory_soft_limit_percent must be between 10 and 100")
         for name in ("redact", "fallback", "dedupe"):
             try:
                 getattr(self, name).validate()

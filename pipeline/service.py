@@ -20,7 +20,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -31,6 +31,7 @@ from .exporters.file import FileSink
 from .exporters.otlp import GrpcSender, HttpSender, redact_url
 from .exporters.queue import QueueFull, QueueStats, SendingQueue
 from .exporters.spool import Spool
+from .memlimit import MemoryLimited, MemoryLimiter, rss_bytes
 from .model import LLMCall, LogBatch, MetricBatch, TraceBatch, settled
 from .processors.cost import CostConfig, CostProcessor
 from .processors.dedupe import Dedupe
@@ -40,7 +41,7 @@ from .processors.metrics import LLMMetrics, MetricsConfig
 from .processors.normalize import Normalize
 from .processors.redact import Redactor
 from .processors.ttft import ttft
-from .receivers.decode import count_items, drop_invalid_spans, to_json
+from .receivers.decode import count_items, drop_invalid_spans
 from .telemetry import Telemetry
 
 log = structlog.get_logger("pipeline")
@@ -58,6 +59,13 @@ class _Job:
     nbytes: int  # bytes reserved in the queue
 
 
+class _Unredacted(Exception):
+    """The redactor failed on a batch: it is dropped rather than forwarded half-redacted."""
+
+
+_B = TypeVar("_B", TraceBatch, LogBatch)
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """What the receiver tells the sender: items rejected (partial_success) and why."""
@@ -67,7 +75,9 @@ class Accepted:
 
 
 class Service:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, limit_memory: bool = False) -> None:
+        """`limit_memory`: apply `memory_limit_mib` to this process's RSS (the sidecar does;
+        a Service embedded in a larger process, such as a test's, would measure its host)."""
         self.config = config
         self.agg = Aggregation()
         self.telemetry = Telemetry(self.agg, config.metrics.max_series)
@@ -76,17 +86,24 @@ class Service:
         )
         self._lock = threading.Lock()
         self._fallback: FallbackDetector | None = None
+        self._stage_names: dict[int, str] = {}  # id(processor) -> its name in the config
+        self._failure_causes: set[tuple[str, str]] = set()  # logged once each
         self.trace_chain = self._build_trace_chain()
         self.log_chain: list[Callable[[Any], Any]] = (
             [self._redactor] if "redact" in config.processors else []
         )
         self.queues = {s: self._build_queue(s) for s in SIGNALS}
+        self.memory = MemoryLimiter(
+            config.memory_limit_mib if limit_memory else 0, config.memory_soft_limit_percent
+        )
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="fallback-ticker", daemon=True)
         self._jobs: deque[_Job] = deque()
         self._jobs_cv = threading.Condition()
         self._in_progress = False
         self._draining = False
+        self._abandoned = False  # shutdown ran out of time for the backlog
+        self._current: _Job | None = None  # the request the processing thread is on
         self._worker = threading.Thread(target=self._work, name="processor", daemon=True)
         self._register_gauges()
 
@@ -102,8 +119,13 @@ class Service:
         def redacted(kind: str, n: int) -> None:
             tel.inc(tel.redactions, (kind,), n)
 
+        def unpriceable(call: LLMCall, error: Exception) -> None:
+            self.processor_failed("cost", error, 1)
+
         self._redactor = Redactor(cfg.redact, on_redact=redacted)
-        cost = CostProcessor(CostConfig(dict(cfg.price_overrides)), on_unpriced=unpriced)
+        cost = CostProcessor(
+            CostConfig(dict(cfg.price_overrides)), on_unpriced=unpriced, on_error=unpriceable
+        )
         factories: dict[str, Callable[[], Callable[[TraceBatch], TraceBatch]]] = {
             "normalize": lambda: Normalize(lambda scope, n: tel.inc(tel.unreadable, (scope,), n)),
             "dedupe": lambda: Dedupe(cfg.dedupe),
@@ -114,7 +136,11 @@ class Service:
             "enrich": lambda: make_enrich(cfg.metrics.semconv),
             "metrics": lambda: self.llm_metrics,
         }
-        return [factories[name]() for name in cfg.processors]
+        chain = [factories[name]() for name in cfg.processors]
+        self._stage_names.update(
+            (id(step), name) for step, name in zip(chain, cfg.processors, strict=True)
+        )
+        return chain
 
     def _make_fallback(self) -> Callable[[TraceBatch], TraceBatch]:
         self._fallback = FallbackDetector(self.config.fallback, self.llm_metrics)
@@ -139,7 +165,14 @@ class Service:
             sender = HttpSender(signal, ex.endpoint, ex.headers, ex.timeout_s, ex.compression)
             name = f"otlp_http/{signal}"
         else:
-            sender = FileSink(cfg.file.directory, signal, cfg.file.max_bytes, cfg.file.max_files)
+            tel = self.telemetry
+
+            def deleted(nbytes: int) -> None:
+                tel.inc(tel.file_deleted, (signal,))
+                tel.inc(tel.file_deleted_bytes, (signal,), nbytes)
+
+            f = cfg.file
+            sender = FileSink(f.directory, signal, f.max_bytes, f.max_files, deleted)
             name = f"file/{signal}"
         tel = self.telemetry
 
@@ -199,6 +232,19 @@ class Service:
             (),
             lambda: [((), float(len(self._jobs)))],
         )
+        memory = self.memory
+        self.telemetry.gauge(
+            "llm_pipeline_memory_rss_bytes",
+            "The process's resident set size (what memory_limit_mib bounds).",
+            (),
+            lambda: [((), float(rss_bytes() or 0))],
+        )
+        self.telemetry.gauge(
+            "llm_pipeline_memory_limit_bytes",
+            "memory_limit_mib, and the soft limit above which requests are refused (0: off).",
+            ("limit",),
+            lambda: [(("hard",), float(memory.limit)), (("soft",), float(memory.soft))],
+        )
         self.telemetry.gauge(
             "llm_pipeline_queue_capacity",
             "Sending queue capacity in items.",
@@ -244,14 +290,42 @@ class Service:
             self._jobs_cv.notify_all()
         if self._worker.is_alive():
             self._worker.join(max(0.0, deadline - time.monotonic()))
+        unprocessed = self._abandon()
         self._stop.set()
-        if self._fallback is not None:
-            with self._lock:
+        if self._fallback is not None and self._lock.acquire(timeout=1.0):
+            try:
                 self._fallback.flush(force=True)
+            finally:
+                self._lock.release()
         left = {}
         for s, q in self.queues.items():
-            left[s] = q.shutdown(max(0.0, deadline - time.monotonic()))
+            left[s] = q.shutdown(max(0.0, deadline - time.monotonic())) + unprocessed[s]
         return left
+
+    def _abandon(self) -> Counter[str]:
+        """Give up on the requests the processing thread did not get to in time: counted as
+        dropped (reason shutdown) and logged, items per signal."""
+        with self._jobs_cv:
+            self._abandoned = True
+            waiting = list(self._jobs)
+            self._jobs.clear()
+            current = self._current  # its thread sees `_abandoned` and releases its room
+        lost: Counter[str] = Counter()
+        for job in waiting:
+            self.queues[job.signal].release(job.items, job.nbytes)
+        for job in (*waiting, *([current] if current is not None else [])):
+            lost[job.signal] += job.items
+        for signal, items in lost.items():
+            name = self.queues[signal].name
+            self.telemetry.inc(self.telemetry.dropped, (signal, name, "shutdown"), items)
+            log.warning(
+                "acknowledged items dropped at shutdown: not processed within"
+                " queue.shutdown_timeout_s",
+                signal=signal,
+                items=items,
+                requests=sum(1 for j in (*waiting, current) if j and j.signal == signal),
+            )
+        return lost
 
     # -- the data path ----------------------------------------------------------------------
 
@@ -263,6 +337,8 @@ class Service:
         for it. It runs inline (the answer waits) before `start()`, as tests and the stage
         benchmark use it, and with a spool, so that what was acknowledged is on disk.
         """
+        if not self.memory.ok():
+            raise MemoryLimited()
         items = count_items(signal, request)
         queue = self.queues[signal]
         nbytes = len(raw) if raw is not None else request.ByteSize()
@@ -283,7 +359,8 @@ class Service:
             queue.release(0, nbytes)
         elif self._worker.is_alive():
             with self._jobs_cv:
-                if len(self._jobs) >= self.config.queue.max_unprocessed_requests:
+                full = len(self._jobs) >= self.config.queue.max_unprocessed_requests
+                if full or self._abandoned:  # (shutting down: not acknowledged, retried)
                     queue.release(accepted, nbytes)
                     raise QueueFull(1.0)
                 self._jobs.append(job)
@@ -304,10 +381,11 @@ class Service:
                     return
                 job = jobs.popleft()
                 self._in_progress = True
+                self._current = job
             try:
                 self._process(job)
             except Exception:  # nothing may stop the thread; the loss is counted
-                log.exception("processing failed, request dropped", signal=job.signal)
+                log.exception("request dropped: it cannot be forwarded", signal=job.signal)
                 self.telemetry.inc(
                     self.telemetry.dropped,
                     (job.signal, self.queues[job.signal].name, "processing_error"),
@@ -316,38 +394,93 @@ class Service:
             finally:
                 with self._jobs_cv:
                     self._in_progress = False
+                    self._current = None
                     self._jobs_cv.notify_all()
 
     def _process(self, job: _Job) -> None:
-        """Run the chain over one admitted request and enqueue it (its room is reserved)."""
+        """Run the chain over one admitted request and enqueue it (its room is reserved).
+
+        A processor that raises costs what it would have derived, not the request: the chain
+        goes on without it (`_run`), and a batch that cannot be encoded as processed is
+        forwarded as received. Only the redactor fails closed (`_Unredacted`)."""
         signal, request, raw, items = job.signal, job.request, job.raw, job.items
         queue = self.queues[signal]
         try:
-            if signal == "traces":
-                batch = TraceBatch(request, raw=raw)
-                with self._lock:
-                    for step in self.trace_chain:
-                        batch = step(batch)
-                data = self._encode_traces(queue, batch)
-                if batch.calls:
-                    # counted per convention in C first: one add per convention, not per call
-                    by_convention = Counter(call.convention for call in batch.calls)
-                    with self.agg.lock:
-                        for convention, n in by_convention.items():
-                            self.telemetry.llm_spans.add((convention,), n)
-            elif signal == "logs":
-                lbatch = LogBatch(request, items, raw=raw)
-                with self._lock:
-                    for lstep in self.log_chain:
-                        lbatch = lstep(lbatch)
-                data = self._encode(queue, lbatch.request, lbatch.raw, lbatch.modified)
-            else:
-                mbatch = MetricBatch(request, items, raw)
-                data = self._encode(queue, mbatch.request, mbatch.raw, False)
+            try:
+                data = self._processed(job, queue)
+            except _Unredacted:
+                queue.release(items, job.nbytes)
+                self.telemetry.inc(
+                    self.telemetry.dropped, (signal, queue.name, "redaction_failed"), items
+                )
+                return
+            except Exception as e:  # encoding what the chain left failed: forward as received
+                self.processor_failed("encode", e, items)
+                data = self._encode(queue, request, raw, False)
         except BaseException:
             queue.release(items, job.nbytes)
             raise
+        if threading.current_thread() is self._worker:
+            with self._jobs_cv:  # shutdown may have given up on it (and counted it) meanwhile
+                if self._abandoned:
+                    queue.release(items, job.nbytes)
+                    return
+                queue.put(data, items, job.nbytes)
+            return
         queue.put(data, items, job.nbytes)
+
+    def _processed(self, job: _Job, queue: SendingQueue) -> bytes:
+        signal, request, raw, items = job.signal, job.request, job.raw, job.items
+        if signal == "traces":
+            batch = TraceBatch(request, raw=raw)
+            with self._lock:
+                batch = self._run(self.trace_chain, batch, items)
+            data = self._encode_traces(queue, batch)
+            if batch.calls:
+                # counted per convention in C first: one add per convention, not per call
+                by_convention = Counter(call.convention for call in batch.calls)
+                with self.agg.lock:
+                    for convention, n in by_convention.items():
+                        self.telemetry.llm_spans.add((convention,), n)
+            return data
+        if signal == "logs":
+            lbatch = LogBatch(request, items, raw=raw)
+            with self._lock:
+                lbatch = self._run(self.log_chain, lbatch, items)
+            return self._encode(queue, lbatch.request, lbatch.raw, lbatch.modified)
+        mbatch = MetricBatch(request, items, raw)
+        return self._encode(queue, mbatch.request, mbatch.raw, False)
+
+    def _run(self, chain: list[Callable[[_B], _B]], batch: _B, items: int) -> _B:
+        """The batch through `chain`; a stage that raises is counted and skipped, the batch
+        going on as that stage left it (stages keep state: re-running one would count twice)."""
+        for step in chain:
+            try:
+                batch = step(batch)
+            except Exception as e:
+                name = self._stage_names.get(id(step))
+                if name is None:
+                    name = str(getattr(step, "__name__", type(step).__name__))
+                self.processor_failed(name, e, items)
+                if step is self._redactor:
+                    # half-redacted data must not leave: dropped, counted (never seen so far)
+                    raise _Unredacted from e
+        return batch
+
+    def processor_failed(self, processor: str, error: Exception, items: int) -> None:
+        """Count items whose derived data a processor could not produce; log once a cause."""
+        cause = type(error).__name__
+        self.telemetry.inc(self.telemetry.processor_failures, (processor, cause), items)
+        if (processor, cause) not in self._failure_causes and len(self._failure_causes) < 1000:
+            self._failure_causes.add((processor, cause))
+            log.error(
+                "processor failed; its data skipped, the spans forwarded (logged once a cause,"
+                " counted in llm_pipeline_processor_failures_total)",
+                processor=processor,
+                cause=cause,
+                error=str(error)[:500],
+                exc_info=error,
+            )
 
     def wait_processed(self, timeout_s: float = 10.0) -> bool:
         """Block until every admitted request went through the chain (for callers of `accept`
@@ -363,16 +496,14 @@ class Service:
 
     @staticmethod
     def _encode(queue: SendingQueue, request: Any, raw: bytes | None, modified: bool) -> bytes:
-        if queue.name.startswith("file/"):
-            return to_json(request).encode()
+        """Protobuf for every exporter (the file sink writes its JSON item by item)."""
         if raw is not None and not modified:
             return raw
         return bytes(request.SerializeToString())
 
     @staticmethod
     def _encode_traces(queue: SendingQueue, batch: TraceBatch) -> bytes:
-        file = queue.name.startswith("file/")
-        if not file and batch.raw is not None and batch.edits and patch is not None:
+        if batch.raw is not None and batch.edits and patch is not None:
             # every change was recorded as a byte edit: apply them, not a serialization
             try:
                 return patch(batch.raw, batch.edits)
@@ -380,6 +511,14 @@ class Service:
                 pass
         # the parsed request is read: enrich's deferred additions go into it first
         return Service._encode(queue, settled(batch), batch.raw, batch.modified)
+
+    def memory_ok(self, signal: str) -> bool:
+        """For the receivers, before they read or decode a request: False (the refusal
+        counted) while the process is above its soft memory limit; answer 503/UNAVAILABLE."""
+        if self.memory.ok():
+            return True
+        self.reject(signal, "memory_limit")
+        return False
 
     def reject(self, signal: str, reason: str, items: int = 0) -> None:
         self.telemetry.inc(self.telemetry.rejected, (signal, reason), max(items, 1))

@@ -20,7 +20,7 @@ log = structlog.get_logger("pipeline")
 class Sidecar:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.service = Service(config)
+        self.service = Service(config, limit_memory=True)
         rc = config.receivers
         limits = Limits(rc.max_request_bytes, rc.max_decompressed_bytes)
         tls_files = (rc.tls_cert_file, rc.tls_key_file) if rc.tls_cert_file else None
@@ -64,6 +64,11 @@ class Sidecar:
             )
         if config.metrics.endpoint:
             mc = config.metrics
+            tel = self.service.telemetry
+
+            def refused() -> None:
+                tel.inc(tel.refused_connections, ("metrics",))
+
             self.metrics = MetricsServer(
                 AggregationCollector(self.service.agg, self.service.telemetry),
                 mc.endpoint,
@@ -71,6 +76,8 @@ class Sidecar:
                 (mc.tls_cert_file, mc.tls_key_file)
                 if mc.tls_cert_file and mc.tls_key_file
                 else None,
+                mc.max_connections,
+                refused,
             )
 
     def addresses(self) -> dict[str, str]:

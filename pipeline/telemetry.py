@@ -49,6 +49,22 @@ class Telemetry:
             ("gen_ai_provider_name", "gen_ai_request_model"),
             max_series,
         )
+        self.processor_failures = c(
+            "llm_pipeline_processor_failures",
+            "Items a processor failed on (by processor and exception type): what it would have"
+            " derived is missing, the items are forwarded all the same.",
+            ("processor", "cause"),
+        )
+        self.file_deleted = c(
+            "llm_pipeline_file_deleted_files",
+            "Rotated files the file sink deleted to keep file.max_files (their data is gone).",
+            ("signal",),
+        )
+        self.file_deleted_bytes = c(
+            "llm_pipeline_file_deleted_bytes",
+            "Bytes of the rotated files the file sink deleted.",
+            ("signal",),
+        )
         self.redactions = c("llm_pipeline_redactions", "Values redacted, by type.", ("type",))
         self.unreadable = c(
             "llm_pipeline_unreadable_llm_spans",

@@ -11,7 +11,9 @@ import pytest
 
 from pipeline.config import Config
 from pipeline.exporters.queue import QueueFull
-from pipeline.model import TraceBatch
+from pipeline.memlimit import MemoryLimited, MemoryLimiter
+from pipeline.model import LLMCall, TraceBatch
+from pipeline.processors.cost import CostProcessor
 from pipeline.service import Service
 from tests.helpers.otlp_build import spans_request
 from tests.helpers.otlp_sink import free_port
@@ -88,9 +90,7 @@ def test_shutdown_processes_the_backlog_before_draining(tmp_path: Path) -> None:
     assert _exported_spans(tmp_path) == 42
 
 
-def test_a_failing_processor_drops_that_request_counted_and_the_service_lives_on(
-    tmp_path: Path,
-) -> None:
+def test_a_failing_processor_costs_its_own_work_not_the_request(tmp_path: Path) -> None:
     svc = _service(tmp_path)
     calls = {"n": 0}
 
@@ -106,13 +106,85 @@ def test_a_failing_processor_drops_that_request_counted_and_the_service_lives_on
     assert svc.wait_processed(10)
     svc.accept("traces", spans_request(100, 3), None, "grpc")
     assert svc.wait_processed(10)
-    assert svc.queues["traces"].size in (0, 3)  # the failed request's room was given back
     assert svc.shutdown()["traces"] == 0
-    assert _exported_spans(tmp_path) == 3
-    dropped = svc.telemetry.dropped.series
-    assert [(k, s.value) for k, s in dropped.items()] == [
-        (("traces", "file/traces", "processing_error"), 5.0)
+    assert _exported_spans(tmp_path) == 8  # the failed stage was skipped, nothing dropped
+    assert not svc.telemetry.dropped.series
+    failures = {k: s.value for k, s in svc.telemetry.processor_failures.series.items()}
+    assert failures == {("flaky", "RuntimeError"): 5.0}
+    # the stages after the failing one still ran: every call was counted and priced
+    assert sum(s.value for s in svc.llm_metrics.tokens.series.values()) == 8 * 15
+    assert sum(s.value for s in svc.llm_metrics.cost.series.values()) > 0
+
+
+def _file_spans(tmp_path: Path) -> list[dict[str, Any]]:
+    lines = (tmp_path / "out" / "traces.jsonl").read_text().splitlines()
+    return [
+        {a["key"]: a["value"] for a in s["attributes"]}
+        for line in lines
+        for rs in json.loads(line)["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for s in ss["spans"]
     ]
+
+
+def test_a_call_the_cost_processor_cannot_price_loses_only_its_cost(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    cost = next(p for p in svc.trace_chain if isinstance(p, CostProcessor))
+    real = cost.price
+
+    def price(call: LLMCall) -> float | None:
+        if call.request_model == "poison":
+            raise ArithmeticError("no such price")
+        return real(call)
+
+    cost.price = price  # type: ignore[method-assign]
+    req = spans_request(0, 10)
+    req.resource_spans[0].scope_spans[0].spans[3].attributes[2].value.string_value = "poison"
+    svc.start()
+    svc.accept("traces", req, req.SerializeToString(), "grpc")
+    assert svc.wait_processed(10)
+    assert svc.shutdown()["traces"] == 0
+    spans = _file_spans(tmp_path)
+    assert len(spans) == 10
+    costed = [a["gen_ai.request.model"]["stringValue"] for a in spans if "gen_ai.usage.cost" in a]
+    assert sorted(costed) == ["gpt-4o"] * 9
+    failures = {k: s.value for k, s in svc.telemetry.processor_failures.series.items()}
+    assert failures == {("cost", "ArithmeticError"): 1.0}
+
+
+def test_a_failing_redactor_drops_the_request_rather_than_leak_it(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+
+    def broken(batch: Any) -> Any:
+        raise ValueError("regex engine on fire")
+
+    svc._redactor.redact_traces = broken  # type: ignore[method-assign]
+    svc.start()
+    svc.accept("traces", spans_request(0, 4, attrs={"note": "mail bob@example.com"}), None, "g")
+    assert svc.wait_processed(10)
+    assert svc.shutdown()["traces"] == 0
+    assert not (tmp_path / "out" / "traces.jsonl").exists()
+    dropped = {k: s.value for k, s in svc.telemetry.dropped.series.items()}
+    assert dropped == {("traces", "file/traces", "redaction_failed"): 4.0}
+    assert svc.queues["traces"].size == 0
+
+
+def test_a_batch_left_unencodable_is_forwarded_as_received(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+
+    def corrupt(batch: TraceBatch) -> TraceBatch:
+        batch.unmerged = [(batch.calls[0], b"\xff\xff")]  # not a protobuf: merging it raises
+        batch.edits = None
+        return batch
+
+    svc.trace_chain.append(corrupt)
+    svc.start()
+    svc.accept("traces", spans_request(0, 6), None, "grpc")
+    assert svc.wait_processed(10)
+    assert svc.shutdown()["traces"] == 0
+    assert _exported_spans(tmp_path) == 6
+    (key,) = svc.telemetry.processor_failures.series
+    assert key[0] == "encode"
 
 
 def test_with_a_spool_the_answer_waits_until_the_request_is_on_disk(tmp_path: Path) -> None:
@@ -200,3 +272,38 @@ def test_implausible_values_stay_out_of_the_metrics_and_the_spans_go_on(tmp_path
     assert not m.ttft.series and not m.inference_ttft.series
     usage = [s for k, s in m.token_usage.series.items() if k[-1] == "input"]
     assert [(s.count, s.total) for s in usage] == [(1, 10)]  # only the plausible call's
+
+
+def test_above_the_soft_memory_limit_requests_are_refused_and_counted(tmp_path: Path) -> None:
+    svc = _service(tmp_path)
+    assert not svc.memory.enabled  # off unless asked (the sidecar asks): it measures the process
+    assert Service(svc.config, limit_memory=True).memory.enabled
+    svc.memory = MemoryLimiter(1, 80, interval_s=0.0)  # 1 MiB: below any process
+    assert not svc.memory_ok("traces")
+    with pytest.raises(MemoryLimited) as refused:  # a QueueFull: 503 / UNAVAILABLE
+        svc.accept("traces", spans_request(0, 3), None, "grpc")
+    assert isinstance(refused.value, QueueFull) and refused.value.reason == "memory_limit"
+    assert svc.queues["traces"].size == 0  # refused before anything was reserved
+    rejected = {k: s.value for k, s in svc.telemetry.rejected.series.items()}
+    assert rejected == {("traces", "memory_limit"): 1.0}
+    assert svc.memory.rss > 1 << 20
+
+
+def test_what_shutdown_cannot_process_in_time_is_counted_as_dropped(tmp_path: Path) -> None:
+    svc = _service(tmp_path, backlog=8)
+    svc.config.queue.shutdown_timeout_s = 0.5
+    gate = Gate()
+    svc.trace_chain.insert(0, gate)
+    svc.start()
+    for i in range(4):  # one held at the gate, three waiting
+        svc.accept("traces", spans_request(100 * i, 5), None, "grpc")
+    assert gate.entered.wait(10)
+    assert svc.shutdown()["traces"] == 20  # none processed in time: all undelivered
+    dropped = {k: s.value for k, s in svc.telemetry.dropped.series.items()}
+    assert dropped == {("traces", "file/traces", "shutdown"): 20.0}
+    gate.open.set()  # the one in progress finishes: not delivered, not counted again
+    svc._worker.join(10)
+    assert svc.queues["traces"].size == 0
+    assert not (tmp_path / "out" / "traces.jsonl").exists()
+    with pytest.raises(QueueFull):  # a request arriving now is refused, not acknowledged
+        svc.accept("traces", spans_request(900, 5), None, "grpc")

@@ -2,10 +2,17 @@
 
 Serves the text format, or OpenMetrics with exemplars when the scraper asks for it (Prometheus
 does when exemplar storage is on).
+
+At the cardinality cap an exposition is tens of MB and takes seconds to render, so scrapes
+share renders (`Exposition`): one render at a time per process, a render's result is served
+again for a moment (per format), at most a few scrapes wait for one (more get 503), and the
+metrics port takes a bounded number of connections.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -109,6 +116,46 @@ def render(collector: AggregationCollector, accept: str) -> tuple[bytes, str]:
     return encoder(_Registry(collector)), content_type
 
 
+class Exposition:
+    """Renders shared between scrapes: one at a time; the result is reused for up to `ttl_s`
+    (at most 10x the time it took, so a cheap exposition stays fresh); `max_waiting` scrapes
+    may wait for a render, more are refused (None: answer 503)."""
+
+    def __init__(
+        self, collector: AggregationCollector, ttl_s: float = 1.0, max_waiting: int = 4
+    ) -> None:
+        self._collector = collector
+        self.ttl_s = ttl_s
+        self._render = threading.Lock()
+        self._waiting = threading.BoundedSemaphore(max_waiting)
+        self._cache: dict[str, tuple[float, bytes]] = {}  # content type -> (fresh until, body)
+        self.renders = 0
+
+    def _cached(self, content_type: str) -> bytes | None:
+        hit = self._cache.get(content_type)
+        return hit[1] if hit is not None and time.monotonic() < hit[0] else None
+
+    def get(self, accept: str) -> tuple[bytes, str] | None:
+        encoder, content_type = choose_encoder(accept)
+        body = self._cached(content_type)
+        if body is not None:
+            return body, content_type
+        if not self._waiting.acquire(blocking=False):
+            return None
+        try:
+            with self._render:
+                body = self._cached(content_type)  # rendered while this scrape waited
+                if body is None:
+                    t0 = time.monotonic()
+                    body = encoder(_Registry(self._collector))
+                    now = time.monotonic()
+                    self.renders += 1
+                    self._cache[content_type] = (now + min(self.ttl_s, 10 * (now - t0)), body)
+                return body, content_type
+        finally:
+            self._waiting.release()
+
+
 class _Registry:
     """The one method prometheus_client's encoders call on a registry."""
 
@@ -132,11 +179,15 @@ class MetricsServer:
         endpoint: str,
         auth_token: str | None = None,
         tls: tuple[str, str] | None = None,
+        max_connections: int = 16,
+        on_refuse: Any = None,
     ) -> None:
         from http.server import BaseHTTPRequestHandler
 
         from .._http import HttpServer
         from ..receivers._common import bearer_ok
+
+        exposition = self.exposition = Exposition(collector)
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -152,18 +203,21 @@ class MetricsServer:
                 elif path == "/metrics":
                     if not bearer_ok(auth_token, self.headers.get("Authorization")):
                         body, ctype, code = b"unauthorized\n", "text/plain", 401
+                    elif (got := exposition.get(self.headers.get("Accept", ""))) is None:
+                        body, ctype, code = b"busy: retry later\n", "text/plain", 503
                     else:
-                        body, ctype = render(collector, self.headers.get("Accept", ""))
-                        code = 200
+                        (body, ctype), code = got, 200
                 else:
                     body, ctype, code = b"not found: try /metrics\n", "text/plain", 404
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                if code == 503:
+                    self.send_header("Retry-After", "1")
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._http = HttpServer(endpoint, Handler, "metrics-http", tls)
+        self._http = HttpServer(endpoint, Handler, "metrics-http", tls, max_connections, on_refuse)
         self.scheme = self._http.scheme
         self.port = self._http.port
 

@@ -32,6 +32,8 @@ log = structlog.get_logger("pipeline.exporters")
 class QueueFull(Exception):
     """No room for the request's items; the receiver answers 503/UNAVAILABLE."""
 
+    reason = "queue_full"  # as counted in llm_pipeline_rejected_items_total{reason}
+
     def __init__(self, retry_after_s: float) -> None:
         super().__init__("sending queue is full")
         self.retry_after_s = retry_after_s

@@ -141,13 +141,18 @@ class CostConfig:
 
 
 class CostProcessor:
-    """Sets `LLMCall.cost_usd`; counts calls it could not price via `on_unpriced`."""
+    """Sets `LLMCall.cost_usd`; counts calls it could not price via `on_unpriced`, and calls
+    whose pricing raised via `on_error` (such a call gets no cost; without `on_error` the
+    error propagates)."""
 
-    def __init__(self, config: CostConfig | None = None, on_unpriced: Any = None) -> None:
+    def __init__(
+        self, config: CostConfig | None = None, on_unpriced: Any = None, on_error: Any = None
+    ) -> None:
         self.config = config or CostConfig()
         self.config.validate()
         self._rates: dict[tuple[str, str], _Rates | None] = {}
         self._on_unpriced = on_unpriced
+        self._on_error = on_error
         get_snapshot()  # load the price data now, not on the first span
 
     def _resolve(self, provider: str, model: str) -> _Rates | None:
@@ -239,7 +244,13 @@ class CostProcessor:
             if call.input_tokens is None and call.output_tokens is None:
                 continue
             reported = call.cost_usd  # e.g. LiteLLM's gen_ai.cost.*: used only as a last resort
-            price = self.price(call)
+            try:
+                price = self.price(call)
+            except Exception as e:  # one call's odd usage must not cost the others theirs
+                if self._on_error is None:
+                    raise
+                self._on_error(call, e)
+                continue
             if price is not None:
                 call.cost_usd = tidy(price)
             elif reported is None and self._on_unpriced is not None:

@@ -66,6 +66,7 @@ _UNIMPLEMENTED, _INTERNAL, _UNAVAILABLE, _UNAUTHENTICATED = 12, 13, 14, 16
 _PATHS = {f"/{name}/Export": signal for signal, name in _SERVICES.items()}
 BUSY_TEXT = "receiver busy; retry after 1s"
 
+_MEMORY = "memory limit reached; retry after 1s"
 # (status code, message, response bytes, trailing metadata)
 Answer = tuple[int, str, bytes, tuple[tuple[str, str | bytes], ...]]
 
@@ -104,6 +105,9 @@ def _busy(refuse: Refusals, signal: str) -> Answer:
 def _answer(service: Service, refuse: Refusals, signal: str, raw: bytes) -> Answer:
     """What to answer an Export call carrying `raw` (the request message's bytes, gunzipped;
     the caller has checked the bearer token)."""
+    if not service.memory.ok():  # above the soft memory limit: refused before parsing
+        refuse(signal, "memory_limit", _MEMORY)
+        return _UNAVAILABLE, _MEMORY, b"", _retry_metadata(1, _MEMORY)
     try:
         request = parse_protobuf(signal, raw)
     except DecodeError as e:
@@ -113,8 +117,8 @@ def _answer(service: Service, refuse: Refusals, signal: str, raw: bytes) -> Answ
         result = service.accept(signal, request, raw, "grpc")
     except QueueFull as e:
         delay = max(1, math.ceil(e.retry_after_s))
-        message = f"sending queue full; retry after {delay}s"
-        refuse(signal, "queue_full", message, count_items(signal, request))
+        message = f"{e}; retry after {delay}s"
+        refuse(signal, e.reason, message, count_items(signal, request))
         return _UNAVAILABLE, message, b"", _retry_metadata(delay, message)
     except Exception as e:  # a processor bug must not kill the receiver
         log.exception("processing failed", signal=signal)

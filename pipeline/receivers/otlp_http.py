@@ -260,6 +260,8 @@ class OtlpHttpReceiver(HttpServer):
                 "unsupported_media_type",
                 f"unsupported Content-Encoding {encoding[:40]!r}; use gzip or none",
             )
+        if not self.service.memory.ok():  # above the soft memory limit: refused unread
+            raise Refusal(503, "memory_limit", "memory limit reached; retry later", _RETRY)
         limit = self.limits.max_request_bytes
         declared = int(headers.get("content-length", "-1"))  # h11 checked it is digits
         if declared > limit:
@@ -300,7 +302,7 @@ class OtlpHttpReceiver(HttpServer):
             result = self.service.accept(signal, request, raw, "http")
         except QueueFull as e:
             retry = (("Retry-After", str(max(1, int(e.retry_after_s)))),)
-            r = Refusal(503, "queue_full", "sending queue full; retry later", retry)
+            r = Refusal(503, e.reason, f"{e}; retry later", retry)
             return self._refuse(conn, signal, r, as_json, count_items(signal, request))
         except Exception as e:
             log.exception("processing failed", signal=signal)

@@ -7,6 +7,7 @@ are seconds long here; the benchmark produces the long-outage figures.
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import threading
@@ -27,6 +28,8 @@ from pipeline.aggregation import MAX_OVERFLOW_SERIES, OTHER
 from pipeline.config import Config
 from pipeline.processors.cost import CostProcessor
 from pipeline.service import Service
+from tests.helpers.counting_sink import CountingSink
+from tests.helpers.large_requests import large_traces
 from tests.helpers.metrics import value
 from tests.helpers.otlp_build import T0, spans_request
 from tests.helpers.otlp_sink import OtlpSink
@@ -375,3 +378,47 @@ def test_spool_survives_a_restart_and_delivers_exactly_once(tmp_path: Path, sink
     assert third.stop() == 0
     assert "replaying" not in third.logs()
     assert len(sink.spans()) == 600
+
+
+def test_sigterm_with_a_backlog_of_large_requests_counts_what_it_gives_up(
+    tmp_path: Path,
+) -> None:
+    """Issue 21.5: acknowledged large requests not processed by the shutdown deadline are
+    counted and logged as undelivered (they were lost with `undelivered=0`)."""
+    counting = CountingSink()
+    counting.start()
+    cfg = {
+        "exporters": {
+            "traces": {"protocol": "http", "endpoint": f"http://127.0.0.1:{counting.http_port}"}
+        },
+        "queue": {"shutdown_timeout_s": 1.0, "max_bytes": 256 << 20},
+    }
+    sc = start_sidecar(tmp_path, cfg)
+    try:
+        body = gzip.compress(large_traces(0, 40), 1)  # 12 MB inflated, 80k attributes
+        acked = 0
+        with httpx.Client(base_url=sc.http_url, timeout=30) as c:
+            for _ in range(10):
+                r = c.post(
+                    "/v1/traces",
+                    content=body,
+                    headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"},
+                )
+                assert r.status_code in (200, 503), r.text
+                acked += 40 if r.status_code == 200 else 0
+        assert acked >= 200
+    finally:
+        t0 = time.monotonic()
+        assert sc.stop() == 0, sc.logs()
+        took = time.monotonic() - t0
+        counting.stop()
+    assert took < 1.0 + 3.0 + 3.0  # the deadline, the gRPC receiver's grace, start-up slack
+    logs = sc.logs()
+    m = re.search(r"llm-pipeline stopped .*traces=(\d+) undelivered=(\d+)", logs)
+    assert m, logs
+    undelivered = int(m.group(1))
+    delivered = counting.other
+    # every acknowledged span was either delivered or counted as undelivered
+    assert delivered + undelivered == acked, (delivered, undelivered, acked, logs)
+    assert undelivered > 0  # the backlog really was too long for the deadline
+    assert "acknowledged items dropped at shutdown" in logs or "dropped at shutdown" in logs

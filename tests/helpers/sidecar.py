@@ -59,7 +59,10 @@ class SidecarProcess:
 
 
 def start_sidecar(
-    tmp: Path, config: dict[str, Any] | None = None, ports: tuple[int, int, int] | None = None
+    tmp: Path,
+    config: dict[str, Any] | None = None,
+    ports: tuple[int, int, int] | None = None,
+    module: str = "pipeline.cli",  # a test's own entry point that patches, then runs the CLI
 ) -> SidecarProcess:
     grpc_port, http_port, metrics_port = ports or (free_port(), free_port(), free_port())
     cfg = dict(config or {})
@@ -70,7 +73,7 @@ def start_sidecar(
     cmd = [
         sys.executable,
         "-m",
-        "pipeline.cli",
+        module,
         "run",
         "--config",
         str(path),
