@@ -712,3 +712,35 @@ def test_the_anchored_email_search_equals_the_combined_regex(
     want = [(m.span(), m.lastgroup, m.group()) for m in r._pattern(mask).finditer(text)]
     got = [(m.span(), m.lastgroup, m.group()) for m in r._matches(mask, text)]
     assert got == want
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # the international phone pattern takes up to 15 digits: it used to end inside the card
+        # and leave its last 12 digits
+        (
+            "call +1 415 555 0123 4111 1111 1111 1111 now",
+            "call [REDACTED:phone] [REDACTED:credit_card] now",
+            {"phone": 1, "credit_card": 1},
+        ),
+        # a phone and a card with different separators are one rejected card candidate: the
+        # card that starts inside it (and ends after it) used to be kept whole
+        (
+            "415-555-0123 4111 1111 1111 1111",
+            "[REDACTED:phone] [REDACTED:credit_card]",
+            {"phone": 1, "credit_card": 1},
+        ),
+        (
+            "bob@example.com +44 20 7946 0958 4111111111111111",
+            "[REDACTED:email] [REDACTED:phone] [REDACTED:credit_card]",
+            {"email": 1, "phone": 1, "credit_card": 1},
+        ),
+    ],
+)
+def test_a_card_right_after_a_phone_number_is_redacted_whole(
+    text: str, expected: str, counts: dict[str, int]
+) -> None:
+    out, got = redact_value(text)
+    assert out == expected
+    assert got == counts
