@@ -29,6 +29,10 @@ Each match becomes a typed marker `[REDACTED:type]`:
 - `bearer_token`: `Bearer TOKEN` -> `Bearer [REDACTED:bearer_token]` (the token needs 8+
   characters and a digit, or 20+ characters, so "the bearer instruments" stays).
 - `url_password`: `scheme://user:pass@host` -> `scheme://user:[REDACTED:url_password]@host`.
+- `basic_auth`: `Basic BASE64` / `basic BASE64` -> `Basic [REDACTED:basic_auth]`, when BASE64
+  decodes to `user:password` (so "basic instructions" stays).
+- `aws_secret_key`: the 40-character value in `aws_secret_access_key = VALUE`,
+  `AWS_SECRET_ACCESS_KEY=VALUE` or `"aws_secret_access_key": "VALUE"`.
 - custom: `extra_patterns` name -> regex, marker `[REDACTED:name]`, run after the built-in
   types (each its own regex, so a pattern may use groups and flags such as `(?i)`).
 
@@ -54,6 +58,7 @@ apart, only around each `@` (`Redactor._matches`), and merged with the other typ
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import re
 from collections.abc import Callable, Iterator
@@ -73,8 +78,19 @@ CREDIT_CARD = "credit_card"
 API_KEY = "api_key"
 BEARER_TOKEN = "bearer_token"
 URL_PASSWORD = "url_password"
+BASIC_AUTH = "basic_auth"
+AWS_SECRET_KEY = "aws_secret_key"
 DROPPED = "dropped"
-BUILTIN_TYPES = (EMAIL, PHONE, CREDIT_CARD, API_KEY, BEARER_TOKEN, URL_PASSWORD)
+BUILTIN_TYPES = (
+    EMAIL,
+    PHONE,
+    CREDIT_CARD,
+    API_KEY,
+    BEARER_TOKEN,
+    URL_PASSWORD,
+    BASIC_AUTH,
+    AWS_SECRET_KEY,
+)
 
 # Attributes naming the model call (what the metrics are labelled by): never scanned, so
 # redaction cannot change them. Token counts are numbers, never scanned anyway. (Not every key
@@ -116,6 +132,8 @@ _FIRST: dict[str, str] = {
     URL_PASSWORD: ":",
     API_KEY: "sAag",
     BEARER_TOKEN: "bB",
+    BASIC_AUTH: "bB",
+    AWS_SECRET_KEY: "aA",
     EMAIL: r"A-Za-z0-9._%+\-",
     CREDIT_CARD: "2-6",
     PHONE: r"\d+(",
@@ -138,6 +156,17 @@ _REST: dict[str, str] = {
     ),
     BEARER_TOKEN: (
         _after("bB", r"\w\-") + r"(?:earer|EARER)\s+(?P<bt_tok>[A-Za-z0-9\-._~+/]{8,}=*)"
+    ),
+    # `Basic BASE64` (RFC 7617): replaced only when it decodes to `user:password` (`_replace`).
+    BASIC_AUTH: (
+        _after("bB", r"\w\-") + r"(?:asic|ASIC)\s+(?P<ba_val>[A-Za-z0-9+/]{4,}={0,2})(?![\w+/=])"
+    ),
+    # `aws_secret_access_key = V` / `AWS_SECRET_ACCESS_KEY=V` / `"aws_secret_access_key": "V"`
+    # (AWS secret keys are 40 characters): only V is replaced.
+    AWS_SECRET_KEY: (
+        _after("aA", r"A-Za-z0-9")
+        + r"(?:(?<=a)ws_secret_access_key|(?<=A)WS_SECRET_ACCESS_KEY)[\"']?\s*[:=]\s*[\"']?"
+        r"(?P<as_val>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
     ),
     EMAIL: (
         _after(r"A-Za-z0-9._%+\-", r"\w.%+\-")
@@ -192,6 +221,16 @@ def _next_email(email: re.Pattern[str], s: str, pos: int) -> re.Match[str] | Non
     return None
 
 
+def _is_basic_credentials(value: str) -> bool:
+    """`value` is base64 of `user:password` (so "basic instructions" is kept)."""
+    try:
+        decoded = base64.b64decode(value, validate=True)
+        text = decoded.decode()
+    except ValueError:  # binascii.Error: not base64 (or its padding is wrong); not UTF-8
+        return False
+    return ":" in text and text.isprintable()
+
+
 def luhn_valid(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
@@ -235,6 +274,10 @@ def _hints(s: str) -> int:
             mask |= _BIT[URL_PASSWORD]
     if "earer" in s or "EARER" in s:
         mask |= _BIT[BEARER_TOKEN]
+    if "asic" in s or "ASIC" in s:
+        mask |= _BIT[BASIC_AUTH]
+    if "ws_secret_access_key" in s or "WS_SECRET_ACCESS_KEY" in s:
+        mask |= _BIT[AWS_SECRET_KEY]
     if (
         "sk-" in s
         or "api" in s
@@ -480,6 +523,11 @@ class Redactor:
             tok = m.group("bt_tok")
             if len(tok) >= 20 or any(c.isdigit() for c in tok):
                 out = text[: m.start("bt_tok") - start] + self._markers[kind]
+        elif kind == BASIC_AUTH:
+            if _is_basic_credentials(m.group("ba_val")):
+                out = text[: m.start("ba_val") - start] + self._markers[kind]
+        elif kind == AWS_SECRET_KEY:
+            out = text[: m.start("as_val") - start] + self._markers[kind]
         elif kind == CREDIT_CARD:
             return self._card(text, counts)
         elif kind == PHONE:

@@ -586,6 +586,8 @@ def test_defaults() -> None:
         "api_key",
         "bearer_token",
         "url_password",
+        "basic_auth",
+        "aws_secret_key",
     }
     assert cfg.extra_patterns == {} and cfg.drop_attributes == []
 
@@ -744,3 +746,59 @@ def test_a_card_right_after_a_phone_number_is_redacted_whole(
     out, got = redact_value(text)
     assert out == expected
     assert got == counts
+
+
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "kind"),
+    [
+        (
+            "Authorization: Basic dXNlcjpwYXNzd29yZA==",  # user:password
+            "Authorization: Basic [REDACTED:basic_auth]",
+            "basic_auth",
+        ),
+        (
+            "curl -H 'authorization: basic YWxhZGRpbjpvcGVuc2VzYW1l'",  # aladdin:opensesame
+            "curl -H 'authorization: basic [REDACTED:basic_auth]'",
+            "basic_auth",
+        ),
+        ("BASIC dTpw.", "BASIC [REDACTED:basic_auth].", "basic_auth"),  # u:p
+        (
+            f"aws_secret_access_key = {AWS_SECRET}",
+            "aws_secret_access_key = [REDACTED:aws_secret_key]",
+            "aws_secret_key",
+        ),
+        (
+            f"export AWS_SECRET_ACCESS_KEY={AWS_SECRET}\n",
+            "export AWS_SECRET_ACCESS_KEY=[REDACTED:aws_secret_key]\n",
+            "aws_secret_key",
+        ),
+        (
+            f'{{"aws_secret_access_key": "{AWS_SECRET}"}}',
+            '{"aws_secret_access_key": "[REDACTED:aws_secret_key]"}',
+            "aws_secret_key",
+        ),
+    ],
+)
+def test_basic_auth_and_aws_secret_key_exact(text: str, expected: str, kind: str) -> None:
+    out, counts = redact_value(text)
+    assert out == expected
+    assert counts == {kind: 1}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the basic instructions cover basic concepts and Basic usage",
+        "Basic dXNlcnBhc3N3b3Jk",  # base64 of `userpassword`: no `:`, not credentials
+        "Basic bad!base64",
+        "aws_secret_access_key = settings.AWS_SECRET; aws_secret_access_key=None",
+        f"aws_secret_access_key={AWS_SECRET}EXTRA",  # 47 characters: not a secret key
+    ],
+)
+def test_basic_auth_and_aws_secret_key_kept(text: str) -> None:
+    out, counts = redact_value(text)
+    assert out == text
+    assert counts == {}
