@@ -2,12 +2,15 @@
 
 What is scanned (string values only, including strings nested in array and kvlist values):
 resource attributes, span names, span attributes, span event and link attributes, span status
-messages, log record bodies and log record attributes; every span, not only LLM calls. That
+messages, log record bodies, event names and attributes; every span, not only LLM calls. That
 covers prompts and completions in every convention (`gen_ai.input.messages` JSON, `gen_ai.prompt`
 events, OpenLLMetry `gen_ai.prompt.N.content`, OpenInference
 `llm.input_messages.N.message.content`, `input.value`, `output.value`). Numbers are never
 scanned, nor the attributes naming the call (`gen_ai.request.model`, `gen_ai.provider.name`, ...,
-see `_NOT_SCANNED`), so metrics are unaffected.
+see `_NOT_SCANNED`), so metrics are unaffected (`error.type` is scanned: a secret in it
+would otherwise become a metric label). Not scanned yet: attribute keys, span event names,
+scope names and attributes, trace_state and bytes values (spans are rewritten where the native
+prefilter's targets point, and those name only the values above).
 
 Each match becomes a typed marker `[REDACTED:type]`:
 
@@ -103,7 +106,6 @@ _NOT_SCANNED = frozenset(
         "gen_ai.request.model",
         "gen_ai.response.model",
         "gen_ai.response.id",
-        "error.type",
         "llm.request.type",
         "llm.system",
         "llm.provider",
@@ -615,6 +617,8 @@ class Redactor:
 
     def _record(self, rec: Any, counts: dict[str, int]) -> bool:
         changed = self._value(rec.body, counts)
+        if rec.event_name:
+            changed |= self._string_field(rec, "event_name", counts)
         return self._attributes(rec.attributes, counts) | changed
 
     def _prefiltered(self, batch: TraceBatch | LogBatch, find: Callable[[bytes], _R]) -> _R | None:

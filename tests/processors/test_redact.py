@@ -802,3 +802,28 @@ def test_basic_auth_and_aws_secret_key_kept(text: str) -> None:
     out, counts = redact_value(text)
     assert out == text
     assert counts == {}
+
+
+def test_log_event_name_is_scanned() -> None:
+    req = log_batch("hello").request
+    req.resource_logs[0].scope_logs[0].log_records[0].event_name = "signup jane@example.com"
+    batch = LogBatch(req, 1, raw=req.SerializeToString())
+    counts = Counts()
+    Redactor(on_redact=counts)(batch)
+    assert only_record(batch).event_name == "signup [REDACTED:email]"
+    assert counts.totals() == {"email": 1}
+    assert batch.modified
+
+
+def test_error_type_is_scanned_the_model_is_not() -> None:
+    # a secret in error.type would become a metric label; the model name stays as it is
+    batch = trace_batch(
+        {"error.type": f"AuthError {OPENAI_KEY}", "gen_ai.request.model": "gpt-4o-2024-08-06"}
+    )
+    counts = Counts()
+    Redactor(on_redact=counts)(batch)
+    assert attrs_of(only_span(batch).attributes) == {
+        "error.type": "AuthError [REDACTED:api_key]",
+        "gen_ai.request.model": "gpt-4o-2024-08-06",
+    }
+    assert counts.totals() == {"api_key": 1}
