@@ -46,6 +46,8 @@ _FOLDED_HINTS: dict[str, tuple[bytes, ...]] = {
         rb"pi[_\-]?key[\"']?\s*[:=]\s*[\"']?[a-z0-9_\-.~+/=]{8}",
     ),
     "bearer_token": (rb"earer\s+[a-z0-9\-._~+/]{8}",),
+    "basic_auth": (rb"asic\s+[a-z0-9+/]{4}",),
+    "aws_secret_key": (rb"ws_secret_access_key[\"']?\s*[:=]\s*[\"']?[a-z0-9/+]{40}",),
     "email": (rb"@[a-z0-9][a-z0-9.\-]*\.[a-z]{2}",),
     "credit_card": (_CARD,),
     "phone": (

@@ -2,12 +2,15 @@
 
 What is scanned (string values only, including strings nested in array and kvlist values):
 resource attributes, span names, span attributes, span event and link attributes, span status
-messages, log record bodies and log record attributes; every span, not only LLM calls. That
+messages, log record bodies, event names and attributes; every span, not only LLM calls. That
 covers prompts and completions in every convention (`gen_ai.input.messages` JSON, `gen_ai.prompt`
 events, OpenLLMetry `gen_ai.prompt.N.content`, OpenInference
 `llm.input_messages.N.message.content`, `input.value`, `output.value`). Numbers are never
 scanned, nor the attributes naming the call (`gen_ai.request.model`, `gen_ai.provider.name`, ...,
-see `_NOT_SCANNED`), so metrics are unaffected.
+see `_NOT_SCANNED`), so metrics are unaffected (`error.type` is scanned: a secret in it
+would otherwise become a metric label). Not scanned yet: attribute keys, span event names,
+scope names and attributes, trace_state and bytes values (spans are rewritten where the native
+prefilter's targets point, and those name only the values above).
 
 Each match becomes a typed marker `[REDACTED:type]`:
 
@@ -29,6 +32,10 @@ Each match becomes a typed marker `[REDACTED:type]`:
 - `bearer_token`: `Bearer TOKEN` -> `Bearer [REDACTED:bearer_token]` (the token needs 8+
   characters and a digit, or 20+ characters, so "the bearer instruments" stays).
 - `url_password`: `scheme://user:pass@host` -> `scheme://user:[REDACTED:url_password]@host`.
+- `basic_auth`: `Basic BASE64` / `basic BASE64` -> `Basic [REDACTED:basic_auth]`, when BASE64
+  decodes to `user:password` (so "basic instructions" stays).
+- `aws_secret_key`: the 40-character value in `aws_secret_access_key = VALUE`,
+  `AWS_SECRET_ACCESS_KEY=VALUE` or `"aws_secret_access_key": "VALUE"`.
 - custom: `extra_patterns` name -> regex, marker `[REDACTED:name]`, run after the built-in
   types (each its own regex, so a pattern may use groups and flags such as `(?i)`).
 
@@ -54,6 +61,7 @@ apart, only around each `@` (`Redactor._matches`), and merged with the other typ
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import re
 from collections.abc import Callable, Iterator
@@ -73,8 +81,19 @@ CREDIT_CARD = "credit_card"
 API_KEY = "api_key"
 BEARER_TOKEN = "bearer_token"
 URL_PASSWORD = "url_password"
+BASIC_AUTH = "basic_auth"
+AWS_SECRET_KEY = "aws_secret_key"
 DROPPED = "dropped"
-BUILTIN_TYPES = (EMAIL, PHONE, CREDIT_CARD, API_KEY, BEARER_TOKEN, URL_PASSWORD)
+BUILTIN_TYPES = (
+    EMAIL,
+    PHONE,
+    CREDIT_CARD,
+    API_KEY,
+    BEARER_TOKEN,
+    URL_PASSWORD,
+    BASIC_AUTH,
+    AWS_SECRET_KEY,
+)
 
 # Attributes naming the model call (what the metrics are labelled by): never scanned, so
 # redaction cannot change them. Token counts are numbers, never scanned anyway. (Not every key
@@ -87,7 +106,6 @@ _NOT_SCANNED = frozenset(
         "gen_ai.request.model",
         "gen_ai.response.model",
         "gen_ai.response.id",
-        "error.type",
         "llm.request.type",
         "llm.system",
         "llm.provider",
@@ -116,6 +134,8 @@ _FIRST: dict[str, str] = {
     URL_PASSWORD: ":",
     API_KEY: "sAag",
     BEARER_TOKEN: "bB",
+    BASIC_AUTH: "bB",
+    AWS_SECRET_KEY: "aA",
     EMAIL: r"A-Za-z0-9._%+\-",
     CREDIT_CARD: "2-6",
     PHONE: r"\d+(",
@@ -138,6 +158,17 @@ _REST: dict[str, str] = {
     ),
     BEARER_TOKEN: (
         _after("bB", r"\w\-") + r"(?:earer|EARER)\s+(?P<bt_tok>[A-Za-z0-9\-._~+/]{8,}=*)"
+    ),
+    # `Basic BASE64` (RFC 7617): replaced only when it decodes to `user:password` (`_replace`).
+    BASIC_AUTH: (
+        _after("bB", r"\w\-") + r"(?:asic|ASIC)\s+(?P<ba_val>[A-Za-z0-9+/]{4,}={0,2})(?![\w+/=])"
+    ),
+    # `aws_secret_access_key = V` / `AWS_SECRET_ACCESS_KEY=V` / `"aws_secret_access_key": "V"`
+    # (AWS secret keys are 40 characters): only V is replaced.
+    AWS_SECRET_KEY: (
+        _after("aA", r"A-Za-z0-9")
+        + r"(?:(?<=a)ws_secret_access_key|(?<=A)WS_SECRET_ACCESS_KEY)[\"']?\s*[:=]\s*[\"']?"
+        r"(?P<as_val>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
     ),
     EMAIL: (
         _after(r"A-Za-z0-9._%+\-", r"\w.%+\-")
@@ -177,6 +208,8 @@ _BEFORE_EMAIL = frozenset(list(_REST)[: list(_REST).index(EMAIL)])
 # `{0,63}` of the local part in _REST[EMAIL].
 _EMAIL_REACH = 64
 _DOMAIN_RUN = re.compile(r"[A-Za-z0-9.\-]*")
+# Where a card number can start inside a phone number or a rejected card candidate.
+_CARD_START = re.compile(r" [2-6]\d{3}")
 
 
 def _next_email(email: re.Pattern[str], s: str, pos: int) -> re.Match[str] | None:
@@ -190,6 +223,18 @@ def _next_email(email: re.Pattern[str], s: str, pos: int) -> re.Match[str] | Non
         pos = k + 1  # an email with a later `@` starts after this one
         k = s.find("@", pos)
     return None
+
+
+def _is_basic_credentials(value: str) -> bool:
+    """`value` is base64 of `user:password` (so "basic instructions" is kept). The pattern
+    allows only base64 characters; most words fail the length check (no exception raised)."""
+    if len(value) % 4:
+        return False
+    try:
+        text = base64.b64decode(value).decode()
+    except ValueError:  # binascii.Error: `=` padding misplaced; UnicodeDecodeError: not UTF-8
+        return False
+    return ":" in text and text.isprintable()
 
 
 def luhn_valid(digits: str) -> bool:
@@ -235,6 +280,10 @@ def _hints(s: str) -> int:
             mask |= _BIT[URL_PASSWORD]
     if "earer" in s or "EARER" in s:
         mask |= _BIT[BEARER_TOKEN]
+    if "asic" in s or "ASIC" in s:
+        mask |= _BIT[BASIC_AUTH]
+    if "ws_secret_access_key" in s or "WS_SECRET_ACCESS_KEY" in s:
+        mask |= _BIT[AWS_SECRET_KEY]
     if (
         "sk-" in s
         or "api" in s
@@ -345,7 +394,9 @@ class Redactor:
                 def replace(m: re.Match[str]) -> str:
                     return self._replace(m, counts)
 
-                if mask & _EMAIL:
+                if mask & _NUMBERS:
+                    s = self._redact_numbers(mask, s, counts)
+                elif mask & _EMAIL:
                     parts: list[str] = []
                     last = 0
                     for m in self._matches(mask, s):
@@ -360,7 +411,75 @@ class Redactor:
                 counts[name] = counts.get(name, 0) + n
         return s
 
-    def _matches(self, mask: int, s: str) -> list[re.Match[str]]:
+    def _redact_numbers(self, mask: int, s: str, counts: dict[str, int]) -> str:
+        """`redact_text`'s scan where phone or card numbers can occur: a number's replacement
+        may reach past its match (a card that starts inside a phone number or inside a
+        rejected card candidate, see `_number`), and then the scan resumes after it."""
+
+        def find(pos: int) -> list[re.Match[str]]:
+            if mask & _EMAIL:
+                return self._matches(mask, s, pos)
+            return list(self._pattern(mask).finditer(s, pos))
+
+        parts: list[str] = []
+        last = 0
+        found, i = find(0), 0
+        while i < len(found):
+            m = found[i]
+            i += 1
+            if m.lastgroup in (PHONE, CREDIT_CARD):
+                out, end = self._number(m, counts)
+            else:
+                out, end = self._replace(m, counts), m.end()
+            parts += (s[last : m.start()], out)
+            last = end
+            if end > m.end():
+                found, i = find(end), 0
+        return "".join(parts) + s[last:] if parts else s
+
+    def _number(self, m: re.Match[str], counts: dict[str, int]) -> tuple[str, int]:
+        """A phone or card match's replacement and where it ends. A valid card that starts
+        after a separator inside the match wins over the match (the international phone
+        pattern takes up to 15 digits and would end inside a card that follows; a phone and
+        a card with different separators are one rejected card candidate): the card is
+        redacted whole and phone numbers before it are still found."""
+        s, a, e = m.string, m.start(), m.end()
+        if m.lastgroup == CREDIT_CARD:
+            end = self._card_end(s, a)
+            if end is not None:
+                counts[CREDIT_CARD] = counts.get(CREDIT_CARD, 0) + 1
+                return self._markers[CREDIT_CARD], end
+        if self._enabled_mask & _BIT[CREDIT_CARD]:
+            # a card starts after a space (not a `-`) with 4 digits (`is_card_number`)
+            c = _CARD_START.search(s, a + 1, e)
+            while c is not None:
+                end = self._card_end(s, c.start() + 1)
+                if end is not None:
+                    counts[CREDIT_CARD] = counts.get(CREDIT_CARD, 0) + 1
+                    marker = self._markers[CREDIT_CARD]
+                    return self._phones(s[a : c.start() + 1], counts) + marker, end
+                c = _CARD_START.search(s, c.start() + 1, e)
+        if m.lastgroup == CREDIT_CARD:
+            return self._phones(m.group(), counts), e
+        return self._replace(m, counts), e
+
+    def _card_end(self, s: str, c: int) -> int | None:
+        """Where the card number starting at `c` ends, or None: not a card there."""
+        m = self._pattern(_BIT[CREDIT_CARD]).match(s, c)
+        if m is None:
+            return None
+        text = m.group()
+        for end in [len(text)] + [i for i in range(len(text) - 1, 0, -1) if text[i] in " -"]:
+            if is_card_number(text[:end]):
+                return c + end
+        return None
+
+    def _phones(self, text: str, counts: dict[str, int]) -> str:
+        if self._enabled_mask & _BIT[PHONE]:
+            return self._pattern(_BIT[PHONE]).sub(lambda m: self._replace(m, counts), text)
+        return text
+
+    def _matches(self, mask: int, s: str, pos: int = 0) -> list[re.Match[str]]:
         """What `self._pattern(mask).finditer(s)` finds, for a mask with email, without trying
         the email alternative at every character (its first-character class is every
         local-part character: ~70% of the regex time on the demo's texts). An email's `@` is at
@@ -374,8 +493,8 @@ class Redactor:
         other = self._pattern(other_mask) if other_mask else None
         email = self._pattern(_EMAIL)
         out: list[re.Match[str]] = []
-        m_other = other.search(s) if other is not None else None
-        m_email = _next_email(email, s, 0)
+        m_other = other.search(s, pos) if other is not None else None
+        m_email = _next_email(email, s, pos)
         while m_other is not None or m_email is not None:
             if m_email is None or (
                 m_other is not None
@@ -414,8 +533,11 @@ class Redactor:
             tok = m.group("bt_tok")
             if len(tok) >= 20 or any(c.isdigit() for c in tok):
                 out = text[: m.start("bt_tok") - start] + self._markers[kind]
-        elif kind == CREDIT_CARD:
-            return self._card(text, counts)
+        elif kind == BASIC_AUTH:
+            if _is_basic_credentials(m.group("ba_val")):
+                out = text[: m.start("ba_val") - start] + self._markers[kind]
+        elif kind == AWS_SECRET_KEY:
+            out = text[: m.start("as_val") - start] + self._markers[kind]
         elif kind == PHONE:
             if text[0] != "+" or 8 <= sum(c.isdigit() for c in text) <= 15:
                 out = self._markers[kind]
@@ -425,18 +547,6 @@ class Redactor:
             return text
         counts[kind] = counts.get(kind, 0) + 1
         return out
-
-    def _card(self, text: str, counts: dict[str, int]) -> str:
-        """The card number redacted if it (or its longest prefix ending at a separator, e.g. a
-        card followed by ` 12`) is card-shaped and passes Luhn; else phone numbers inside it."""
-        ends = [len(text)] + [i for i in range(len(text) - 1, 0, -1) if text[i] in " -"]
-        for end in ends:
-            if is_card_number(text[:end]):
-                counts[CREDIT_CARD] = counts.get(CREDIT_CARD, 0) + 1
-                return self._markers[CREDIT_CARD] + text[end:]
-        if self._enabled_mask & _BIT[PHONE]:
-            return self._pattern(_BIT[PHONE]).sub(lambda m: self._replace(m, counts), text)
-        return text
 
     # -- OTLP structures ----------------------------------------------------------------------
 
@@ -501,6 +611,8 @@ class Redactor:
 
     def _record(self, rec: Any, counts: dict[str, int]) -> bool:
         changed = self._value(rec.body, counts)
+        if rec.event_name:
+            changed |= self._string_field(rec, "event_name", counts)
         return self._attributes(rec.attributes, counts) | changed
 
     def _prefiltered(self, batch: TraceBatch | LogBatch, find: Callable[[bytes], _R]) -> _R | None:

@@ -586,6 +586,8 @@ def test_defaults() -> None:
         "api_key",
         "bearer_token",
         "url_password",
+        "basic_auth",
+        "aws_secret_key",
     }
     assert cfg.extra_patterns == {} and cfg.drop_attributes == []
 
@@ -712,3 +714,116 @@ def test_the_anchored_email_search_equals_the_combined_regex(
     want = [(m.span(), m.lastgroup, m.group()) for m in r._pattern(mask).finditer(text)]
     got = [(m.span(), m.lastgroup, m.group()) for m in r._matches(mask, text)]
     assert got == want
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        # the international phone pattern takes up to 15 digits: it used to end inside the card
+        # and leave its last 12 digits
+        (
+            "call +1 415 555 0123 4111 1111 1111 1111 now",
+            "call [REDACTED:phone] [REDACTED:credit_card] now",
+            {"phone": 1, "credit_card": 1},
+        ),
+        # a phone and a card with different separators are one rejected card candidate: the
+        # card that starts inside it (and ends after it) used to be kept whole
+        (
+            "415-555-0123 4111 1111 1111 1111",
+            "[REDACTED:phone] [REDACTED:credit_card]",
+            {"phone": 1, "credit_card": 1},
+        ),
+        (
+            "bob@example.com +44 20 7946 0958 4111111111111111",
+            "[REDACTED:email] [REDACTED:phone] [REDACTED:credit_card]",
+            {"email": 1, "phone": 1, "credit_card": 1},
+        ),
+    ],
+)
+def test_a_card_right_after_a_phone_number_is_redacted_whole(
+    text: str, expected: str, counts: dict[str, int]
+) -> None:
+    out, got = redact_value(text)
+    assert out == expected
+    assert got == counts
+
+
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "kind"),
+    [
+        (
+            "Authorization: Basic dXNlcjpwYXNzd29yZA==",  # user:password
+            "Authorization: Basic [REDACTED:basic_auth]",
+            "basic_auth",
+        ),
+        (
+            "curl -H 'authorization: basic YWxhZGRpbjpvcGVuc2VzYW1l'",  # aladdin:opensesame
+            "curl -H 'authorization: basic [REDACTED:basic_auth]'",
+            "basic_auth",
+        ),
+        ("BASIC dTpw.", "BASIC [REDACTED:basic_auth].", "basic_auth"),  # u:p
+        (
+            f"aws_secret_access_key = {AWS_SECRET}",
+            "aws_secret_access_key = [REDACTED:aws_secret_key]",
+            "aws_secret_key",
+        ),
+        (
+            f"export AWS_SECRET_ACCESS_KEY={AWS_SECRET}\n",
+            "export AWS_SECRET_ACCESS_KEY=[REDACTED:aws_secret_key]\n",
+            "aws_secret_key",
+        ),
+        (
+            f'{{"aws_secret_access_key": "{AWS_SECRET}"}}',
+            '{"aws_secret_access_key": "[REDACTED:aws_secret_key]"}',
+            "aws_secret_key",
+        ),
+    ],
+)
+def test_basic_auth_and_aws_secret_key_exact(text: str, expected: str, kind: str) -> None:
+    out, counts = redact_value(text)
+    assert out == expected
+    assert counts == {kind: 1}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the basic instructions cover basic concepts and Basic usage",
+        "Basic dXNlcnBhc3N3b3Jk",  # base64 of `userpassword`: no `:`, not credentials
+        "Basic bad!base64",
+        "aws_secret_access_key = settings.AWS_SECRET; aws_secret_access_key=None",
+        f"aws_secret_access_key={AWS_SECRET}EXTRA",  # 47 characters: not a secret key
+    ],
+)
+def test_basic_auth_and_aws_secret_key_kept(text: str) -> None:
+    out, counts = redact_value(text)
+    assert out == text
+    assert counts == {}
+
+
+def test_log_event_name_is_scanned() -> None:
+    req = log_batch("hello").request
+    req.resource_logs[0].scope_logs[0].log_records[0].event_name = "signup jane@example.com"
+    batch = LogBatch(req, 1, raw=req.SerializeToString())
+    counts = Counts()
+    Redactor(on_redact=counts)(batch)
+    assert only_record(batch).event_name == "signup [REDACTED:email]"
+    assert counts.totals() == {"email": 1}
+    assert batch.modified
+
+
+def test_error_type_is_scanned_the_model_is_not() -> None:
+    # a secret in error.type would become a metric label; the model name stays as it is
+    batch = trace_batch(
+        {"error.type": f"AuthError {OPENAI_KEY}", "gen_ai.request.model": "gpt-4o-2024-08-06"}
+    )
+    counts = Counts()
+    Redactor(on_redact=counts)(batch)
+    assert attrs_of(only_span(batch).attributes) == {
+        "error.type": "AuthError [REDACTED:api_key]",
+        "gen_ai.request.model": "gpt-4o-2024-08-06",
+    }
+    assert counts.totals() == {"api_key": 1}
