@@ -31,15 +31,11 @@ from .exporters.file import FileSink
 from .exporters.otlp import GrpcSender, HttpSender, redact_url
 from .exporters.queue import QueueFull, QueueStats, SendingQueue
 from .exporters.spool import Spool
-from .model import LLMCall, LogBatch, MetricBatch, TraceBatch, settled
-from .processors.cost import CostConfig, CostProcessor
-from .processors.dedupe import Dedupe
-from .processors.enrich import make_enrich
+from .model import LogBatch, MetricBatch, TraceBatch, settled
 from .processors.fallback import FallbackDetector
 from .processors.metrics import LLMMetrics, MetricsConfig
-from .processors.normalize import Normalize
 from .processors.redact import Redactor
-from .processors.ttft import ttft
+from .processors.registry import Wiring, build_chain
 from .receivers.decode import count_items, drop_invalid_spans, to_json
 from .telemetry import Telemetry
 
@@ -96,29 +92,14 @@ class Service:
         cfg = self.config
         tel = self.telemetry
 
-        def unpriced(call: LLMCall) -> None:
-            tel.inc(tel.unpriced, (call.provider, call.request_model))
-
         def redacted(kind: str, n: int) -> None:
             tel.inc(tel.redactions, (kind,), n)
 
-        self._redactor = Redactor(cfg.redact, on_redact=redacted)
-        cost = CostProcessor(CostConfig(dict(cfg.price_overrides)), on_unpriced=unpriced)
-        factories: dict[str, Callable[[], Callable[[TraceBatch], TraceBatch]]] = {
-            "normalize": lambda: Normalize(lambda scope, n: tel.inc(tel.unreadable, (scope,), n)),
-            "dedupe": lambda: Dedupe(cfg.dedupe),
-            "ttft": lambda: ttft,
-            "cost": lambda: cost,
-            "fallback": self._make_fallback,
-            "redact": lambda: self._redactor,
-            "enrich": lambda: make_enrich(cfg.metrics.semconv),
-            "metrics": lambda: self.llm_metrics,
-        }
-        return [factories[name]() for name in cfg.processors]
-
-    def _make_fallback(self) -> Callable[[TraceBatch], TraceBatch]:
-        self._fallback = FallbackDetector(self.config.fallback, self.llm_metrics)
-        return self._fallback
+        self._redactor = Redactor(cfg.redact, on_redact=redacted)  # the log chain's too
+        steps = build_chain(cfg.processors, Wiring(cfg, tel, self.llm_metrics, self._redactor))
+        fallback = steps.get("fallback")  # flushed by the ticker and at shutdown
+        self._fallback = fallback if isinstance(fallback, FallbackDetector) else None
+        return list(steps.values())
 
     def _build_queue(self, signal: str) -> SendingQueue:
         cfg = self.config
