@@ -21,19 +21,11 @@ from .processors.cost import PriceOverride
 from .processors.dedupe import DedupeConfig
 from .processors.fallback import FallbackConfig
 from .processors.redact import RedactConfig
+from .processors.registry import NAMES, order_problem
 
 T = TypeVar("T")
 
-KNOWN_PROCESSORS = (
-    "normalize",
-    "dedupe",
-    "ttft",
-    "cost",
-    "fallback",
-    "redact",
-    "enrich",
-    "metrics",
-)
+KNOWN_PROCESSORS = NAMES  # processors/registry.py, in the default order
 DEFAULT_PROCESSORS = list(KNOWN_PROCESSORS)
 
 
@@ -292,10 +284,8 @@ class Config:
             )
         if len(set(self.processors)) != len(self.processors):
             raise ConfigError("processors: each processor may appear once")
-        if "normalize" not in self.processors and len(self.processors) > 0:
-            needs = {"dedupe", "ttft", "cost", "fallback", "enrich", "metrics"}
-            if needs & set(self.processors):
-                raise ConfigError("processors: normalize must run before the LLM processors")
+        if problem := order_problem(self.processors):
+            raise ConfigError(f"processors: {problem}")
         for model, o in self.price_overrides.items():
             for k, v in dataclasses.asdict(o).items():
                 if v is not None and (v != v or v < 0):

@@ -32,15 +32,11 @@ from .exporters.otlp import GrpcSender, HttpSender, redact_url
 from .exporters.queue import QueueFull, QueueStats, SendingQueue
 from .exporters.spool import Spool
 from .memlimit import MemoryLimited, MemoryLimiter, rss_bytes
-from .model import LLMCall, LogBatch, MetricBatch, TraceBatch, settled
-from .processors.cost import CostConfig, CostProcessor
-from .processors.dedupe import Dedupe
-from .processors.enrich import make_enrich
+from .model import LogBatch, MetricBatch, TraceBatch, settled
 from .processors.fallback import FallbackDetector
 from .processors.metrics import LLMMetrics, MetricsConfig
-from .processors.normalize import Normalize
 from .processors.redact import Redactor
-from .processors.ttft import ttft
+from .processors.registry import Wiring, build_chain
 from .receivers.decode import count_items, drop_invalid_spans
 from .telemetry import Telemetry
 
@@ -113,38 +109,16 @@ class Service:
         cfg = self.config
         tel = self.telemetry
 
-        def unpriced(call: LLMCall) -> None:
-            tel.inc(tel.unpriced, (call.provider, call.request_model))
-
         def redacted(kind: str, n: int) -> None:
             tel.inc(tel.redactions, (kind,), n)
 
-        def unpriceable(call: LLMCall, error: Exception) -> None:
-            self.processor_failed("cost", error, 1)
-
-        self._redactor = Redactor(cfg.redact, on_redact=redacted)
-        cost = CostProcessor(
-            CostConfig(dict(cfg.price_overrides)), on_unpriced=unpriced, on_error=unpriceable
-        )
-        factories: dict[str, Callable[[], Callable[[TraceBatch], TraceBatch]]] = {
-            "normalize": lambda: Normalize(lambda scope, n: tel.inc(tel.unreadable, (scope,), n)),
-            "dedupe": lambda: Dedupe(cfg.dedupe),
-            "ttft": lambda: ttft,
-            "cost": lambda: cost,
-            "fallback": self._make_fallback,
-            "redact": lambda: self._redactor,
-            "enrich": lambda: make_enrich(cfg.metrics.semconv),
-            "metrics": lambda: self.llm_metrics,
-        }
-        chain = [factories[name]() for name in cfg.processors]
-        self._stage_names.update(
-            (id(step), name) for step, name in zip(chain, cfg.processors, strict=True)
-        )
-        return chain
-
-    def _make_fallback(self) -> Callable[[TraceBatch], TraceBatch]:
-        self._fallback = FallbackDetector(self.config.fallback, self.llm_metrics)
-        return self._fallback
+        self._redactor = Redactor(cfg.redact, on_redact=redacted)  # the log chain's too
+        wiring = Wiring(cfg, tel, self.llm_metrics, self._redactor, self.processor_failed)
+        steps = build_chain(cfg.processors, wiring)
+        self._stage_names.update((id(step), name) for name, step in steps.items())
+        fallback = steps.get("fallback")  # flushed by the ticker and at shutdown
+        self._fallback = fallback if isinstance(fallback, FallbackDetector) else None
+        return list(steps.values())
 
     def _build_queue(self, signal: str) -> SendingQueue:
         cfg = self.config
