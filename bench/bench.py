@@ -11,7 +11,7 @@ What it does (all on loopback, all bounded in time):
    core (`--sut-core`, default 1): the sidecar (`python -m pipeline.cli run`, forwarding traces
    over OTLP/gRPC to the sink) or the Collector (`scripts/build-collector.sh`'s binary with
    `bench/collector-bench.yaml`: otlp receiver -> batch -> otlp_grpc exporter to the sink, plus
-   span_metrics connectors deriving the duration histogram and token-counter stand-ins).
+   span_metrics deriving the duration histogram, signal_to_metrics the token usage histogram).
 3. Drives it with `--senders` sender processes pinned to the other core (`--load-core`,
    default 0), raw unary gRPC calls paced to a target rate, stepping the rate up until the
    accepted rate falls short of the offered rate (< 97%) or the p99 round trip exceeds

@@ -35,6 +35,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 # The demo is the one import from pipeline's demo module: adapt here if it moves.
 from pipeline.demo import DemoStats, run_demo
 from tests.backends._backends import Jaeger, VictoriaLogs, start_on_free_ports, wait_until
+from tests.backends._screenshots import OUT_DIR as SHOTS
+from tests.backends._screenshots import capture, chromium, prometheus_graph_url, vmui_url
 from tests.collector._helpers import (
     CONFIG,
     SKIP_ENV,
@@ -369,6 +371,19 @@ def test_exemplar_to_jaeger_trace_to_victorialogs_logs(stack: Stack) -> None:
         f"run: {stats.requests} requests, {stats.spans} spans and {stats.log_records} log records "
         f"sent = {sum(got_ids.values())} spans in Jaeger, {vl.count('*')} records in VictoriaLogs"
     )
+
+    # --- what a user sees (only where Debian's chromium is installed): saved screenshots
+    if (browser := chromium()) is not None:
+        shot = capture(
+            browser, vmui_url(vl.url, traces_to_logs_query(trace_id)), SHOTS / "vmui-trace-logs.png"
+        )
+        assert all(r["_msg"] in shot.dom for r in got_logs), (shot.url, shot.dom[-2000:])
+        expr = "sum by (gen_ai_request_model) (gen_ai_client_operation_duration_seconds_count)"
+        graph = capture(
+            browser, prometheus_graph_url(prom.url, expr), SHOTS / "prometheus-graph.png"
+        )
+        assert series_labels["gen_ai_request_model"] in graph.dom, (graph.url, graph.dom[-2000:])
+        print(f"screenshots: {shot.png}, {graph.png}")
 
 
 @pytest.mark.timeout(300)
