@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import sys
 
-import pipeline.service
+import pipeline.processors.registry
 from pipeline.cli import main
 from pipeline.model import LLMCall, TraceBatch
 from pipeline.processors.cost import CostProcessor
 
 _price = CostProcessor.price
-_ttft = pipeline.service.ttft
+_ttft = pipeline.processors.registry.ttft
 
 
 def price(self: CostProcessor, call: LLMCall) -> float | None:
@@ -32,7 +32,7 @@ def ttft(batch: TraceBatch) -> TraceBatch:
 
 
 CostProcessor.price = price  # type: ignore[method-assign]
-pipeline.service.ttft = ttft
+pipeline.processors.registry.ttft = ttft
 
 if __name__ == "__main__":
     sys.exit(main())
