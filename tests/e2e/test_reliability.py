@@ -391,7 +391,9 @@ def test_sigterm_with_a_backlog_of_large_requests_counts_what_it_gives_up(
         "exporters": {
             "traces": {"protocol": "http", "endpoint": f"http://127.0.0.1:{counting.http_port}"}
         },
-        "queue": {"shutdown_timeout_s": 1.0, "max_bytes": 256 << 20},
+        # no time to drain: the request acknowledged last is still being processed when
+        # SIGTERM comes (a fast machine had drained a 1 s deadline's backlog)
+        "queue": {"shutdown_timeout_s": 0.0, "max_bytes": 256 << 20},
     }
     sc = start_sidecar(tmp_path, cfg)
     try:
@@ -412,7 +414,7 @@ def test_sigterm_with_a_backlog_of_large_requests_counts_what_it_gives_up(
         assert sc.stop() == 0, sc.logs()
         took = time.monotonic() - t0
         counting.stop()
-    assert took < 1.0 + 3.0 + 3.0  # the deadline, the gRPC receiver's grace, start-up slack
+    assert took < 3.0 + 3.0  # the gRPC receiver's grace, start-up slack
     logs = sc.logs()
     m = re.search(r"llm-pipeline stopped .*traces=(\d+) undelivered=(\d+)", logs)
     assert m, logs
@@ -420,5 +422,5 @@ def test_sigterm_with_a_backlog_of_large_requests_counts_what_it_gives_up(
     delivered = counting.other
     # every acknowledged span was either delivered or counted as undelivered
     assert delivered + undelivered == acked, (delivered, undelivered, acked, logs)
-    assert undelivered > 0  # the backlog really was too long for the deadline
+    assert undelivered > 0  # the backlog really was cut short
     assert "acknowledged items dropped at shutdown" in logs or "dropped at shutdown" in logs
