@@ -25,6 +25,8 @@ from .exporters.queue import QueueFull
 
 log = structlog.get_logger("pipeline")
 
+# How long nothing admitted may be held, above the soft limit, before a request is let in.
+IDLE_ADMIT_S = 2.0
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -58,7 +60,13 @@ def rss_bytes() -> int | None:
 
 
 class MemoryLimiter:
-    def __init__(self, limit_mib: int, soft_percent: int = 80, interval_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        limit_mib: int,
+        soft_percent: int = 80,
+        interval_s: float = 0.05,
+        busy: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.limit = limit_mib * 1024 * 1024  # 0: off
         self.soft = self.limit * soft_percent // 100
         self.interval_s = interval_s
@@ -69,6 +77,11 @@ class MemoryLimiter:
         self._collected = 0.0
         self._lock = threading.Lock()
         self._trim = _trimmer()
+        # Whether admitted data is still held (being processed or queued for export). When
+        # nothing is and the RSS stays above the soft limit after a collection, waiting frees
+        # nothing (the allocator keeps its arenas): refusing then would refuse for ever.
+        self._busy = busy
+        self._idle_since: float | None = None
 
     def ok(self) -> bool:
         """False while the RSS is above the soft limit (sampled every `interval_s`)."""
@@ -89,7 +102,14 @@ class MemoryLimiter:
                 if self._trim is not None:
                     self._trim()
                 rss = rss_bytes() or 0
-            ok = rss <= self.soft
+            if self._busy():
+                self._idle_since = None
+            elif self._idle_since is None:
+                self._idle_since = now
+            # above the soft limit with nothing held for a while: the RSS is the allocator's
+            # (waiting frees nothing), so a request is let in, reusing that memory
+            stuck = self._idle_since is not None and now - self._idle_since >= IDLE_ADMIT_S
+            ok = rss <= self.soft or stuck
             if ok != self._ok:
                 log.warning(
                     "memory above the soft limit: refusing new requests"

@@ -90,7 +90,9 @@ class Service:
         )
         self.queues = {s: self._build_queue(s) for s in SIGNALS}
         self.memory = MemoryLimiter(
-            config.memory_limit_mib if limit_memory else 0, config.memory_soft_limit_percent
+            config.memory_limit_mib if limit_memory else 0,
+            config.memory_soft_limit_percent,
+            busy=self._holds_data,
         )
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="fallback-ticker", daemon=True)
@@ -485,6 +487,14 @@ class Service:
                 pass
         # the parsed request is read: enrich's deferred additions go into it first
         return Service._encode(queue, settled(batch), batch.raw, batch.modified)
+
+    def _holds_data(self) -> bool:
+        """Admitted requests not yet processed, or items waiting in a sending queue."""
+        return (
+            bool(self._jobs)
+            or self._current is not None
+            or any(q.size for q in self.queues.values())
+        )
 
     def memory_ok(self, signal: str) -> bool:
         """For the receivers, before they read or decode a request: False (the refusal
