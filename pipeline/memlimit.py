@@ -26,7 +26,7 @@ from .exporters.queue import QueueFull
 log = structlog.get_logger("pipeline")
 
 # How long nothing admitted may be held, above the soft limit, before a request is let in.
-IDLE_ADMIT_S = 2.0
+IDLE_ADMIT_S = 5.0
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
