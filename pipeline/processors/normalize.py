@@ -45,7 +45,7 @@ _STATUS_ERROR = 2
 _CLASS_REPR = re.compile(r"^<class '([\w.]+)'>$")
 
 _MAX_TOKENS = 2**63 - 1  # an OTLP int64: larger counts (from strings) are not counts
-_TOKEN_FIELDS = (
+TOKEN_FIELDS = (
     "input_tokens",
     "output_tokens",
     "cache_read_tokens",
@@ -226,7 +226,7 @@ def _call(
         marked
         or "provider" in fields
         or "operation" in fields
-        or any(f in fields for f in _TOKEN_FIELDS)
+        or any(f in fields for f in TOKEN_FIELDS)
     ):
         return None
 
@@ -248,7 +248,7 @@ def _call(
         present=plan.present,
         response_id=str(fields.get("response_id", "")),
     )
-    for f in _TOKEN_FIELDS:
+    for f in TOKEN_FIELDS:
         v = fields.get(f)
         if v is not None and 0 <= v <= _MAX_TOKENS:
             setattr(call, f, v)

@@ -17,6 +17,7 @@ import structlog
 
 from ..aggregation import Aggregation
 from ..model import LLMCall
+from .normalize import TOKEN_FIELDS
 
 log = structlog.get_logger("pipeline.metrics")
 
@@ -27,13 +28,6 @@ MAX_COST_USD = 1e6  # per call
 # by a little; by more than this it is not the same call's.
 TTFT_SLACK_S = 1.0
 MAX_DURATION_NS = int(MAX_DURATION_S * 1e9)
-_TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-    "reasoning_tokens",
-)
 REASONS = (
     "end_before_start",
     "duration_too_long",
@@ -94,7 +88,7 @@ class Plausibility:
         if ttft is not None and not call.server_side and ttft > d_ns / 1e9 + TTFT_SLACK_S:
             reasons.append("ttft_after_end")
             changes["ttft_s"] = changes["time_per_token_s"] = None
-        for field in _TOKEN_FIELDS:
+        for field in TOKEN_FIELDS:
             n = getattr(call, field)
             if n is not None and n > MAX_TOKENS:
                 reasons.append("tokens_too_large")
