@@ -1,16 +1,18 @@
 """What both receivers share: the OTLP response, the bearer check, counting and logging what
-they refuse."""
+they refuse, and the budget of request bytes in flight."""
 
 from __future__ import annotations
 
 import hmac
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from google.protobuf.message import Message
 
+from .._http import Tracked
 from ..service import Accepted, Service
 from .decode import RESPONSE_TYPES
 
@@ -57,13 +59,14 @@ class RateLimitedLog:
         self._last: dict[tuple[str, ...], float] = {}
         self._suppressed: dict[tuple[str, ...], int] = {}
 
-    def warning(self, key: tuple[str, ...], event: str, **fields: Any) -> bool:
-        """Log unless `key` was logged less than `interval_s` ago; True when logged."""
+    def warning(self, key: tuple[str, ...], event: str, weight: int = 1, **fields: Any) -> bool:
+        """Log unless `key` was logged less than `interval_s` ago; True when logged. `weight`:
+        how many refusals this one line stands for (a transport may report several at once)."""
         now = time.monotonic()
         with self._lock:
             last = self._last.get(key)
             if last is not None and now - last < self.interval_s:
-                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                self._suppressed[key] = self._suppressed.get(key, 0) + weight
                 return False
             if len(self._last) > 1024:  # keys are bounded in practice; never let them grow
                 self._last.clear()
@@ -100,3 +103,62 @@ def refuse(
         detail=detail[:200],
         **fields,
     )
+
+
+def refuse_connections(transport: str, reason: str, detail: str, count: int = 1) -> None:
+    """Log (rate-limited, like `refuse`) connections a transport refused or closed: no items
+    were refused, so nothing is counted in rejected_items (the caller counts connections)."""
+    REFUSALS.warning(
+        (transport, "", reason),
+        "connections refused",
+        weight=count,
+        transport=transport,
+        reason=reason,
+        count=count,
+        detail=detail[:200],
+    )
+
+
+class ByteBudget:
+    """Bytes of request bodies (decompressed) being read or decoded at once, across
+    connections. Reserved as they arrive; when there is no room, slow senders holding bytes
+    may be closed for it (`reclaim`, set by the server), and the room they give back waited
+    for (a second at most)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cv = threading.Condition()
+        self.reclaim: Callable[[int, Tracked | None], bool] | None = None
+
+    def try_reserve(self, n: int) -> bool:
+        with self._cv:
+            if self.used + n > self.limit:
+                return False
+            self.used += n
+            return True
+
+    def reserve(self, n: int, who: Tracked | None = None, take: bool = True) -> bool:
+        """Reserve `n` bytes (or, `take=False`, wait until they would fit)."""
+        with self._cv:
+            short = self.used + n - self.limit
+            if short <= 0:
+                self.used += n if take else 0
+                return True
+        if self.reclaim is None or not self.reclaim(short, who):
+            return False
+        deadline = time.monotonic() + 1.0
+        with self._cv:
+            while self.used + n > self.limit:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+            self.used += n if take else 0
+            return True
+
+    def release(self, n: int) -> None:
+        if n:
+            with self._cv:
+                self.used -= n
+                self._cv.notify_all()

@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ._common import bearer_ok
-from .otlp_http import ByteBudget
+from ._common import ByteBudget, bearer_ok
 
 if TYPE_CHECKING:
     from .otlp_grpc import Answer, OtlpGrpcReceiver

@@ -13,14 +13,12 @@ Both are bounded under hostile clients (issue 21): streams per connection, open 
 a deadline for a request to arrive whole, an idle-connection timeout, the bearer token checked
 before the body is read, and request bytes in flight counted once gunzipped. Every refusal is
 counted (`llm_pipeline_rejected_items_total{reason}`) and logged, at most once per reason
-every `LOG_EVERY_S`.
+every 10 s (`_common.refuse`).
 """
 
 from __future__ import annotations
 
 import math
-import threading
-import time
 from typing import Any
 
 import grpc
@@ -32,7 +30,7 @@ from .. import _native
 from ..config import ReceiversConfig
 from ..exporters.queue import QueueFull
 from ..service import Service
-from ._common import export_response
+from ._common import export_response, refuse, refuse_connections
 from .decode import DecodeError, count_items, parse_protobuf
 
 log = structlog.get_logger("pipeline.receivers")
@@ -42,7 +40,6 @@ _SERVICES = {
     "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
     "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
 }
-LOG_EVERY_S = 10.0
 
 
 def _retry_metadata(delay_s: int, message: str) -> tuple[tuple[str, str | bytes], ...]:
@@ -72,29 +69,18 @@ Answer = tuple[int, str, bytes, tuple[tuple[str, str | bytes], ...]]
 
 
 class Refusals:
-    """Counts each refusal (`Service.reject`) and logs it, at most once per reason every
-    `LOG_EVERY_S` (with how many went unlogged since)."""
+    """The gRPC receiver's refusals: counted in llm_pipeline_rejected_items_total and logged
+    at most once per reason every 10 s, through `_common.refuse` like the HTTP receiver's."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
-        self._lock = threading.Lock()
-        self._logged: dict[str, tuple[float, int]] = {}
 
-    def __call__(self, signal: str | None, reason: str, detail: str, items: int = 0) -> None:
-        if signal is not None:
-            self.service.reject(signal, reason, items)
-        self.note(reason, detail, signal=signal)
+    def __call__(self, signal: str, reason: str, detail: str, items: int = 0) -> None:
+        refuse(self.service, "grpc", signal, reason, detail, items)
 
-    def note(self, reason: str, detail: str, count: int = 1, **fields: Any) -> None:
-        """Logs (rate-limited) without counting rejected items."""
-        now = time.monotonic()
-        with self._lock:
-            last, unlogged = self._logged.get(reason, (-math.inf, 0))
-            if now - last < LOG_EVERY_S:
-                self._logged[reason] = (last, unlogged + count)
-                return
-            self._logged[reason] = (now, 0)
-        log.warning("otlp/grpc refused", reason=reason, detail=detail, unlogged=unlogged, **fields)
+    def note(self, reason: str, detail: str, count: int = 1) -> None:
+        """Connections refused or closed by the transport (no items are counted)."""
+        refuse_connections("grpc", reason, detail, count)
 
 
 def _busy(refuse: Refusals, signal: str) -> Answer:

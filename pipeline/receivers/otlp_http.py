@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import socketserver
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import h11
@@ -32,7 +29,7 @@ from .._http import Evict, HttpServer, Tracked
 from ..config import ReceiversConfig
 from ..exporters.queue import QueueFull
 from ..service import Service
-from ._common import bearer_ok, export_response, refuse
+from ._common import ByteBudget, bearer_ok, export_response, refuse
 from .decode import (
     DecodeError,
     Inflater,
@@ -62,51 +59,6 @@ _GRPC_CODE = {
     503: 14,
 }
 _RETRY = (("Retry-After", "1"),)
-
-
-class ByteBudget:
-    """Bytes of request bodies (decompressed) being read or decoded at once, across
-    connections. Reserved as they arrive; when there is no room, slow senders holding bytes
-    may be closed for it (`reclaim`, set by the server), and the room they give back waited
-    for (a second at most)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._cv = threading.Condition()
-        self.reclaim: Callable[[int, Tracked | None], bool] | None = None
-
-    def try_reserve(self, n: int) -> bool:
-        with self._cv:
-            if self.used + n > self.limit:
-                return False
-            self.used += n
-            return True
-
-    def reserve(self, n: int, who: Tracked | None = None, take: bool = True) -> bool:
-        """Reserve `n` bytes (or, `take=False`, wait until they would fit)."""
-        with self._cv:
-            short = self.used + n - self.limit
-            if short <= 0:
-                self.used += n if take else 0
-                return True
-        if self.reclaim is None or not self.reclaim(short, who):
-            return False
-        deadline = time.monotonic() + 1.0
-        with self._cv:
-            while self.used + n > self.limit:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cv.wait(left)
-            self.used += n if take else 0
-            return True
-
-    def release(self, n: int) -> None:
-        if n:
-            with self._cv:
-                self.used -= n
-                self._cv.notify_all()
 
 
 class _Held:

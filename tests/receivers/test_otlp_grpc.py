@@ -375,10 +375,12 @@ def test_refusals_are_counted_each_and_logged_once_per_reason_per_interval(
 ) -> None:
     from structlog.testing import capture_logs
 
-    from pipeline.receivers import otlp_grpc
+    from pipeline.receivers import _common, otlp_grpc
 
     clock = [1000.0]
-    monkeypatch.setattr(otlp_grpc, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(_common, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    # a fresh rate limiter: the process-wide one may have logged these keys already
+    monkeypatch.setattr(_common, "REFUSALS", _common.RateLimitedLog(_common.structlog.get_logger()))
     cfg = Config()
     cfg.file.directory = str(tmp_path)
     service = Service(cfg)
@@ -387,14 +389,21 @@ def test_refusals_are_counted_each_and_logged_once_per_reason_per_interval(
         for _ in range(5):
             refuse("traces", "too_large", "request exceeds 10 bytes")
         refuse("logs", "unauthenticated", "missing or invalid bearer token")
-        clock[0] += otlp_grpc.LOG_EVERY_S + 0.1
+        refuse.note("too_many_connections", "connection limit reached", 3)
+        refuse.note("too_many_connections", "connection limit reached", 2)
+        clock[0] += _common.REFUSALS.interval_s + 0.1
         refuse("traces", "too_large", "request exceeds 10 bytes")
+        refuse.note("too_many_connections", "connection limit reached", 1)
     rejected = service.telemetry.rejected.series
     assert rejected[("traces", "too_large")].value == 6
     assert rejected[("logs", "unauthenticated")].value == 1
-    assert [(e["reason"], e["unlogged"]) for e in logs] == [
+    assert not any(key[1] == "too_many_connections" for key in rejected)
+    assert [(e["reason"], e.get("suppressed_since_last", 0)) for e in logs] == [
         ("too_large", 0),
         ("unauthenticated", 0),
+        ("too_many_connections", 0),
         ("too_large", 4),
+        ("too_many_connections", 2),  # the connections of the one line not logged
     ]
     assert logs[0]["detail"] == "request exceeds 10 bytes" and logs[0]["signal"] == "traces"
+    assert logs[0]["transport"] == "grpc" and logs[2]["count"] == 3
