@@ -12,21 +12,18 @@ Both are stopped at exit if a test forgot to.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tests.helpers.process import ManagedProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SKIP_ENV = "LLM_PIPELINE_SKIP_BACKENDS"
@@ -77,42 +74,13 @@ def build_backend(name: str, timeout: float = 2400) -> Path:
         return got
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
-    """Poll ``pred`` until it returns something truthy; return it, or the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
-
-
-def start_on_free_ports(make: Callable[[], Any], attempts: int = 3) -> Any:
-    """``make().start()``, again with fresh ports when a port taken from free_port() was
-    grabbed by another process before the server bound it (a shared machine)."""
-    for attempt in range(attempts):
-        server = make()
-        try:
-            return server.start()
-        except RuntimeError as e:
-            if "address already in use" not in str(e) or attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
-
-
 def _get_json(url: str, timeout: float = 10) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read())
 
 
-class _Process:
-    """A backend binary run with a log file; SIGTERM then SIGKILL on stop."""
+class _Process(ManagedProcess):
+    """A backend binary run in its own work directory."""
 
     name = "backend"
 
@@ -120,70 +88,7 @@ class _Process:
         self.binary = binary
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.workdir / f"{self.name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.env: dict[str, str] = {}
-
-    def args(self) -> list[str]:
-        raise NotImplementedError
-
-    def ready(self) -> bool:
-        raise NotImplementedError
-
-    def start(self, timeout: float = 30) -> Any:
-        assert self.proc is None, "already started"
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n===== start {time.strftime('%X')}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                self.args(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env},
-                cwd=self.workdir,
-            )
-        _live.add(self)
-        proc = self.proc
-        if not wait_until(lambda: proc.poll() is not None or self.ready(), timeout):
-            self.stop()
-            raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.logs()[-3000:]}")
-        if proc.poll() is not None:
-            rc = self.stop()
-            raise RuntimeError(f"{self.name} exited {rc}:\n{self.logs()[-3000:]}")
-        return self
-
-    def stop(self, timeout: float = 15) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        rc = self.proc.returncode
-        self.proc = None
-        _live.discard(self)
-        return rc
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> Any:
-        return self if self.proc is not None else self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-_live: set[_Process] = set()
-
-
-@atexit.register
-def _stop_leftovers() -> None:
-    for p in list(_live):
-        p.stop(timeout=5)
+        super().__init__(self.workdir / f"{self.name}.log", cwd=self.workdir)
 
 
 # ---------------------------------------------------------------------------------------- Jaeger

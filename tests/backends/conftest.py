@@ -21,8 +21,8 @@ from tests.backends._backends import (
     Jaeger,
     VictoriaLogs,
     build_backend,
-    start_on_free_ports,
 )
+from tests.helpers.process import start_on_free_ports
 
 _FIXTURES = {"jaeger_binary": "jaeger", "victorialogs_binary": "victorialogs"}
 

@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 # The demo is the one import from pipeline's demo module: adapt here if it moves.
 from pipeline.demo import DemoStats, run_demo
-from tests.backends._backends import Jaeger, VictoriaLogs, start_on_free_ports, wait_until
+from tests.backends._backends import Jaeger, VictoriaLogs
 from tests.backends._screenshots import OUT_DIR as SHOTS
 from tests.backends._screenshots import capture, chromium, prometheus_graph_url, vmui_url
 from tests.collector._helpers import (
@@ -46,6 +46,7 @@ from tests.collector._helpers import (
     collector_env,
 )
 from tests.helpers.otlp_sink import free_port
+from tests.helpers.process import start_on_free_ports, wait_until
 from tests.helpers.prometheus import start_prometheus
 from tests.helpers.sidecar import SidecarProcess, start_sidecar
 from tests.stack._prom import PrometheusServer

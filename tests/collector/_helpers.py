@@ -14,16 +14,12 @@
 
 from __future__ import annotations
 
-import atexit
 import gzip
 import http.server
 import os
 import re
-import signal
-import socket
 import subprocess
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent import futures
@@ -36,6 +32,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from tests.helpers.process import ManagedProcess, free_port, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-collector.sh"
@@ -88,12 +86,6 @@ def build_collector(timeout: float = 1800) -> Path:
 # ---------------------------------------------------------------------------------- ports, env
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class CollectorPorts:
     otlp_grpc: int = field(default_factory=free_port)
@@ -135,30 +127,20 @@ def collector_env(
     return env
 
 
-def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
-    """Poll ``pred`` until it returns something truthy; return it, or the last value on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
-
-
 # ----------------------------------------------------------------------------------- collector
 
 
-class Collector:
+class Collector(ManagedProcess):
     """The otelcol-llm binary running one config; logs go to ``log_path``."""
+
+    name = "collector"
 
     def __init__(
         self, binary: Path, configs: Iterable[Path], env: dict[str, str], log_path: Path
     ) -> None:
+        super().__init__(log_path, env)
         self.binary = binary
         self.configs = list(configs)
-        self.env = env
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def health_url(self) -> str:
@@ -168,26 +150,17 @@ class Collector:
     def metrics_url(self) -> str:
         return f"http://{self.env['COLLECTOR_METRICS_HOST']}:{self.env['COLLECTOR_METRICS_PORT']}/metrics"
 
-    def start(self, timeout: float = 20) -> Collector:
-        assert self.proc is None, "already started"
+    def args(self) -> list[str]:
         args = [str(self.binary)]
         for c in self.configs:
             args += ["--config", str(c)]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        log.write(f"\n===== start {time.strftime('%X')} {' '.join(args)}\n".encode())
-        log.flush()
-        proc = self.proc = subprocess.Popen(
-            args, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        _live.add(self)
-        if not wait_until(lambda: self.healthy() or proc.poll() is not None, timeout):
-            self.stop()
-            raise RuntimeError(f"collector not healthy after {timeout}s:\n{self.logs()[-4000:]}")
-        if proc.poll() is not None:
-            rc = self.stop()
-            raise RuntimeError(f"collector exited {rc}:\n{self.logs()[-4000:]}")
-        return self
+        return args
+
+    def ready(self) -> bool:
+        return self.healthy()
+
+    def start(self, timeout: float = 20) -> Collector:
+        return super().start(timeout)
 
     def healthy(self) -> bool:
         try:
@@ -195,25 +168,6 @@ class Collector:
                 return bool(r.status == 200)
         except OSError:
             return False
-
-    def stop(self, timeout: float = 20) -> int | None:
-        """SIGTERM (graceful shutdown, flushes the pipeline), SIGKILL after ``timeout``."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        rc = self.proc.returncode
-        self.proc = None
-        _live.discard(self)
-        return rc
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def metrics_text(self) -> str:
         with urllib.request.urlopen(self.metrics_url, timeout=2) as r:
@@ -231,21 +185,6 @@ class Collector:
                 total += float(m.group(4))
                 seen = True
         return total if seen else None
-
-    def __enter__(self) -> Collector:
-        return self if self.proc is not None else self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-_live: set[Collector] = set()
-
-
-@atexit.register
-def _stop_leftover_collectors() -> None:
-    for c in list(_live):
-        c.stop(timeout=5)
 
 
 # ------------------------------------------------------------------------------------ OTLP sinks

@@ -5,7 +5,6 @@ It can be told to fail (UNAVAILABLE / 503) to test retries and backpressure.
 
 from __future__ import annotations
 
-import socket
 import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +24,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from tests.helpers.process import free_port
+
 _TYPES: dict[str, tuple[Any, Any, str]] = {
     "traces": (
         ExportTraceServiceRequest,
@@ -42,12 +43,6 @@ _TYPES: dict[str, tuple[Any, Any, str]] = {
         "opentelemetry.proto.collector.metrics.v1.MetricsService",
     ),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class OtlpSink:
