@@ -7,7 +7,7 @@ only into spans it changed, so the exporters can forward the request as it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -15,6 +15,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from . import _native
 
 # Canonical fields a convention table maps attribute keys to (see processors/conventions).
 FIELDS = (
@@ -81,7 +83,7 @@ class LLMCall:
     # the events). TTFT comes from the first, time per output chunk from the intervals.
     chunk_ns: tuple[int, ...] | None = None
     # Where the span's message content lies in the received bytes, when normalize read it from
-    # them (enrich records its additions there as a byte edit, see TraceBatch.edits).
+    # them (enrich records its additions there as a byte edit, see TraceBatch.append_to_spans).
     wire_span: tuple[int, int] | None = None
 
     @property
@@ -97,47 +99,161 @@ class LLMCall:
         return self.trace_id.hex()
 
 
-@dataclass(slots=True)
-class TraceBatch:
-    """One OTLP trace request on its way through the processor chain."""
-
-    request: ExportTraceServiceRequest
-    calls: list[LLMCall] = field(default_factory=list)
-    span_count: int = 0
-    modified: bool = False  # some span was changed; exporters must re-serialize
-    raw: bytes | None = None  # the received protobuf bytes, forwarded as-is when unmodified
-    # Each change made to `request` as a byte edit of `raw` too: (start, end, bytes, append),
-    # see the native `patch`; the exporters apply these instead of serializing the whole
-    # request. None once a change was made that could not be recorded so.
-    edits: list[tuple[int, int, bytes, bool]] | None = field(default_factory=list)
-    # enrich's additions recorded in `edits` but not merged into `request`'s spans yet (a upb
-    # merge per span cost ~a third of enrich): whatever reads `request` after the chain for
-    # its content calls `settled` first (the exporters send the patched bytes instead).
-    unmerged: list[tuple[LLMCall, bytes]] | None = None
+Edit = tuple[int, int, bytes, bool]  # (start, end, bytes, append) in the received bytes
 
 
-def settled(batch: TraceBatch) -> ExportTraceServiceRequest:
-    """The batch's request with every change made to it, enrich's deferred additions too."""
-    if batch.unmerged:
-        for call, added in batch.unmerged:
+class _Received:
+    """A request as parsed and, when it came as protobuf, as received. The received bytes
+    describe the request until it is changed: then `encode` serializes the request."""
+
+    __slots__ = ("_modified", "_raw", "_request")
+
+    def __init__(self, request: Any, raw: bytes | None = None) -> None:
+        self._request = request
+        self._raw = raw
+        self._modified = False
+
+    @property
+    def request(self) -> Any:
+        return self._request
+
+    @property
+    def received(self) -> bytes | None:
+        """The bytes as received while they still describe the request: None once something
+        changed it (their offsets no longer hold), or when it was not received as bytes."""
+        return self._raw if not self._modified else None
+
+    @property
+    def modified(self) -> bool:
+        """Some item was changed: the exporters do not forward the received bytes as they are."""
+        return self._modified
+
+    def touch(self) -> None:
+        """The parsed request is about to be changed in place, and the change is not recorded
+        as a byte edit: from now on it is what the exporters serialize."""
+        self._modified = True
+
+    def encode(self) -> bytes:
+        """Protobuf for every exporter: the received bytes while unchanged."""
+        if self._raw is not None and not self._modified:
+            return self._raw
+        return bytes(self.request.SerializeToString())
+
+
+class TraceBatch(_Received):
+    """One OTLP trace request on its way through the processor chain.
+
+    A change to the parsed request is either recorded as a byte edit of the received bytes
+    (`record_edit`, `append_to_spans`: the exporters then patch those bytes instead of
+    serializing the request) or announced by `touch` (the request is serialized)."""
+
+    __slots__ = ("_edits", "_unmerged", "calls", "span_count")
+
+    def __init__(
+        self,
+        request: ExportTraceServiceRequest,
+        calls: list[LLMCall] | None = None,
+        span_count: int = 0,
+        raw: bytes | None = None,
+    ) -> None:
+        super().__init__(request, raw)
+        self.calls: list[LLMCall] = [] if calls is None else calls
+        self.span_count = span_count
+        # Each change as a byte edit of `_raw` (see the native `patch`); None once a change
+        # was made that could not be recorded so, or when there are no received bytes.
+        self._edits: list[Edit] | None = [] if raw is not None else None
+        # Additions recorded in `_edits` but not merged into the parsed spans yet (a upb merge
+        # per span cost ~a third of enrich): merged when something reads `request`.
+        self._unmerged: list[tuple[LLMCall, bytes]] = []
+
+    @property
+    def request(self) -> ExportTraceServiceRequest:
+        """The parsed request with every change made to it, deferred additions merged."""
+        if self._unmerged:
+            self._merge()
+        return self._request  # type: ignore[no-any-return]
+
+    def _merge(self) -> None:
+        unmerged, self._unmerged = self._unmerged, []
+        for call, added in unmerged:
             call.span.MergeFromString(added)
-        batch.unmerged = None
-    return batch.request
+
+    @property
+    def patchable(self) -> bool:
+        """Changes can still be recorded as edits at offsets of the received bytes."""
+        return self._edits is not None
+
+    @property
+    def edits(self) -> list[Edit] | None:
+        """A copy of the byte edits recorded so far (None: not patchable)."""
+        return None if self._edits is None else list(self._edits)
+
+    def touch(self) -> None:
+        self._modified = True
+        self._edits = None
+        if self._unmerged:  # the request is what the exporters send: it needs them now
+            self._merge()
+
+    def record_edit(self, start: int, end: int, data: bytes, append: bool = False) -> None:
+        """The parsed request was changed in place, the same change being `data` written over
+        (or, `append`, after) the received bytes [start, end). The offsets are those of the
+        received bytes (read from `received` before any change), or the batch is touched:
+        an edit after a change that was not recorded would land on stale offsets."""
+        if self._edits is None:
+            self.touch()
+            return
+        self._modified = True
+        self._edits.append((start, end, data, append))
+
+    def append_to_spans(self, call: LLMCall, added: bytes) -> None:
+        """Add `added` (encoded Span fields) to the call's span: as a byte edit appended to the
+        span's received bytes, merged into the parsed span only when `request` is read; or,
+        when that cannot be recorded, merged now."""
+        if self._edits is not None and call.wire_span is not None:
+            self._modified = True
+            self._edits.append((*call.wire_span, added, True))
+            self._unmerged.append((call, added))
+        else:
+            self.touch()
+            call.span.MergeFromString(added)
+
+    def encode(self) -> bytes:
+        """What the exporters send: the received bytes, patched with the recorded edits, or
+        the request serialized (deferred additions merged first)."""
+        if self._raw is not None and self._edits and _native.patch is not None:
+            try:
+                return _native.patch(self._raw, self._edits)
+            except ValueError:  # an edit the wire walk does not place: serialize instead
+                pass
+        return super().encode()
 
 
-@dataclass(slots=True)
-class LogBatch:
-    request: ExportLogsServiceRequest
-    record_count: int = 0
-    modified: bool = False
-    raw: bytes | None = None
+class LogBatch(_Received):
+    __slots__ = ("record_count",)
+
+    def __init__(
+        self, request: ExportLogsServiceRequest, record_count: int = 0, raw: bytes | None = None
+    ) -> None:
+        super().__init__(request, raw)
+        self.record_count = record_count
+
+    @property
+    def request(self) -> ExportLogsServiceRequest:
+        return self._request  # type: ignore[no-any-return]
 
 
-@dataclass(slots=True)
-class MetricBatch:
-    request: ExportMetricsServiceRequest
-    point_count: int = 0
-    raw: bytes | None = None
+class MetricBatch(_Received):
+    __slots__ = ("point_count",)
+
+    def __init__(
+        self, request: ExportMetricsServiceRequest, point_count: int = 0, raw: bytes | None = None
+    ) -> None:
+        super().__init__(request, raw)
+        self.point_count = point_count
+
+    @property
+    def request(self) -> ExportMetricsServiceRequest:
+        return self._request  # type: ignore[no-any-return]
 
 
 Batch = TraceBatch | LogBatch | MetricBatch

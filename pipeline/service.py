@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 
 import structlog
 
-from ._native import patch
 from .aggregation import Aggregation
 from .config import Config
 from .exporters.file import FileSink
@@ -32,7 +31,7 @@ from .exporters.otlp import GrpcSender, HttpSender, redact_url
 from .exporters.queue import QueueFull, QueueStats, SendingQueue
 from .exporters.spool import Spool
 from .memlimit import MemoryLimited, MemoryLimiter, rss_bytes
-from .model import LogBatch, MetricBatch, TraceBatch, settled
+from .model import LogBatch, MetricBatch, TraceBatch
 from .processors.fallback import FallbackDetector
 from .processors.metrics import LLMMetrics, MetricsConfig
 from .processors.redact import Redactor
@@ -392,7 +391,7 @@ class Service:
                 return
             except Exception as e:  # encoding what the chain left failed: forward as received
                 self.processor_failed("encode", e, items)
-                data = self._encode(queue, request, raw, False)
+                data = raw if raw is not None else bytes(request.SerializeToString())
         except BaseException:
             queue.release(items, job.nbytes)
             raise
@@ -411,7 +410,7 @@ class Service:
             batch = TraceBatch(request, raw=raw)
             with self._lock:
                 batch = self._run(self.trace_chain, batch, items)
-            data = self._encode_traces(queue, batch)
+            data = batch.encode()
             if batch.calls:
                 # counted per convention in C first: one add per convention, not per call
                 by_convention = Counter(call.convention for call in batch.calls)
@@ -423,9 +422,8 @@ class Service:
             lbatch = LogBatch(request, items, raw=raw)
             with self._lock:
                 lbatch = self._run(self.log_chain, lbatch, items)
-            return self._encode(queue, lbatch.request, lbatch.raw, lbatch.modified)
-        mbatch = MetricBatch(request, items, raw)
-        return self._encode(queue, mbatch.request, mbatch.raw, False)
+            return lbatch.encode()
+        return MetricBatch(request, items, raw).encode()
 
     def _run(self, chain: list[Callable[[_B], _B]], batch: _B, items: int) -> _B:
         """The batch through `chain`; a stage that raises is counted and skipped, the batch
@@ -471,22 +469,9 @@ class Service:
         return True
 
     @staticmethod
-    def _encode(queue: SendingQueue, request: Any, raw: bytes | None, modified: bool) -> bytes:
-        """Protobuf for every exporter (the file sink writes its JSON item by item)."""
-        if raw is not None and not modified:
-            return raw
-        return bytes(request.SerializeToString())
-
-    @staticmethod
     def _encode_traces(queue: SendingQueue, batch: TraceBatch) -> bytes:
-        if batch.raw is not None and batch.edits and patch is not None:
-            # every change was recorded as a byte edit: apply them, not a serialization
-            try:
-                return patch(batch.raw, batch.edits)
-            except ValueError:  # an edit the wire walk does not place: serialize instead
-                pass
-        # the parsed request is read: enrich's deferred additions go into it first
-        return Service._encode(queue, settled(batch), batch.raw, batch.modified)
+        """bench.py's name for `batch.encode()` (the queue does not choose the encoding)."""
+        return batch.encode()
 
     def _holds_data(self) -> bool:
         """Admitted requests not yet processed, or items waiting in a sending queue."""

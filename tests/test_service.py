@@ -172,10 +172,14 @@ def test_a_failing_redactor_drops_the_request_rather_than_leak_it(tmp_path: Path
 def test_a_batch_left_unencodable_is_forwarded_as_received(tmp_path: Path) -> None:
     svc = _service(tmp_path)
 
+    class Unencodable(TraceBatch):
+        __slots__ = ()
+
+        def encode(self) -> bytes:
+            raise ValueError("not a protobuf")
+
     def corrupt(batch: TraceBatch) -> TraceBatch:
-        batch.unmerged = [(batch.calls[0], b"\xff\xff")]  # not a protobuf: merging it raises
-        batch.edits = None
-        return batch
+        return Unencodable(batch.request, batch.calls, batch.span_count)
 
     svc.trace_chain.append(corrupt)
     svc.start()
@@ -223,7 +227,7 @@ def test_the_file_sink_writes_what_enrich_added_to_a_request_received_as_bytes(
     tmp_path: Path,
 ) -> None:
     # enrich records its additions as byte edits of the received bytes and merges them into
-    # the parsed spans only when something reads those (model.settled): the file exporter
+    # the parsed spans only when something reads those (TraceBatch.request): the file exporter
     # writes JSON from the parsed request, so it must get them too.
     svc = _service(tmp_path)
     svc.start()

@@ -83,9 +83,10 @@ def _same_call(a: _Seen, b: _Seen) -> bool:
 
 def _parents(batch: TraceBatch) -> dict[bytes, bytes | None]:
     """trace_id + span_id -> trace_id + parent_span_id (None for a root) of every span."""
-    if span_parents is not None and batch.raw is not None and not batch.modified:
+    data = batch.received
+    if span_parents is not None and data is not None:
         try:
-            return span_parents(batch.raw)  # from the received bytes: no span materialized
+            return span_parents(data)  # from the received bytes: no span materialized
         except ValueError:
             pass  # not the wire shape expected: the parsed message decides
     parents: dict[bytes, bytes | None] = {}

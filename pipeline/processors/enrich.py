@@ -10,7 +10,7 @@ The added attributes are encoded as KeyValue wire bytes: building each KeyValue 
 several times more (tests/processors/test_enrich.py holds the encoding equal to upb's). Where
 every change to the request so far was recorded as a byte edit, they are appended to the span's
 received bytes as one more edit and merged into the parsed span (protobuf appends a repeated
-field's merged items) only when something reads the parsed request (`model.settled`); else
+field's merged items) only when something reads the parsed request (`TraceBatch.request`); else
 they are merged at once.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from ..model import LLMCall, TraceBatch, set_any_value, settled
+from ..model import LLMCall, TraceBatch, set_any_value
 from .conventions import (
     COST_AMOUNT_ATTRIBUTE,
     COST_ATTRIBUTE,
@@ -182,27 +182,12 @@ def enrich_call(call: LLMCall, cost_attributes: bool = False) -> bytes:
 
 
 def enrich(batch: TraceBatch, cost_attributes: bool = False) -> TraceBatch:
-    # The additions are recorded as byte edits (appended to the span's bytes) while every
-    # change so far was, so the exporters need not serialize the request again, and then they
-    # are merged into the parsed spans only if something reads them (`model.settled`).
-    edits = batch.edits if batch.raw is not None and (batch.edits or not batch.modified) else None
-    unmerged: list[tuple[LLMCall, bytes]] = []
+    # The additions are byte edits appended to the spans' received bytes while every change so
+    # far was one, so the exporters need not serialize the request again (`append_to_spans`).
     for call in batch.calls:
         added = enrich_call(call, cost_attributes)
         if added:
-            batch.modified = True
-            if edits is not None and call.wire_span is not None:
-                edits.append((*call.wire_span, added, True))
-                unmerged.append((call, added))
-            else:
-                edits = None
-                call.span.MergeFromString(added)
-    if batch.modified:
-        batch.edits = edits
-    if unmerged:
-        batch.unmerged = (batch.unmerged or []) + unmerged
-        if edits is None:  # the request is what the exporters send: merge now
-            settled(batch)
+            batch.append_to_spans(call, added)
     return batch
 
 

@@ -330,10 +330,11 @@ def _read_native(
 ) -> bool:
     """normalize through the native reader; False when it cannot read the request. `read`
     gets the (scope index, span index) of each model call."""
-    if _CALL_READER is None or batch.raw is None or batch.modified:
+    data = batch.received
+    if _CALL_READER is None or data is None:
         return False
     try:
-        found = _CALL_READER.read(batch.raw, [(service, ss.scope.name) for service, ss in scopes])
+        found = _CALL_READER.read(data, [(service, ss.scope.name) for service, ss in scopes])
     # ValueError: not the wire shape expected; RuntimeError: in use by another thread (a
     # finalizer switched threads mid-call). Either way the parsed message decides.
     except (ValueError, RuntimeError):

@@ -616,12 +616,13 @@ class Redactor:
         return self._attributes(rec.attributes, counts) | changed
 
     def _prefiltered(self, batch: TraceBatch | LogBatch, find: Callable[[bytes], _R]) -> _R | None:
-        """What the prefilter finds in the batch's bytes, or None: walk everything (custom
-        patterns and dropped keys are not prefiltered)."""
+        """What the prefilter finds in the batch's bytes (the received ones while they hold,
+        else the request serialized now), or None: walk everything (custom patterns and
+        dropped keys are not prefiltered)."""
         if self._extras or self._dropping:
             return None
-        data = batch.raw
-        if data is None or batch.modified:
+        data = batch.received
+        if data is None:
             data = batch.request.SerializeToString()
         try:
             return find(data)
@@ -632,15 +633,14 @@ class Redactor:
         """The items the prefilter says may hold a match, or None: walk everything."""
         return self._prefiltered(batch, self._prefilter.items)
 
-    def _redact_targets(self, batch: TraceBatch, targets: list[Target]) -> TraceBatch:
+    def _redact_targets(
+        self, batch: TraceBatch, targets: list[Target], received: bool
+    ) -> TraceBatch:
         """Redact only what a hint overlaps (`Prefilter.targets`): a hinted span's other
         attributes are not walked, nor turned into Python strings. A string replaced in place
-        is recorded as a byte edit too (`TraceBatch.edits`)."""
+        is recorded as a byte edit too (`TraceBatch.record_edit`) when the targets' offsets
+        are those of the received bytes (`received`), else the batch is touched."""
         counts: dict[str, int] = {}
-        changed = False
-        # The targets' byte positions are in `raw` only while nothing changed the request
-        # (else they are in its serialization): only then are replacements recorded as edits.
-        edits = batch.edits if batch.raw is not None and not batch.modified else None
         resources = batch.request.resource_spans
         at: tuple[int, int, int] | None = None
         span: Any = None
@@ -664,7 +664,7 @@ class Redactor:
                     continue
                 if start < 0:  # an array, a kvlist, a value written twice: not in place
                     if self._value(holder.value, counts):
-                        changed, edits = True, None
+                        batch.touch()
                     continue
                 holder, name = holder.value, "string_value"
             text = getattr(holder, name)
@@ -673,15 +673,11 @@ class Redactor:
             new = self.redact_text(text, counts)
             if new != text:
                 setattr(holder, name, new)
-                changed = True
-                if edits is not None:
-                    if start < 0:
-                        edits = None
-                    else:
-                        edits.append((start, end, new.encode(), False))
-        if changed:
-            batch.edits = edits
-        self._finish(batch, changed, counts)
+                if received and start >= 0:
+                    batch.record_edit(start, end, new.encode())
+                else:
+                    batch.touch()
+        self._report(counts)
         return batch
 
     def _targets(self, batch: TraceBatch | LogBatch) -> Iterator[tuple[Any, Any]]:
@@ -713,23 +709,23 @@ class Redactor:
                 changed |= self._attributes(resource.attributes, counts)
             else:
                 changed |= redact_item(item, counts)
-        if changed and isinstance(batch, TraceBatch):
-            batch.edits = None  # changes made in place, not recorded as byte edits
-        self._finish(batch, changed, counts)
+        if changed:
+            batch.touch()  # changes made in place, not recorded as byte edits
+        self._report(counts)
         return batch
 
     def redact_traces(self, batch: TraceBatch) -> TraceBatch:
+        # the targets' offsets are those of the received bytes only while those hold
+        received = batch.received is not None
         targets = self._prefiltered(batch, self._prefilter.targets)
         if targets is not None:
-            return self._redact_targets(batch, targets)
+            return self._redact_targets(batch, targets, received)
         return self._redact(batch, self._span)
 
     def redact_logs(self, batch: LogBatch) -> LogBatch:
         return self._redact(batch, self._record)
 
-    def _finish(self, batch: TraceBatch | LogBatch, changed: bool, counts: dict[str, int]) -> None:
-        if changed:
-            batch.modified = True
+    def _report(self, counts: dict[str, int]) -> None:
         if self._on_redact is not None:
             for kind, n in counts.items():
                 if n:

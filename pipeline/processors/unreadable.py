@@ -90,7 +90,7 @@ def find_unreadable(
 ) -> None:
     """Count into `out`, by scope name, the spans of `scopes` (normalize's flat list of
     (service, scope_spans)) that look like model calls and are not in `read`."""
-    raw = batch.raw if not batch.modified else None
+    raw = batch.received
     ranges: list[tuple[int, int]] | None = None
     if raw is not None:
         try:

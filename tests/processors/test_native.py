@@ -22,7 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as Span_pb
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from pipeline import _native, demo
-from pipeline.model import TraceBatch, settled
+from pipeline.model import TraceBatch
 from pipeline.processors import normalize as normalize_module
 from pipeline.processors._prefilter import Prefilter
 from pipeline.processors._wire import py_item_ranges
@@ -412,7 +412,7 @@ def _chain_bytes(data: bytes) -> tuple[bytes, TraceBatch]:
         batch = TraceBatch(ExportTraceServiceRequest.FromString(data), raw=data)
         for step in svc.trace_chain:
             batch = step(batch)
-        out = svc._encode_traces(svc.queues["traces"], batch)
+        out = batch.encode()
     finally:
         svc._stop.set()
     return out, batch
@@ -422,7 +422,7 @@ def test_patched_requests_are_the_changed_requests_on_the_demo() -> None:
     patched = 0
     for data in _demo_requests():
         out, batch = _chain_bytes(data)
-        request = settled(batch)  # enrich's additions merged into the parsed spans
+        request = batch.request  # enrich's additions merged into the parsed spans
         expected = request.SerializeToString()
         assert ExportTraceServiceRequest.FromString(out) == request
         # no stale bytes left behind: the same size as serializing the changed request
@@ -434,16 +434,16 @@ def test_patched_requests_are_the_changed_requests_on_the_demo() -> None:
 def test_a_patch_that_fails_falls_back_to_the_settled_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import pipeline.service as service_module
+    import pipeline._native as native_module
 
     def refuse(raw: bytes, edits: object) -> bytes:
         raise ValueError("an edit the wire walk does not place")
 
     # a request whose enrich additions were sent as byte edits (and so left unmerged)
     data = next(d for d in _demo_requests() if _chain_bytes(d)[1].edits)
-    monkeypatch.setattr(service_module, "patch", refuse)
+    monkeypatch.setattr(native_module, "patch", refuse)
     out, batch = _chain_bytes(data)
-    assert batch.unmerged is None  # serializing settled the deferred additions first
+    # serializing merged the deferred additions first (reading `request` merges nothing more)
     assert out == batch.request.SerializeToString()
     assert b"gen_ai.usage.cost" in out
 

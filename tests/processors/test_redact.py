@@ -383,7 +383,8 @@ def test_resource_name_links_and_status_message() -> None:
     span = only_span(batch)
     link = span.links.add()
     add_attrs(link.attributes, {"note": "from bob@example.org"})
-    batch.raw = batch.request.SerializeToString()  # the received bytes carry the link too
+    # the received bytes carry the link too
+    batch = TraceBatch(batch.request, batch.calls, raw=batch.request.SerializeToString())
     counts = Counts()
     Redactor(on_redact=counts)(batch)
     res = attrs_of(batch.request.resource_spans[0].resource.attributes)
