@@ -203,7 +203,7 @@ def test_with_a_spool_the_answer_waits_until_the_request_is_on_disk(tmp_path: Pa
     gate = Gate()
     svc.trace_chain.insert(0, gate)
     svc.start()
-    spool = svc.queues["traces"]._spool
+    spool = svc.queues["traces"].spool
     assert spool is not None
     answered = threading.Event()
 

@@ -7,24 +7,33 @@ order; a retryable failure keeps the batch at the head and backs off exponential
 destination's Retry-After says), so an outage fills the queue and backpressure reaches the
 senders. Nothing is dropped silently: every give-up is counted.
 
-With a `Spool` the payloads wait on disk instead of in memory: `put` appends to the spool, the
-worker reads from it in order and acks what it delivered (or gave up on), and what is still
-there at shutdown stays for the next start (not dropped). Capacity then counts the spooled
-items, and the spool's byte bound is enforced at admission too.
+The payloads wait in a store (queue_store.py): in memory, or with a `Spool` on disk, where the
+worker reads them in order and acks what it delivered (or gave up on), and what is still there
+at shutdown stays for the next start (not dropped). Capacity then counts the spooled items, and
+the spool's byte bound is enforced at admission too. When to retry is the `RetryPolicy`'s.
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
-from .spool import Record, Spool
+from .queue_store import MemoryStore, Payload, QueueStore, SpoolStore
+from .retry import PermanentError, RetryableError, RetryPolicy
+from .spool import Spool
+
+__all__ = [
+    "PermanentError",
+    "QueueFull",
+    "QueueStats",
+    "RetryableError",
+    "Sender",
+    "SendingQueue",
+]
 
 log = structlog.get_logger("pipeline.exporters")
 
@@ -37,23 +46,6 @@ class QueueFull(Exception):
     def __init__(self, retry_after_s: float) -> None:
         super().__init__("sending queue is full")
         self.retry_after_s = retry_after_s
-
-
-class RetryableError(Exception):
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class PermanentError(Exception):
-    """The destination refused the data for good (e.g. HTTP 400): dropped and counted."""
-
-
-@dataclass(slots=True)
-class Payload:
-    data: bytes  # wire bytes for the sender (protobuf, or a JSON line for the file sink)
-    items: int
-    enqueued_at: float
 
 
 Sender = Callable[[bytes], None]  # raises RetryableError / PermanentError
@@ -86,14 +78,11 @@ class SendingQueue:
         self._bytes = 0
         self._send = sender
         self.max_items = max_items
-        self._initial = retry_initial_s
-        self._max = retry_max_s
-        self._max_elapsed = max_elapsed_s
+        self.retry = RetryPolicy(retry_initial_s, retry_max_s, max_elapsed_s)
         self.stats = stats or QueueStats()
-        self._q: deque[Payload] = deque()
-        self._spool = spool
-        self._head: Record | None = None  # the spooled record being delivered
-        self._items = spool.pending_items if spool is not None else 0  # queued + reserved
+        self.spool = spool
+        self._store: QueueStore = SpoolStore(spool) if spool is not None else MemoryStore()
+        self._items = self._store.pending_items  # queued + reserved
         self._cv = threading.Condition()
         self._stopping = False
         self._backoff_until = 0.0
@@ -121,11 +110,11 @@ class SendingQueue:
             full = self._items + items > self.max_items
             if self.max_bytes and self._bytes + nbytes > self.max_bytes:
                 full = True
-            if self._spool is not None and self._spool.pending_bytes >= self._spool.max_bytes:
+            if self._store.full():
                 full = True
             if full and self._items > 0:
                 wait = max(1.0, self._backoff_until - time.monotonic())
-                raise QueueFull(min(wait, self._max))
+                raise QueueFull(min(wait, self.retry.max_s))
             self._items += items
             self._bytes += nbytes
 
@@ -138,54 +127,35 @@ class SendingQueue:
 
     def put(self, data: bytes, items: int, reserved_bytes: int = 0) -> None:
         """Enqueue a reserved payload; QueueFull (reservation released) if the spool fails."""
-        if self._spool is not None:
-            try:
-                self._spool.append(data, items)
-            except OSError as e:
-                log.error("spool write failed", queue=self.name, items=items, error=str(e))
-                self.release(items, reserved_bytes)
-                raise QueueFull(self._initial) from e
-            with self._cv:
-                self._bytes -= reserved_bytes  # on disk now
-                self._cv.notify_all()
-            return
+        try:
+            self._store.push(data, items)
+        except OSError as e:
+            log.error("spool write failed", queue=self.name, items=items, error=str(e))
+            self.release(items, reserved_bytes)
+            raise QueueFull(self.retry.initial_s) from e
         with self._cv:
-            self._q.append(Payload(data, items, time.monotonic()))
-            # The reservation was the request's size; from now on the payload's counts.
-            self._bytes += len(data) - reserved_bytes
+            # The reservation was the request's size; from now on the payload's counts (none
+            # once it is on disk).
+            self._bytes += (0 if self._store.durable else len(data)) - reserved_bytes
             self._cv.notify_all()
-
-    def _waiting(self) -> bool:
-        return self._spool.pending_records > 0 if self._spool is not None else bool(self._q)
 
     def _next(self) -> Payload | None:
         """The payload at the head (read from the spool when there is one)."""
-        if self._spool is None:
+        p, lost = self._store.head()
+        if lost > 0:
+            self.stats.on_dropped(lost, "spool_corrupt")
             with self._cv:
-                return self._q[0] if self._q else None
-        before = self._spool.pending_items
-        rec = self._spool.peek()
-        if rec is None:  # unreadable: the spool skipped it and recounted
-            lost = before - self._spool.pending_items
-            if lost > 0:
-                self.stats.on_dropped(lost, "spool_corrupt")
-                with self._cv:
-                    self._items -= lost
-                    self._cv.notify_all()
-            return None
-        self._head = rec
-        return Payload(rec.data, rec.items, time.monotonic())
+                self._items -= lost
+                self._cv.notify_all()
+        return p
 
     def _done(self, p: Payload) -> None:
         """The head was delivered or given up on: remove it."""
-        if self._spool is not None and self._head is not None:
-            self._spool.ack(self._head)  # a no-op once shutdown closed the spool
-            self._head = None
+        removed = self._store.pop(p)
         with self._cv:
-            if self._spool is None:
-                if not self._q or self._q[0] is not p:
-                    return  # shutdown gave up on the queue while this send was under way
-                self._q.popleft()
+            if not removed:
+                return
+            if not self._store.durable:
                 self._bytes -= len(p.data)
             self._items -= p.items
             self._cv.notify_all()
@@ -193,9 +163,9 @@ class SendingQueue:
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._waiting() and not self._stopping:
+                while not self._store.waiting() and not self._stopping:
                     self._cv.wait()
-                if not self._waiting():
+                if not self._store.waiting():
                     return
                 if self._stopping and time.monotonic() >= self._drain_deadline:
                     return  # out of time: what is left is shutdown's to count (or keep)
@@ -218,24 +188,17 @@ class SendingQueue:
         while True:
             try:
                 self._send(p.data)
-            except PermanentError as e:
-                self.stats.on_failure()
-                self.stats.on_dropped(p.items, "rejected")
-                log.warning(
-                    "export rejected, dropped", queue=self.name, items=p.items, error=str(e)
-                )
-                return True
             except Exception as e:  # retryable, including network errors we did not classify
                 self.stats.on_failure()
+                if not self.retry.retryable(e):
+                    self.stats.on_dropped(p.items, "rejected")
+                    log.warning(
+                        "export rejected, dropped", queue=self.name, items=p.items, error=str(e)
+                    )
+                    return True
                 attempt += 1
-                hint = e.retry_after_s if isinstance(e, RetryableError) else None
-                delay = min(self._max, self._initial * 2 ** (attempt - 1))
-                # The destination's Retry-After, capped: an absurd hint must not make us give up.
-                delay = (
-                    min(hint, self._max) if hint is not None else delay * random.uniform(0.8, 1.2)
-                )
-                elapsed = time.monotonic() - p.enqueued_at
-                if self._max_elapsed and elapsed + delay > self._max_elapsed:
+                delay = self.retry.delay(attempt, e)
+                if self.retry.gives_up(time.monotonic() - p.enqueued_at, delay):
                     self.stats.on_dropped(p.items, "retries_exhausted")
                     log.error("export gave up", queue=self.name, items=p.items, error=str(e))
                     return True
@@ -280,23 +243,21 @@ class SendingQueue:
             self._cv.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout=max(0.0, deadline - time.monotonic()) + 0.5)
-        if self._spool is not None:
-            left = self._spool.pending_items
-            self._spool.close()
+        if self._store.durable:
+            left = self._store.close()
             if left:
                 log.warning(
                     "undelivered items kept in the spool for the next start",
                     queue=self.name,
                     items=left,
-                    spool=str(self._spool.directory),
+                    spool=self._store.where(),
                 )
             return left
         with self._cv:
-            left = sum(p.items for p in self._q)
+            left = self._store.close()
             if left:
                 self.stats.on_dropped(left, "shutdown")
                 log.warning("undelivered items dropped at shutdown", queue=self.name, items=left)
-                self._q.clear()
                 self._items = 0
                 self._bytes = 0
         return left
