@@ -94,10 +94,6 @@ class LLMCall:
     def failed(self) -> bool:
         return bool(self.error_type)
 
-    @property
-    def trace_id_hex(self) -> str:
-        return self.trace_id.hex()
-
 
 Edit = tuple[int, int, bytes, bool]  # (start, end, bytes, append) in the received bytes
 
@@ -229,13 +225,10 @@ class TraceBatch(_Received):
 
 
 class LogBatch(_Received):
-    __slots__ = ("record_count",)
+    __slots__ = ()
 
-    def __init__(
-        self, request: ExportLogsServiceRequest, record_count: int = 0, raw: bytes | None = None
-    ) -> None:
+    def __init__(self, request: ExportLogsServiceRequest, raw: bytes | None = None) -> None:
         super().__init__(request, raw)
-        self.record_count = record_count
 
     @property
     def request(self) -> ExportLogsServiceRequest:
@@ -243,20 +236,14 @@ class LogBatch(_Received):
 
 
 class MetricBatch(_Received):
-    __slots__ = ("point_count",)
+    __slots__ = ()
 
-    def __init__(
-        self, request: ExportMetricsServiceRequest, point_count: int = 0, raw: bytes | None = None
-    ) -> None:
+    def __init__(self, request: ExportMetricsServiceRequest, raw: bytes | None = None) -> None:
         super().__init__(request, raw)
-        self.point_count = point_count
 
     @property
     def request(self) -> ExportMetricsServiceRequest:
         return self._request  # type: ignore[no-any-return]
-
-
-Batch = TraceBatch | LogBatch | MetricBatch
 
 
 def any_value(v: Any) -> Any:

@@ -419,11 +419,11 @@ class Service:
                         self.telemetry.llm_spans.add((convention,), n)
             return data
         if signal == "logs":
-            lbatch = LogBatch(request, items, raw=raw)
+            lbatch = LogBatch(request, raw)
             with self._lock:
                 lbatch = self._run(self.log_chain, lbatch, items)
             return lbatch.encode()
-        return MetricBatch(request, items, raw).encode()
+        return MetricBatch(request, raw).encode()
 
     def _run(self, chain: list[Callable[[_B], _B]], batch: _B, items: int) -> _B:
         """The batch through `chain`; a stage that raises is counted and skipped, the batch

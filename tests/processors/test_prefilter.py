@@ -209,7 +209,7 @@ def test_prefiltered_log_redaction_equals_walking_everything(texts: list[str]) -
     data = req.SerializeToString()
 
     def batch() -> LogBatch:
-        return LogBatch(ExportLogsServiceRequest.FromString(data), len(texts), raw=data)
+        return LogBatch(ExportLogsServiceRequest.FromString(data), raw=data)
 
     assert _redact(batch(), False) == _redact(batch(), True)
 

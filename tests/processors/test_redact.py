@@ -438,7 +438,7 @@ def log_batch(body: Any, attributes: dict[str, Any] | None = None) -> LogBatch:
     rec = rl.scope_logs.add().log_records.add()
     set_value(rec.body, body)
     add_attrs(rec.attributes, attributes or {})
-    return LogBatch(req, 1, raw=req.SerializeToString())
+    return LogBatch(req, raw=req.SerializeToString())
 
 
 def only_record(batch: LogBatch) -> Any:
@@ -808,7 +808,7 @@ def test_basic_auth_and_aws_secret_key_kept(text: str) -> None:
 def test_log_event_name_is_scanned() -> None:
     req = log_batch("hello").request
     req.resource_logs[0].scope_logs[0].log_records[0].event_name = "signup jane@example.com"
-    batch = LogBatch(req, 1, raw=req.SerializeToString())
+    batch = LogBatch(req, raw=req.SerializeToString())
     counts = Counts()
     Redactor(on_redact=counts)(batch)
     assert only_record(batch).event_name == "signup [REDACTED:email]"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 Transform = Callable[[Any], Any]
@@ -32,9 +32,6 @@ class Convention:
     chunk_events: tuple[str, ...] = ()
     # Attribute (key, value) pairs that mark a span as an LLM call even without a provider.
     llm_markers: tuple[tuple[str, str], ...] = ()
-    # Span names that mark the convention's server spans (vLLM) or wrapper spans.
-    notes: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def to_int(v: Any) -> int | None:

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from ...model import LogBatch, TraceBatch
 from .._prefilter import Prefilter, Target
 from .._wire import ItemRange
-from .patterns import _MIN_LEN, DROPPED, RedactConfig
+from .patterns import DROPPED, RedactConfig
 from .scanner import Scanner
 
 _B = TypeVar("_B", TraceBatch, LogBatch)
@@ -79,7 +79,6 @@ class Redactor:
         # bound once: the walk calls it for every string it scans
         self.redact_text: Callable[[str, dict[str, int]], str] = self.scanner.redact_text
         self._extras = bool(extras)
-        self._min_len = _MIN_LEN
         exact = {k for k in cfg.drop_attributes if not any(c in k for c in "*?[")}
         globs = [k for k in cfg.drop_attributes if k not in exact]
         self._drop_exact = frozenset(exact)
