@@ -50,7 +50,19 @@ class HistogramSeries:
     counts: list[int]  # per bucket, not cumulative; the last is +Inf
     exemplars: list[Exemplar | None]
     total: float = 0.0
-    count: int = 0
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def observe(self, bounds: tuple[float, ...], value: float, exemplar: Exemplar | None) -> None:
+        """The one histogram update (`bounds`: the family's), for the family and for the
+        series the metrics processor keeps at hand."""
+        i = bisect_left(bounds, value)
+        self.counts[i] += 1
+        self.total += value
+        if exemplar is not None:
+            self.exemplars[i] = exemplar
 
 
 @dataclass(slots=True)
@@ -104,12 +116,7 @@ class HistogramFamily(_Family):
             if s is None:
                 n = len(self.bounds) + 1
                 s = self.series[key] = HistogramSeries([0] * n, [None] * n)
-        i = bisect_left(self.bounds, value)
-        s.counts[i] += 1
-        s.total += value
-        s.count += 1
-        if exemplar is not None:
-            s.exemplars[i] = exemplar
+        s.observe(self.bounds, value, exemplar)
 
 
 @dataclass
