@@ -154,43 +154,29 @@ class Dedupe:
             pending.popitem(last=False)
 
     def _match_responses(self, calls: list[LLMCall]) -> None:
-        # response id -> its call, or a list of its calls when several have it (rare: one
-        # list per id would cost more than the matching)
-        groups: dict[str, LLMCall | list[LLMCall]] = {}
+        groups: dict[str, list[LLMCall]] = {}
         for call in calls:
             if call.counted and (rid := call.response_id):
                 group = groups.get(rid)
                 if group is None:
-                    groups[rid] = call
-                elif isinstance(group, list):
-                    group.append(call)
+                    groups[rid] = [call]
                 else:
-                    groups[rid] = [group, call]
+                    group.append(call)
         seen = self._responses
         limit = self.config.max_entries
         for rid, group in groups.items():
-            earlier = seen.get(rid)
-            if earlier is None:
-                if not isinstance(group, list):  # the usual case: an id seen once
-                    seen[rid] = [_seen(group)]
-                    if len(seen) > limit:
-                        seen.popitem(last=False)
-                    continue
+            kept = seen.get(rid)
+            if kept is None:
                 kept = seen[rid] = []
                 if len(seen) > limit:
                     seen.popitem(last=False)
             else:
                 seen.move_to_end(rid)
-                kept = earlier
-            # Innermost first (latest start, then earliest end): it is the one counted.
-            members = (
-                sorted(group, key=lambda c: (-c.start_ns, c.end_ns))
-                if isinstance(group, list)
-                else (group,)
-            )
-            for call in members:
+            if len(group) > 1:  # innermost first (latest start, then earliest end): counted
+                group.sort(key=lambda c: (-c.start_ns, c.end_ns))
+            for call in group:
                 mine = _seen(call)
-                if any(_same_call(mine, other) for other in kept):
+                if kept and any(_same_call(mine, other) for other in kept):
                     call.counted = False
                 else:
                     kept.append(mine)

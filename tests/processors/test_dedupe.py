@@ -1,5 +1,6 @@
-"""dedupe's response-id rule: the single-call fast path and the general path together equal
-the rule applied to every group alike (kept here as the oracle, pairwise), across batches."""
+"""dedupe's response-id rule: what the processor remembers (`_Seen` tuples in a bounded LRU)
+and flags equals the rule applied to every group (kept here as the oracle, on the calls
+themselves, pairwise), across batches."""
 
 from __future__ import annotations
 
