@@ -1,5 +1,5 @@
-//! Native helpers for the sidecar's hot path (`pipeline.processors._native` loads them; each
-//! has a pure-Python twin that stays the reference, and the tests hold the two equal).
+//! Native helpers for the sidecar's hot path (`pipeline._native` loads them; each has a
+//! pure-Python twin that stays the reference, and the tests hold the two equal).
 //!
 //! - `item_ranges`: where each resource and span / log record of a serialized OTLP traces or
 //!   logs request lies (a walk of tags and lengths, nothing decoded).
@@ -7,6 +7,10 @@
 //!   each model-call span, so upb materializes no span normalize does not keep.
 //! - `HintScanner.hits`: the redaction prefilter's hint regexes over a request (and over its
 //!   case/digit-folded copy), with the `regex` crate's literal-accelerated search.
+//! - `trace_targets`, `patch`, `invalid_spans`, `span_parents`: redaction's targets, edits
+//!   applied to the received bytes, the receivers' id check, dedupe's parent walk.
+//! - `GrpcServer` (src/grpc.rs), `GrpcClient` (src/grpc_client.rs): the OTLP/gRPC receiver's
+//!   and exporter's native transport (`grpc_transport`).
 //!
 //! Only bytes the protobuf parser has already accepted are passed in; anything unexpected
 //! raises ValueError and the caller takes the Python path.
