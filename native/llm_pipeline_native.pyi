@@ -11,6 +11,8 @@ def trace_targets(
 ) -> list[tuple[int, int, int, int, int, int, int, int]]: ...
 def patch(data: bytes, edits: list[tuple[int, int, bytes, bool]]) -> bytes: ...
 
+CALL_FIELDS: tuple[str, ...]  # what CallReader.read returns per span, in order
+
 class CallReader:
     def __init__(
         self,
@@ -18,8 +20,6 @@ class CallReader:
         markers: list[tuple[str, list[str]]],
         presentable: list[str],
         chunk_events: list[str],
-        normalize_provider: Callable[[str], str],
-        tidy_error_type: Callable[[str], str],
     ) -> None: ...
     def read(
         self, data: bytes, scopes: list[tuple[str, str]]

@@ -13,6 +13,10 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+import structlog
+
+from .model import FIELDS
+
 if TYPE_CHECKING:
     from llm_pipeline_native import CallReader as _CallReader
     from llm_pipeline_native import GrpcClient as _GrpcClient
@@ -32,6 +36,32 @@ trace_targets: (
 ) = None
 patch: Callable[[bytes, list[tuple[int, int, bytes, bool]]], bytes] | None = None
 
+# What `CallReader.read` returns per span, in order (normalize applies the rules to them): the
+# span's head, what the reader found beside the attributes (the exception event's type of a
+# failed span, the LLM marker, the keys enrich must not write, the chunk event times, where the
+# span lies in the bytes), then the canonical fields, None where absent.
+CALL_FIELDS = (
+    "service_name",
+    "scope",
+    "convention",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "kind",
+    "start_ns",
+    "end_ns",
+    "status_code",
+    "exception_type",
+    "marked",
+    "present",
+    "chunk_ns",
+    "wire_span",
+    *FIELDS,
+    "response_id",
+)
+# Why the native reader is off though the helpers are built (None: it is not): tests report it.
+call_reader_off: str | None = None
+
 if (
     os.environ.get("LLM_PIPELINE_NATIVE", "1") != "0"
     and importlib.util.find_spec("llm_pipeline_native") is not None
@@ -41,7 +71,19 @@ if (
     HintScanner, item_ranges = _lib.HintScanner, _lib.item_ranges
     invalid_spans, span_parents = _lib.invalid_spans, _lib.span_parents
     GrpcServer, GrpcClient = _lib.GrpcServer, _lib.GrpcClient
-    CallReader, trace_targets, patch = _lib.CallReader, _lib.trace_targets, _lib.patch
+    trace_targets, patch = _lib.trace_targets, _lib.patch
+    # A build from other sources returns other fields: read through upb rather than misread.
+    if getattr(_lib, "CALL_FIELDS", None) == CALL_FIELDS:
+        CallReader = _lib.CallReader
+    else:
+        call_reader_off = (
+            "the built llm_pipeline_native returns other call fields than this pipeline reads"
+            " (rebuild it: pip install ./native)"
+        )
+        structlog.get_logger("pipeline.native").warning(
+            "native call reader off: " + call_reader_off,
+            built=getattr(_lib, "CALL_FIELDS", None),
+        )
 
 
 _T = TypeVar("_T")

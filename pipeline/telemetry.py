@@ -77,6 +77,16 @@ class Telemetry:
             "Connections closed at once because the receiver had its maximum open.",
             ("receiver",),
         )
+        self.fallback_forced_closes = c(
+            "llm_pipeline_fallback_forced_closes",
+            "Fallback windows closed early (fallback.max_traces or max_buffered_calls reached).",
+            (),
+        )
+        self.fallback_dropped_calls = c(
+            "llm_pipeline_fallback_dropped_calls",
+            "Calls fallback ignored: their trace had fallback.max_calls_per_trace already.",
+            (),
+        )
         # name -> (labels, value) readers, evaluated at scrape time (queue sizes etc.)
         self.gauges: dict[str, tuple[str, tuple[str, ...], list[GaugeReader]]] = {}
 

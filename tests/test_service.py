@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pipeline.config import Config
+from pipeline.exporters.prometheus import AggregationCollector, render
 from pipeline.exporters.queue import QueueFull
 from pipeline.memlimit import MemoryLimited, MemoryLimiter
 from pipeline.model import LLMCall, TraceBatch
@@ -311,3 +312,21 @@ def test_what_shutdown_cannot_process_in_time_is_counted_as_dropped(tmp_path: Pa
     assert not (tmp_path / "out" / "traces.jsonl").exists()
     with pytest.raises(QueueFull):  # a request arriving now is refused, not acknowledged
         svc.accept("traces", spans_request(900, 5), None, "grpc")
+
+
+def test_fallback_windows_closed_early_and_calls_ignored_are_exported(tmp_path: Path) -> None:
+    cfg = Config()
+    cfg.file.directory = str(tmp_path / "out")
+    cfg.fallback.max_traces, cfg.fallback.max_calls_per_trace = 2, 2
+    svc = Service(cfg)
+    svc.start()
+    request = spans_request(0, 6)
+    for s in request.resource_spans[0].scope_spans[0].spans[:4]:
+        s.trace_id = (1).to_bytes(16, "big")  # one trace of 4 calls: 2 beyond the 2 kept
+    svc.accept("traces", request, None, "grpc")  # 3 traces open: the oldest closes early
+    assert svc.wait_processed(10)
+    assert svc.shutdown()["traces"] == 0
+    body, _ = render(AggregationCollector(svc.agg, svc.telemetry), "text/plain")
+    lines = body.decode().splitlines()
+    assert "llm_pipeline_fallback_forced_closes_total 1.0" in lines
+    assert "llm_pipeline_fallback_dropped_calls_total 2.0" in lines

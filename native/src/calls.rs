@@ -1,6 +1,9 @@
-//! `CallReader.read`: normalize's per-span work on the received bytes. For each span that is a
-//! model call it returns the `LLMCall` constructor's arguments (all but the span object), so
-//! Python builds one object per call and touches nothing else of the request.
+//! `CallReader.read`: normalize's per-span reading on the received bytes. For each span whose
+//! attribute keys could make it a model call it returns the span's raw fields (`CALL_FIELDS`,
+//! in that order): what the attributes, the span's head and its events say, as read, with no
+//! rule applied. normalize applies the rules (is it a call, output = total - input, streaming,
+//! server side, negatives dropped, the provider's and error type's tidying) once, in Python,
+//! to what this reader and its Python twin read, so upb materializes only those spans.
 //!
 //! The convention tables stay in Python (`pipeline/processors/conventions`); they are handed
 //! over at construction with each transform described as data. Whatever is not described
@@ -20,6 +23,34 @@ use crate::wire::{self, Value};
 // foldhash: fast and seeded per process, so keys cannot be chosen to collide
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
+/// The raw fields `read` returns per span, in order: these, then `FIELD_NAMES`, None where
+/// absent (`call_fields()`; `pipeline._native.CALL_FIELDS` checks them at import).
+const HEAD_FIELDS: [&str; 15] = [
+    "service_name",
+    "scope",
+    "convention",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "kind",
+    "start_ns",
+    "end_ns",
+    "status_code",
+    "exception_type",
+    "marked",
+    "present",
+    "chunk_ns",
+    "wire_span",
+];
+
+pub fn call_fields() -> Vec<&'static str> {
+    HEAD_FIELDS
+        .iter()
+        .chain(FIELD_NAMES.iter())
+        .copied()
+        .collect()
+}
 
 // The canonical fields the reader knows (pipeline.model.FIELDS and response_id).
 const FIELD_NAMES: [&str; 18] = [
@@ -47,20 +78,12 @@ const PROVIDER: usize = 1;
 const REQUEST_MODEL: usize = 2;
 const RESPONSE_MODEL: usize = 3;
 const INPUT: usize = 4;
-const OUTPUT: usize = 5;
-const TOTAL: usize = 6;
-const CACHE_READ: usize = 7;
-const CACHE_CREATION: usize = 8;
 const REASONING: usize = 9;
-const TOKENS: [usize; 5] = [INPUT, OUTPUT, CACHE_READ, CACHE_CREATION, REASONING]; // not total
 const TTFT: usize = 10;
 const STREAMING: usize = 11;
-const ERROR_TYPE: usize = 12;
 const SERVER_TTFT: usize = 13;
 const SERVER_DURATION: usize = 14;
-const KIND_HINT: usize = 15;
 const COST: usize = 16;
-const RESPONSE_ID: usize = 17;
 const QUALIFYING: [usize; 4] = [REQUEST_MODEL, RESPONSE_MODEL, SERVER_TTFT, SERVER_DURATION];
 const CONVENTION_FIELDS: [usize; 3] = [PROVIDER, REQUEST_MODEL, INPUT];
 
@@ -234,17 +257,10 @@ struct Plans {
     plans: FastMap<Vec<u32>, Option<Arc<Plan>>>,
 }
 
-/// Python's answers for values seen before (bounded).
+/// The text fields' values seen before: one interned str per distinct value (bounded;
+/// fallback buffers names per trace and interns them: already interned, that is free).
 struct Strings {
-    normalize_provider: Py<PyAny>,
-    tidy_error_type: Py<PyAny>,
-    providers: FastMap<String, Py<PyString>>,
-    error_types: FastMap<String, Py<PyString>>,
-    // operation and model names: one interned str per distinct value (fallback buffers them
-    // per trace and interns them: already interned, that is free)
     names: FastMap<String, Py<PyString>>,
-    unknown: Py<PyString>,
-    chat: Py<PyString>,
     empty: Py<PyString>,
 }
 
@@ -363,12 +379,11 @@ fn each_span(
 
 #[allow(clippy::large_enum_variant)] // one per span, on the stack
 enum Outcome<'a> {
-    NotCall,
     Python,
-    Call([Option<Got<'a>>; 18], usize), // fields, convention
+    Read([Option<Got<'a>>; 18], usize, bool), // fields, convention, marked
 }
 
-/// (flat scope index, index in the scope, the `LLMCall` arguments or None) per model call.
+/// (flat scope index, index in the scope, the raw fields or None) per span read.
 type Found<'py> = Vec<(usize, usize, Option<Bound<'py, PyTuple>>)>;
 
 #[pymethods]
@@ -376,8 +391,7 @@ impl CallReader {
     /// `table`: (key, field, priority, convention, transform spec) per attribute key;
     /// `markers`: (key, values) that mark a span as an LLM call; `presentable`: the keys a
     /// call's `present` set keeps; `chunk_events`: the span event names that mark a streamed
-    /// chunk; the two callables: normalize's provider and error-type tidying (called once per
-    /// distinct value, the results kept, bounded).
+    /// chunk.
     #[new]
     fn new(
         py: Python<'_>,
@@ -385,8 +399,6 @@ impl CallReader {
         markers: Vec<(String, Vec<String>)>,
         presentable: Vec<String>,
         chunk_events: Vec<String>,
-        normalize_provider: Py<PyAny>,
-        tidy_error_type: Py<PyAny>,
     ) -> PyResult<Self> {
         let mut t = Tables {
             entries: Vec::new(),
@@ -430,21 +442,16 @@ impl CallReader {
                 plans: FastMap::default(),
             },
             strings: Strings {
-                normalize_provider,
-                tidy_error_type,
-                providers: FastMap::default(),
-                error_types: FastMap::default(),
                 names: FastMap::default(),
-                unknown: PyString::new(py, "unknown").unbind(),
-                chat: PyString::new(py, "chat").unbind(),
                 empty: PyString::new(py, "").unbind(),
             },
         })
     }
 
-    /// For each span of a traces request that is a model call, in parse order: (flat scope
-    /// index, index in the scope, the `LLMCall` arguments after `span`, or None when Python
-    /// must read the span). `scopes`: (service name, scope name) per scope_spans, in order.
+    /// For each span of a traces request whose keys could make it a model call (one that the
+    /// tables read a model or a server latency from), in parse order: (flat scope index, index
+    /// in the scope, its raw fields (`CALL_FIELDS`), or None when Python must read the span).
+    /// `scopes`: (service name, scope name) per scope_spans, in order.
     fn read<'py>(
         &mut self,
         py: Python<'py>,
@@ -479,22 +486,20 @@ impl CallReader {
                 continue;
             };
             match resolve(&self.tables, &plan, data, &kvs).map_err(err)? {
-                Outcome::NotCall => {}
                 Outcome::Python => out.push((s, j, None)),
-                Outcome::Call(fields, conv) => {
+                Outcome::Read(fields, conv, marked) => {
                     let (service, scope) = &scopes[s];
-                    let call = self.strings.call(
+                    let raw = self.strings.raw(
                         py,
                         &self.tables,
                         &plan,
                         &head,
                         &events,
                         data,
-                        &fields,
-                        conv,
+                        (&fields, conv, marked),
                         (service, scope),
                     )?;
-                    out.push((s, j, call));
+                    out.push((s, j, raw));
                 }
             }
         }
@@ -530,16 +535,6 @@ fn wire_key(d: &[u8], a: usize, b: usize) -> wire::Result<(usize, usize)> {
         Ok(())
     })?;
     Ok(key)
-}
-
-fn truthy(g: &Option<Got<'_>>) -> bool {
-    match g {
-        None => false,
-        Some(Got::Text(s)) => !s.is_empty(),
-        Some(Got::Int(i)) => *i != 0,
-        Some(Got::Float(f)) => *f != 0.0,
-        Some(Got::Bool(b)) => *b,
-    }
 }
 
 impl Plans {
@@ -628,7 +623,7 @@ impl Plans {
     }
 }
 
-/// The span's fields by the plan (normalize's `_fields_from_values` and `_call`'s checks).
+/// The span's fields by the plan (normalize's `_fields_from_message`).
 fn resolve<'a>(
     t: &'a Tables,
     plan: &Plan,
@@ -676,18 +671,7 @@ fn resolve<'a>(
             _ => {}
         }
     }
-    let model = truthy(&fields[REQUEST_MODEL]) || truthy(&fields[RESPONSE_MODEL]);
-    if !model && fields[SERVER_TTFT].is_none() && fields[SERVER_DURATION].is_none() {
-        return Ok(Outcome::NotCall);
-    }
-    let kind_of_call = marked
-        || fields[PROVIDER].is_some()
-        || fields[OPERATION].is_some()
-        || TOKENS.iter().any(|&f| fields[f].is_some());
-    if !kind_of_call {
-        return Ok(Outcome::NotCall);
-    }
-    Ok(Outcome::Call(fields, convention))
+    Ok(Outcome::Read(fields, convention, marked))
 }
 
 /// The times of the span events named as a streamed chunk at or after the span's start,
@@ -761,32 +745,23 @@ fn exception_type<'a>(d: &'a [u8], events: &[(usize, usize)]) -> wire::Result<Ex
 }
 
 impl Strings {
-    fn cached(
-        py: Python<'_>,
-        cache: &mut FastMap<String, Py<PyString>>,
-        f: &Py<PyAny>,
-        raw: &str,
-        fallback: Option<&Py<PyString>>,
-    ) -> PyResult<Py<PyString>> {
-        if let Some(v) = cache.get(raw) {
-            return Ok(v.clone_ref(py));
+    /// One interned str per distinct value (bounded).
+    fn name<'py>(&mut self, py: Python<'py>, x: &str) -> Bound<'py, PyAny> {
+        if let Some(v) = self.names.get(x) {
+            return v.bind(py).clone().into_any();
         }
-        let got = f.bind(py).call1((raw,))?.cast_into::<PyString>()?;
-        let v = match fallback {
-            Some(fb) if got.to_str()?.is_empty() => fb.clone_ref(py),
-            _ => got.unbind(),
-        };
-        if cache.len() >= MAX_CACHED {
-            cache.clear();
+        let v = PyString::intern(py, x);
+        if self.names.len() >= MAX_CACHED {
+            self.names.clear();
         }
-        cache.insert(raw.to_owned(), v.clone_ref(py));
-        Ok(v)
+        self.names.insert(x.to_owned(), v.clone().unbind());
+        v.into_any()
     }
 
-    /// The `LLMCall` arguments after `span` (normalize's `_call`), or None when an exception
-    /// event's type is a value only the parser reads (a repeated value message).
+    /// The span's raw fields (`CALL_FIELDS`), or None when an exception event's type is a
+    /// value only the parser reads (a repeated value message).
     #[allow(clippy::too_many_arguments)]
-    fn call<'py>(
+    fn raw<'py>(
         &mut self,
         py: Python<'py>,
         t: &Tables,
@@ -794,150 +769,68 @@ impl Strings {
         h: &Head,
         events: &[(usize, usize)],
         d: &[u8],
-        fields: &[Option<Got<'_>>; 18],
-        convention: usize,
+        (fields, convention, marked): (&[Option<Got<'_>>; 18], usize, bool),
         (service, scope): (&Bound<'py, PyAny>, &Bound<'py, PyAny>),
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let txt = |f: usize| match fields[f] {
-            Some(Got::Text(s)) => s,
-            _ => "",
-        };
-        let int = |f: usize| match fields[f] {
-            Some(Got::Int(i)) if i >= 0 => Some(i),
-            _ => None,
-        };
-        let float = |f: usize| match fields[f] {
-            Some(Got::Float(x)) => Some(x),
-            _ => None,
-        };
-        let error_type = if !txt(ERROR_TYPE).is_empty() {
-            Self::cached(
-                py,
-                &mut self.error_types,
-                &self.tidy_error_type,
-                txt(ERROR_TYPE),
-                None,
-            )?
-        } else if h.status_code == 2 {
-            match exception_type(d, events).map_err(|e| PyValueError::new_err(e.0))? {
-                Exception::Type(raw) => {
-                    Self::cached(py, &mut self.error_types, &self.tidy_error_type, raw, None)?
-                }
-                Exception::None => PyString::new(py, "_OTHER").unbind(),
+        let wire_err = |e: wire::Error| PyValueError::new_err(e.0);
+        // Only a failed span's exception names its error (normalize reads it no further).
+        let exception = if h.status_code == 2 {
+            match exception_type(d, events).map_err(wire_err)? {
+                Exception::Type(raw) => Some(raw),
+                Exception::None => None,
                 Exception::Python => return Ok(None),
             }
         } else {
-            self.empty.clone_ref(py)
-        };
-        let provider = Self::cached(
-            py,
-            &mut self.providers,
-            &self.normalize_provider,
-            txt(PROVIDER),
-            Some(&self.unknown),
-        )?;
-        let model = if txt(REQUEST_MODEL).is_empty() {
-            txt(RESPONSE_MODEL)
-        } else {
-            txt(REQUEST_MODEL)
-        };
-        let input = int(INPUT);
-        let mut output = int(OUTPUT);
-        if output.is_none() {
-            if let (Some(total), Some(input)) = (int(TOTAL), input) {
-                if total >= input {
-                    output = Some(total - input);
-                }
-            }
-        }
-        let ttft = float(TTFT).filter(|v| *v >= 0.0);
-        let streaming = truthy(&fields[STREAMING]) || ttft.is_some();
-        let server_ttft = float(SERVER_TTFT);
-        let server_duration = float(SERVER_DURATION);
-        let server_side = server_ttft.is_some()
-            || server_duration.is_some()
-            || txt(KIND_HINT) == "server"
-            || h.kind == 2;
-        let (server_ttft, server_duration) = if server_side {
-            (
-                server_ttft.filter(|v| *v >= 0.0),
-                server_duration.filter(|v| *v >= 0.0),
-            )
-        } else {
-            (None, None)
-        };
-        let cost = float(COST).filter(|v| *v >= 0.0);
-        // What the ttft processor would look for in the events: read here while the span's
-        // bytes are at hand (None: not read, the processor reads them).
-        let chunks = if server_side {
             None
-        } else {
-            Some(
-                chunk_times(d, events, h.start, &t.chunk_events)
-                    .map_err(|e| PyValueError::new_err(e.0))?,
-            )
         };
+        // What the ttft processor would look for in the events: read while the bytes are at
+        // hand (normalize drops them for a server span, whose chunks are not a client's).
+        let chunks = chunk_times(d, events, h.start, &t.chunk_events).map_err(wire_err)?;
+        let none = || py.None().into_bound(py);
         let bytes = |(a, b): (usize, usize)| PyBytes::new(py, &d[a..b]).into_any();
-        let s = |x: &str| PyString::new(py, x).into_any();
-        let names = &mut self.names;
-        let mut name = |x: &str| -> Bound<'py, PyAny> {
-            if let Some(v) = names.get(x) {
-                return v.bind(py).clone().into_any();
-            }
-            let v = PyString::intern(py, x);
-            if names.len() >= MAX_CACHED {
-                names.clear();
-            }
-            names.insert(x.to_owned(), v.clone().unbind());
-            v.into_any()
+        let convention = match convention {
+            usize::MAX => self.empty.bind(py).clone().into_any(),
+            c => t.conventions[c].bind(py).clone().into_any(),
         };
-        let operation = if txt(OPERATION).is_empty() {
-            self.chat.bind(py).clone().into_any()
-        } else {
-            name(txt(OPERATION))
+        let exception = match exception {
+            Some(x) => PyString::new(py, x).into_any(),
+            None => none(),
         };
-        let convention = if convention == usize::MAX {
-            self.unknown.bind(py).clone().into_any()
-        } else {
-            t.conventions[convention].bind(py).clone().into_any()
-        };
-        let flag = |b: bool| b.into_pyobject(py).map(|x| x.to_owned().into_any());
-        let items: [Bound<'py, PyAny>; 31] = [
+        let mut items: Vec<Bound<'py, PyAny>> =
+            Vec::with_capacity(HEAD_FIELDS.len() + FIELD_NAMES.len());
+        items.extend([
             service.clone(),
+            scope.clone(),
             convention,
             bytes(h.trace_id),
             bytes(h.span_id),
             bytes(h.parent_span_id),
+            h.kind.into_pyobject(py)?.into_any(),
             h.start.into_pyobject(py)?.into_any(),
             h.end.into_pyobject(py)?.into_any(),
-            scope.clone(),
-            operation,
-            provider.into_bound(py).into_any(),
-            name(model),
-            name(txt(RESPONSE_MODEL)),
-            input.into_pyobject(py)?.into_any(),
-            output.into_pyobject(py)?.into_any(),
-            int(CACHE_READ).into_pyobject(py)?.into_any(),
-            int(CACHE_CREATION).into_pyobject(py)?.into_any(),
-            int(REASONING).into_pyobject(py)?.into_any(),
-            flag(streaming)?,
-            ttft.into_pyobject(py)?.into_any(),
-            flag(false)?,             // ttft_derived
-            py.None().into_bound(py), // time_per_token_s
-            error_type.into_bound(py).into_any(),
-            flag(server_side)?,
-            server_ttft.into_pyobject(py)?.into_any(),
-            server_duration.into_pyobject(py)?.into_any(),
-            cost.into_pyobject(py)?.into_any(),
-            s(txt(RESPONSE_ID)),
-            flag(true)?, // counted
+            h.status_code.into_pyobject(py)?.into_any(),
+            exception,
+            marked.into_pyobject(py)?.to_owned().into_any(),
             plan.present.bind(py).clone().into_any(),
-            match chunks {
-                Some(c) => PyTuple::new(py, c)?.into_any(),
-                None => py.None().into_bound(py),
-            },
+            PyTuple::new(py, chunks)?.into_any(),
             h.content.into_pyobject(py)?.into_any(),
-        ];
+        ]);
+        for (f, got) in fields.iter().enumerate() {
+            items.push(match *got {
+                None => none(),
+                // names repeat call after call: one str each; other text is made each time
+                Some(Got::Text(x))
+                    if matches!(f, OPERATION | PROVIDER | REQUEST_MODEL | RESPONSE_MODEL) =>
+                {
+                    self.name(py, x)
+                }
+                Some(Got::Text(x)) => PyString::new(py, x).into_any(),
+                Some(Got::Int(i)) => i.into_pyobject(py)?.into_any(),
+                Some(Got::Float(x)) => x.into_pyobject(py)?.into_any(),
+                Some(Got::Bool(b)) => b.into_pyobject(py)?.to_owned().into_any(),
+            });
+        }
+        debug_assert_eq!(items.len(), HEAD_FIELDS.len() + FIELD_NAMES.len());
         Ok(Some(PyTuple::new(py, items)?))
     }
 }

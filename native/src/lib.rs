@@ -1,19 +1,23 @@
-//! Native helpers for the sidecar's hot path (`pipeline.processors._native` loads them; each
-//! has a pure-Python twin that stays the reference, and the tests hold the two equal).
+//! Native helpers for the sidecar's hot path (`pipeline._native` loads them; each has a
+//! pure-Python twin that stays the reference, and the tests hold the two equal).
 //!
 //! - `item_ranges`: where each resource and span / log record of a serialized OTLP traces or
 //!   logs request lies (a walk of tags and lengths, nothing decoded).
-//! - `CallReader.read` (src/calls.rs): normalize's per-span work, the `LLMCall` arguments of
-//!   each model-call span, so upb materializes no span normalize does not keep.
+//! - `CallReader.read` (src/calls.rs): normalize's per-span reading, the raw fields
+//!   (`CALL_FIELDS`) of each span that may be a model call, so upb materializes no span normalize does not keep.
 //! - `HintScanner.hits`: the redaction prefilter's hint regexes over a request (and over its
 //!   case/digit-folded copy), with the `regex` crate's literal-accelerated search.
+//! - `trace_targets`, `patch`, `invalid_spans`, `span_parents`: redaction's targets, edits
+//!   applied to the received bytes, the receivers' id check, dedupe's parent walk.
+//! - `GrpcServer` (src/grpc.rs), `GrpcClient` (src/grpc_client.rs): the OTLP/gRPC receiver's
+//!   and exporter's native transport (`grpc_transport`).
 //!
 //! Only bytes the protobuf parser has already accepted are passed in; anything unexpected
 //! raises ValueError and the caller takes the Python path.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 use regex::bytes::Regex;
 
 mod calls;
@@ -174,6 +178,7 @@ fn llm_pipeline_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(patch, m)?)?;
     m.add_function(wrap_pyfunction!(span_parents, m)?)?;
     m.add_class::<calls::CallReader>()?;
+    m.add("CALL_FIELDS", PyTuple::new(m.py(), calls::call_fields())?)?;
     m.add_class::<HintScanner>()?;
     m.add_class::<grpc::GrpcServer>()?;
     m.add_class::<grpc_client::GrpcClient>()?;

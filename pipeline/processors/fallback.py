@@ -27,10 +27,11 @@ or at shutdown (`flush(force=True)`); the decision is counted when it closes. Ca
 arriving after its window closed open a new window and are not related to the earlier ones, so
 `window_s` should exceed the exporters' batching delay (5 s by default in the OTel SDKs).
 Memory is bounded: at most `max_traces` open windows (opening one more closes the oldest early,
-counted in `forced_closes`) of at most `max_calls_per_trace` calls (later calls are ignored,
-counted in `dropped_calls`), and at most `max_buffered_calls` calls in all (beyond, the oldest
-windows close early, counted in `forced_closes`). A buffered call takes about 250 bytes, so the
-defaults bound the buffer at about 250 MB (typical: 2-3 calls a trace, ~30 MB at 50,000 traces).
+counted in `llm_pipeline_fallback_forced_closes_total`) of at most `max_calls_per_trace` calls
+(later calls are ignored, counted in `llm_pipeline_fallback_dropped_calls_total`), and at most
+`max_buffered_calls` calls in all (beyond, the oldest windows close early, counted as forced
+closes). A buffered call takes about 250 bytes, so the defaults bound the buffer at about
+250 MB (typical: 2-3 calls a trace, ~30 MB at 50,000 traces).
 """
 
 from __future__ import annotations
@@ -126,12 +127,15 @@ class FallbackDetector:
         metrics: LLMMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_decision: Callable[[Decision], None] | None = None,
+        on_overflow: Callable[[int, int], None] | None = None,
     ) -> None:
         self.config = config or FallbackConfig()
         self.config.validate()
         self.metrics = metrics
         self._clock = clock
         self._on_decision = on_decision
+        # (forced closes, dropped calls) of a batch that had any: llm_pipeline_fallback_*_total
+        self._on_overflow = on_overflow
         self._lock = threading.Lock()
         self._windows: OrderedDict[bytes, _Window] = OrderedDict()  # trace id -> window
         self._buffered = 0  # calls in all open windows
@@ -168,6 +172,7 @@ class FallbackDetector:
         closed: list[tuple[bytes, _Window]] = []
         now = self._clock()
         with self._lock:
+            before = (self.forced_closes, self.dropped_calls)
             windows = self._windows
             for trace_id, fact in facts:
                 w = windows.get(trace_id)
@@ -183,6 +188,9 @@ class FallbackDetector:
                 self._buffered += 1
                 while self._buffered > cfg.max_buffered_calls:
                     closed.append(self._pop_oldest())
+            forced, dropped = self.forced_closes - before[0], self.dropped_calls - before[1]
+        if (forced or dropped) and self._on_overflow is not None:
+            self._on_overflow(forced, dropped)
         if closed:
             self._count(closed)
         return batch

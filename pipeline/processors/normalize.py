@@ -7,6 +7,7 @@ or an LLM marker. Everything later in the chain works on the `LLMCall`s.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from collections.abc import Callable
@@ -14,8 +15,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
 
-from .._native import CallReader
-from ..model import LLMCall, TraceBatch, any_value, service_name_of
+from .._native import CALL_FIELDS, CallReader
+from ..model import FIELDS, LLMCall, TraceBatch, any_value, service_name_of
 from .conventions import (
     CHUNK_EVENTS,
     COST_ATTRIBUTE,
@@ -65,18 +66,14 @@ def tidy_error_type(raw: str) -> str:
     return s[:128]
 
 
-def _error_type(span: Any, status_code: int, fields: dict[str, Any]) -> str:
-    raw = fields.get("error_type")
-    if raw:
-        return tidy_error_type(str(raw))
-    if status_code != _STATUS_ERROR:
-        return ""
+def _exception_type(span: Any) -> str | None:
+    """The `exception.type` of the span's first `exception` event that has one."""
     for ev in span.events:
         if ev.name == "exception":
             for kv in ev.attributes:
                 if kv.key == "exception.type" and kv.value.string_value:
-                    return tidy_error_type(kv.value.string_value)
-    return "_OTHER"
+                    return str(kv.value.string_value)
+    return None
 
 
 # key -> (field, priority, convention, transform, fast): `fast` names the AnyValue member whose
@@ -160,23 +157,6 @@ def _read(v: Any, transform: Any) -> Any:
     return _apply(any_value(v), transform)
 
 
-# The span's fields normalize reads besides its attributes:
-# (trace_id, span_id, parent_span_id, kind, start, end, status code).
-SpanHead = tuple[bytes, bytes, bytes, int, int, int, int]
-
-
-def _head(span: Any) -> SpanHead:
-    return (
-        span.trace_id,
-        span.span_id,
-        span.parent_span_id,
-        span.kind,
-        span.start_time_unix_nano,
-        span.end_time_unix_nano,
-        span.status.code,
-    )
-
-
 def _fields_from_message(kvs: list[Any], plan: _Plan) -> tuple[dict[str, Any], str, bool]:
     fields: dict[str, Any] = {}
     convention = ""
@@ -195,6 +175,10 @@ def _fields_from_message(kvs: list[Any], plan: _Plan) -> tuple[dict[str, Any], s
     return fields, convention, marked
 
 
+_READ_FIELDS = (*FIELDS, "response_id")  # the fields the tables read, as CALL_FIELDS ends
+assert CALL_FIELDS[-len(_READ_FIELDS) :] == _READ_FIELDS
+
+
 def read_span(span: Any, service_name: str, scope: str = "") -> LLMCall | None:
     """An `LLMCall` for the span, or None when it is not a model call."""
     kvs = list(span.attributes)  # one list beats indexing upb's container per read
@@ -202,89 +186,177 @@ def read_span(span: Any, service_name: str, scope: str = "") -> LLMCall | None:
     if plan is None:
         return None
     fields, convention, marked = _fields_from_message(kvs, plan)
-    return _call(span, _head(span), plan, fields, convention, marked, service_name, scope)
+    status_code = span.status.code
+    raw = (  # CALL_FIELDS, as the native reader returns them
+        service_name,
+        scope,
+        convention,
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id,
+        span.kind,
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        status_code,
+        _exception_type(span) if status_code == _STATUS_ERROR else None,
+        marked,
+        plan.present,
+        None,  # chunk_ns: not read (the ttft processor walks the events)
+        None,  # wire_span: not read from the bytes
+        *[fields.get(f) for f in _READ_FIELDS],
+    )
+    return call_of(span, raw)
 
 
-def _call(
-    span: Any,
-    head: SpanHead,
-    plan: _Plan,
-    fields: dict[str, Any],
-    convention: str,
-    marked: bool,
-    service_name: str,
-    scope: str,
-) -> LLMCall | None:
-    model = fields.get("request_model") or fields.get("response_model")
+# call_of builds LLMCall positionally (keywords cost ~1 µs a call): its fields, in order.
+assert tuple(f.name for f in dataclasses.fields(LLMCall)) == (
+    "span", "service_name", "convention", "trace_id", "span_id", "parent_span_id", "start_ns",
+    "end_ns", "scope", "operation", "provider", "request_model", "response_model",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
+    "reasoning_tokens", "streaming", "ttft_s", "ttft_derived", "time_per_token_s", "error_type",
+    "server_side", "server_ttft_s", "server_duration_s", "cost_usd", "response_id", "counted",
+    "present", "chunk_ns", "wire_span",
+)  # fmt: skip
+
+
+def call_of(span: Any, raw: tuple[Any, ...]) -> LLMCall | None:
+    """The `LLMCall` of a span from its raw fields (`CALL_FIELDS`, read natively or by
+    `read_span`), or None when it is not a model call: normalize's rules, in one place."""
+    (
+        service_name,
+        scope,
+        convention,
+        trace_id,
+        span_id,
+        parent_span_id,
+        kind,
+        start_ns,
+        end_ns,
+        status_code,
+        exception_type,
+        marked,
+        present,
+        chunk_ns,
+        wire_span,
+        operation,
+        provider,
+        request_model,
+        response_model,
+        input_tokens,
+        output_tokens,
+        total_tokens,
+        cache_read_tokens,
+        cache_creation_tokens,
+        reasoning_tokens,
+        ttft_s,
+        streaming,
+        error_type,
+        server_ttft_s,
+        server_duration_s,
+        span_kind_hint,
+        cost_usd,
+        response_id,
+    ) = raw
+    model = request_model or response_model
     if not model:
         # vLLM's v1 server span (`llm_request`) names no model, but its server-side latencies
         # say it is one model call. The model stays "" (not made up, so enrich writes none).
-        if "server_ttft_s" not in fields and "server_duration_s" not in fields:
+        if server_ttft_s is None and server_duration_s is None:
             return None
         model = ""
     if not (
         marked
-        or "provider" in fields
-        or "operation" in fields
-        or any(f in fields for f in TOKEN_FIELDS)
+        or provider is not None
+        or operation is not None
+        or input_tokens is not None
+        or output_tokens is not None
+        or cache_read_tokens is not None
+        or cache_creation_tokens is not None
+        or reasoning_tokens is not None
     ):
         return None
 
-    trace_id, span_id, parent_span_id, kind, start_ns, end_ns, status_code = head
-    call = LLMCall(
-        span=span,
-        service_name=service_name,
-        convention=convention or "unknown",
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_span_id=parent_span_id,
-        start_ns=start_ns,
-        end_ns=end_ns,
-        scope=scope,
-        operation=str(fields.get("operation") or "chat"),
-        provider=normalize_provider(str(fields.get("provider") or "")) or "unknown",
-        request_model=str(fields.get("request_model") or model),
-        response_model=str(fields.get("response_model") or ""),
-        present=plan.present,
-        response_id=str(fields.get("response_id", "")),
+    # counts outside an int64 and negative ones are not counts; a negative latency or cost
+    # is not one either: the call counts, the value does not
+    t = _MAX_TOKENS
+    if input_tokens is not None and not 0 <= input_tokens <= t:
+        input_tokens = None
+    if output_tokens is not None and not 0 <= output_tokens <= t:
+        output_tokens = None
+    if cache_read_tokens is not None and not 0 <= cache_read_tokens <= t:
+        cache_read_tokens = None
+    if cache_creation_tokens is not None and not 0 <= cache_creation_tokens <= t:
+        cache_creation_tokens = None
+    if reasoning_tokens is not None and not 0 <= reasoning_tokens <= t:
+        reasoning_tokens = None
+    if (
+        output_tokens is None
+        and input_tokens is not None
+        and total_tokens is not None
+        and input_tokens <= total_tokens <= t
+    ):
+        output_tokens = total_tokens - input_tokens
+    if ttft_s is not None:
+        if ttft_s >= 0:
+            ttft_s, streaming = float(ttft_s), True
+        else:
+            ttft_s = None
+    server_side = (
+        server_ttft_s is not None
+        or server_duration_s is not None
+        or span_kind_hint == "server"
+        or kind == _SPAN_KIND_SERVER
     )
-    for f in TOKEN_FIELDS:
-        v = fields.get(f)
-        if v is not None and 0 <= v <= _MAX_TOKENS:
-            setattr(call, f, v)
-    total = fields.get("total_tokens")
-    if total is not None and not 0 <= total <= _MAX_TOKENS:
-        total = None
-    if (
-        call.output_tokens is None
-        and total is not None
-        and call.input_tokens is not None
-        and total >= call.input_tokens
-    ):
-        call.output_tokens = total - call.input_tokens
-    call.streaming = bool(fields.get("streaming", False))
-    ttft = fields.get("ttft_s")
-    if ttft is not None and ttft >= 0:
-        call.ttft_s = float(ttft)
-        call.streaming = True
-    call.error_type = _error_type(span, status_code, fields)
-    server_ttft = fields.get("server_ttft_s")
-    server_duration = fields.get("server_duration_s")
-    if (
-        server_ttft is not None
-        or server_duration is not None
-        or (fields.get("span_kind_hint") == "server" or kind == _SPAN_KIND_SERVER)
-    ):
-        call.server_side = True
-        # a negative latency is not one (as ttft above): the call counts, the value does not
-        call.server_ttft_s = server_ttft if server_ttft is not None and server_ttft >= 0 else None
-        call.server_duration_s = (
-            server_duration if server_duration is not None and server_duration >= 0 else None
-        )
-    cost = fields.get("cost_usd")
-    if cost is not None and cost >= 0:
-        call.cost_usd = float(cost)
-    return call
+    if server_side:
+        if server_ttft_s is not None and server_ttft_s < 0:
+            server_ttft_s = None
+        if server_duration_s is not None and server_duration_s < 0:
+            server_duration_s = None
+        chunk_ns = None  # a server span's chunks are not a client's first chunk
+    else:
+        server_ttft_s = server_duration_s = None
+    if error_type:
+        error_type = tidy_error_type(str(error_type))
+    elif status_code != _STATUS_ERROR:
+        error_type = ""
+    else:
+        error_type = tidy_error_type(exception_type) if exception_type else "_OTHER"
+    if cost_usd is not None:
+        cost_usd = float(cost_usd) if cost_usd >= 0 else None
+    return LLMCall(  # positionally, in LLMCall's field order (one call per model call)
+        span,
+        service_name,
+        convention or "unknown",
+        trace_id,
+        span_id,
+        parent_span_id,
+        start_ns,
+        end_ns,
+        scope,
+        str(operation or "chat"),
+        normalize_provider(str(provider or "")) or "unknown",
+        str(request_model or model),
+        str(response_model or ""),
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        cache_creation_tokens,
+        reasoning_tokens,
+        bool(streaming),
+        ttft_s,
+        False,  # ttft_derived
+        None,  # time_per_token_s
+        error_type,
+        server_side,
+        server_ttft_s,
+        server_duration_s,
+        cost_usd,
+        str(response_id or ""),
+        True,  # counted
+        present,
+        chunk_ns,
+        wire_span,
+    )
 
 
 # Each transform of the tables the native reader can apply itself, described as data; any other
@@ -314,14 +386,12 @@ def call_reader() -> CallReaderType | None:
     markers = [(key, sorted(values)) for key, values in _MARKERS.items()]
     presentable = sorted(set(_TABLE) | _ENRICHED_KEYS)
     chunk_events = sorted(CHUNK_EVENTS)
-    return CallReader(
-        table, markers, presentable, chunk_events, normalize_provider, tidy_error_type
-    )
+    return CallReader(table, markers, presentable, chunk_events)
 
 
 # Walking every span's attributes through upb only to learn their keys costs more than the rest
-# of normalize: the native reader reads the received bytes and returns each model call's
-# `LLMCall` arguments, so upb materializes nothing of a span but the LLM ones' messages.
+# of normalize: the native reader reads the received bytes and returns the raw fields of each
+# span that may be a model call, so upb materializes nothing of a span but those ones' messages.
 _CALL_READER = call_reader()
 
 
@@ -340,13 +410,11 @@ def _read_native(
     except (ValueError, RuntimeError):
         return False
     calls = batch.calls
-    for si, j, args in found:
+    for si, j, raw in found:
         service, ss = scopes[si]
         span = ss.spans[j]
-        if args is not None:
-            calls.append(LLMCall(span, *args))
-            read.add((si, j))
-        elif (call := read_span(span, service, ss.scope.name)) is not None:
+        call = read_span(span, service, ss.scope.name) if raw is None else call_of(span, raw)
+        if call is not None:
             calls.append(call)
             read.add((si, j))
     return True

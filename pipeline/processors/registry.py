@@ -81,6 +81,17 @@ COUNTED = {"dedupe": "which calls count"}
 TTFT = {"ttft": "the time to first chunk"}
 COST = {"cost": "the calls' cost"}
 
+
+def _fallback(w: Wiring) -> FallbackDetector:
+    tel = w.telemetry
+
+    def overflow(forced: int, dropped: int) -> None:
+        tel.inc(tel.fallback_forced_closes, (), forced)
+        tel.inc(tel.fallback_dropped_calls, (), dropped)
+
+    return FallbackDetector(w.config.fallback, w.llm_metrics, on_overflow=overflow)
+
+
 # In the default order, which satisfies every requirement.
 REGISTRY: dict[str, ProcessorSpec] = {
     s.name: s
@@ -91,7 +102,7 @@ REGISTRY: dict[str, ProcessorSpec] = {
         ProcessorSpec("cost", _cost, needs=CALLS),
         ProcessorSpec(
             "fallback",
-            lambda w: FallbackDetector(w.config.fallback, w.llm_metrics),
+            _fallback,
             needs=CALLS,
             after=COUNTED,
         ),

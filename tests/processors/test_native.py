@@ -36,8 +36,12 @@ from tests.processors.test_prefilter import _text, _trace_request
 
 if _native.CallReader is None:
     if os.environ.get("CI"):
-        pytest.fail("llm_pipeline_native is not built (scripts/setup.sh builds it with cargo)")
-    pytest.skip("llm_pipeline_native is not built", allow_module_level=True)
+        pytest.fail(
+            _native.call_reader_off or "llm_pipeline_native is not built (setup.sh builds it)"
+        )
+    pytest.skip(
+        _native.call_reader_off or "llm_pipeline_native is not built", allow_module_level=True
+    )
 import llm_pipeline_native as native
 
 
