@@ -18,11 +18,13 @@ if TYPE_CHECKING:
     from llm_pipeline_native import GrpcClient as _GrpcClient
     from llm_pipeline_native import GrpcServer as _GrpcServer
     from llm_pipeline_native import HintScanner as _HintScanner
+    from llm_pipeline_native import JsonEncoder as _JsonEncoder
 
 CallReader: type[_CallReader] | None = None
 GrpcClient: type[_GrpcClient] | None = None
 GrpcServer: type[_GrpcServer] | None = None
 HintScanner: type[_HintScanner] | None = None
+JsonEncoder: type[_JsonEncoder] | None = None
 item_ranges: Callable[[bytes], list[tuple[int, int, int, int, int]]] | None = None
 invalid_spans: Callable[[bytes], list[int]] | None = None
 span_parents: Callable[[bytes], dict[bytes, bytes | None]] | None = None
@@ -42,6 +44,8 @@ if (
     invalid_spans, span_parents = _lib.invalid_spans, _lib.span_parents
     GrpcServer, GrpcClient = _lib.GrpcServer, _lib.GrpcClient
     CallReader, trace_targets, patch = _lib.CallReader, _lib.trace_targets, _lib.patch
+    # absent from a module built before it: the file sink then encodes in Python
+    JsonEncoder = getattr(_lib, "JsonEncoder", None)
 
 
 _T = TypeVar("_T")

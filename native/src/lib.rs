@@ -19,6 +19,7 @@ use regex::bytes::Regex;
 mod calls;
 mod grpc;
 mod grpc_client;
+mod otlp_json;
 mod wire;
 
 fn value_error(e: wire::Error) -> PyErr {
@@ -175,6 +176,7 @@ fn llm_pipeline_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(span_parents, m)?)?;
     m.add_class::<calls::CallReader>()?;
     m.add_class::<HintScanner>()?;
+    m.add_class::<otlp_json::JsonEncoder>()?;
     m.add_class::<grpc::GrpcServer>()?;
     m.add_class::<grpc_client::GrpcClient>()?;
     Ok(())
