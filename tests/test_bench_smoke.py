@@ -103,3 +103,33 @@ def test_ratios_pair_the_rounds_of_a_repeated_rate(bench: SimpleNamespace) -> No
     assert got["at 20000 spans/s"].ratio == 1.5 and got["at 20000 spans/s"].rounds == []
     # the moderate rate is the highest where the sidecar stayed <= 70% of its core
     assert got["common moderate rate"].sidecar_rate == 10000
+
+
+def test_the_gate_judges_the_median_of_paired_rounds(bench: SimpleNamespace) -> None:
+    def step(system: str, us: float, verdict: str = "ok") -> Any:
+        return bench.StepResult(
+            system, 5000, 5000, 5000, 5000, 0, {}, 1.0, 0.2, us, 1.0, 1.0, 2.0, 3.0, 50.0,
+            0.0, 0.5, 0.5, 0.0, 4.0, verdict == "ok", verdict,
+        )  # fmt: skip
+
+    steps = {
+        "sidecar": [step("sidecar", 30.0), step("sidecar", 20.0), step("sidecar", 45.0)],
+        "collector": [step("collector", 20.0), step("collector", 10.0), step("collector", 15.0)],
+    }
+    ok = bench.judge(5000, steps, threshold=2.0, min_rounds=2)
+    assert ok.ratios == [1.5, 2.0, 3.0] and ok.median_ratio == 2.0 and ok.passed
+    assert not bench.judge(5000, steps, threshold=1.9, min_rounds=2).passed
+    # a round one system did not sustain is not paired, and is named
+    steps["collector"][2] = step("collector", 15.0, "accepted 80% of offered")
+    short = bench.judge(5000, steps, threshold=5.0, min_rounds=3)
+    assert short.ratios == [1.5, 2.0] and not short.passed
+    assert short.failed_rounds == ["collector round 3: accepted 80% of offered"]
+
+
+def test_the_gate_file_names_a_threshold_per_rate(bench: SimpleNamespace, tmp_path: Path) -> None:
+    cfg = bench.load_gate()  # the repository's bench/gate.json
+    assert set(cfg["max_ratio"]) == {str(r) for r in cfg["rates"]}
+    bad = tmp_path / "gate.json"
+    bad.write_text('{"rates": [5000, 9000], "rounds": 3, "max_ratio": {"5000": 2.0}}')
+    with pytest.raises(ValueError, match="9000"):
+        bench.load_gate(bad)
