@@ -1,7 +1,7 @@
 """OTLP/JSON of a request without json_format: a walk of a schema read from the descriptors.
 
 What `decode.to_json` makes (json_format's `MessageToDict` with integer enums, ids rewritten to
-hex, `json.dumps` with `(",", ":")`), byte for byte, in a fifth of its time: present fields in
+hex, `json.dumps` with `(",", ":")`), byte for byte, in a third of its time: present fields in
 field-number order under their camelCase names, 64-bit integers as strings, NaN and infinities
 as "NaN" / "Infinity" / "-Infinity", bytes in base64 but trace and span ids in hex, strings
 escaped as `json.dumps` escapes them (ASCII only).
