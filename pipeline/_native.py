@@ -22,11 +22,13 @@ if TYPE_CHECKING:
     from llm_pipeline_native import GrpcClient as _GrpcClient
     from llm_pipeline_native import GrpcServer as _GrpcServer
     from llm_pipeline_native import HintScanner as _HintScanner
+    from llm_pipeline_native import JsonEncoder as _JsonEncoder
 
 CallReader: type[_CallReader] | None = None
 GrpcClient: type[_GrpcClient] | None = None
 GrpcServer: type[_GrpcServer] | None = None
 HintScanner: type[_HintScanner] | None = None
+JsonEncoder: type[_JsonEncoder] | None = None
 item_ranges: Callable[[bytes], list[tuple[int, int, int, int, int]]] | None = None
 invalid_spans: Callable[[bytes], list[int]] | None = None
 span_parents: Callable[[bytes], dict[bytes, bytes | None]] | None = None
@@ -84,6 +86,8 @@ if (
             "native call reader off: " + call_reader_off,
             built=getattr(_lib, "CALL_FIELDS", None),
         )
+    # absent from a module built before it: the file sink then encodes in Python
+    JsonEncoder = getattr(_lib, "JsonEncoder", None)
 
 
 _T = TypeVar("_T")

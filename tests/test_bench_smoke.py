@@ -1,30 +1,31 @@
-"""bench/bench.py's helpers run: payload pool, trace-id stamping, percentiles, py-spy parsing.
+"""bench/benchlib's helpers run: payload pool, trace-id stamping, percentiles, py-spy parsing.
 
 The benchmark itself is a script (bench/README.md); this only keeps its pieces from rotting.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench.py"
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("llm_pipeline_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve their module
-    spec.loader.exec_module(mod)
-    return mod
+def bench() -> SimpleNamespace:
+    """The names of bench/benchlib's modules, as one namespace."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    names: dict[str, Any] = {}
+    for mod in ("results", "procfs", "load", "measure", "profile", "gate"):
+        names.update(vars(importlib.import_module(f"benchlib.{mod}")))
+    return SimpleNamespace(**names)
 
 
 def _ids(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -37,7 +38,7 @@ def _ids(data: bytes) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def test_pool_and_stamp(bench: ModuleType) -> None:
+def test_pool_and_stamp(bench: SimpleNamespace) -> None:
     pool, info = bench.build_pool(3, seed=1)
     assert len(pool) == 3 and info["batches"] == 3
     for p in pool:
@@ -51,14 +52,14 @@ def test_pool_and_stamp(bench: ModuleType) -> None:
     assert info["llm_call_share"] > 0.2
 
 
-def test_percentile(bench: ModuleType) -> None:
+def test_percentile(bench: SimpleNamespace) -> None:
     values = list(range(1, 101))
     assert bench.percentile(values, 50) == 50
     assert bench.percentile(values, 99) == 99
     assert bench.percentile([3.0], 99) == 3.0
 
 
-def test_parse_collapsed(bench: ModuleType, tmp_path: Path) -> None:
+def test_parse_collapsed(bench: SimpleNamespace, tmp_path: Path) -> None:
     raw = tmp_path / "p.txt"
     raw.write_text(
         "run (threading.py:1);accept (pipeline/service.py:10);normalize (pipeline/n.py:5) 3\n"
@@ -71,7 +72,7 @@ def test_parse_collapsed(bench: ModuleType, tmp_path: Path) -> None:
     assert by_file[0] == ("pipeline/n.py", 75.0)
 
 
-def test_proc_readings(bench: ModuleType) -> None:
+def test_proc_readings(bench: SimpleNamespace) -> None:
     import os
 
     assert bench.proc_cpu_s(os.getpid()) > 0
@@ -79,7 +80,7 @@ def test_proc_readings(bench: ModuleType) -> None:
     assert bench.cores_busy()
 
 
-def test_ratios_pair_the_rounds_of_a_repeated_rate(bench: ModuleType) -> None:
+def test_ratios_pair_the_rounds_of_a_repeated_rate(bench: SimpleNamespace) -> None:
     def step(system: str, rate: float, us: float, util: float = 0.3) -> Any:
         return bench.StepResult(
             system, rate, rate, rate, rate, 0, {}, 1.0, util, us, 1.0, 1.0, 2.0, 3.0, 50.0,
@@ -102,3 +103,33 @@ def test_ratios_pair_the_rounds_of_a_repeated_rate(bench: ModuleType) -> None:
     assert got["at 20000 spans/s"].ratio == 1.5 and got["at 20000 spans/s"].rounds == []
     # the moderate rate is the highest where the sidecar stayed <= 70% of its core
     assert got["common moderate rate"].sidecar_rate == 10000
+
+
+def test_the_gate_judges_the_median_of_paired_rounds(bench: SimpleNamespace) -> None:
+    def step(system: str, us: float, verdict: str = "ok") -> Any:
+        return bench.StepResult(
+            system, 5000, 5000, 5000, 5000, 0, {}, 1.0, 0.2, us, 1.0, 1.0, 2.0, 3.0, 50.0,
+            0.0, 0.5, 0.5, 0.0, 4.0, verdict == "ok", verdict,
+        )  # fmt: skip
+
+    steps = {
+        "sidecar": [step("sidecar", 30.0), step("sidecar", 20.0), step("sidecar", 45.0)],
+        "collector": [step("collector", 20.0), step("collector", 10.0), step("collector", 15.0)],
+    }
+    ok = bench.judge(5000, steps, threshold=2.0, min_rounds=2)
+    assert ok.ratios == [1.5, 2.0, 3.0] and ok.median_ratio == 2.0 and ok.passed
+    assert not bench.judge(5000, steps, threshold=1.9, min_rounds=2).passed
+    # a round one system did not sustain is not paired, and is named
+    steps["collector"][2] = step("collector", 15.0, "accepted 80% of offered")
+    short = bench.judge(5000, steps, threshold=5.0, min_rounds=3)
+    assert short.ratios == [1.5, 2.0] and not short.passed
+    assert short.failed_rounds == ["collector round 3: accepted 80% of offered"]
+
+
+def test_the_gate_file_names_a_threshold_per_rate(bench: SimpleNamespace, tmp_path: Path) -> None:
+    cfg = bench.load_gate()  # the repository's bench/gate.json
+    assert set(cfg["max_ratio"]) == {str(r) for r in cfg["rates"]}
+    bad = tmp_path / "gate.json"
+    bad.write_text('{"rates": [5000, 9000], "rounds": 3, "max_ratio": {"5000": 2.0}}')
+    with pytest.raises(ValueError, match="9000"):
+        bench.load_gate(bad)

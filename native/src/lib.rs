@@ -23,6 +23,7 @@ use regex::bytes::Regex;
 mod calls;
 mod grpc;
 mod grpc_client;
+mod otlp_json;
 mod wire;
 
 fn value_error(e: wire::Error) -> PyErr {
@@ -180,6 +181,7 @@ fn llm_pipeline_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<calls::CallReader>()?;
     m.add("CALL_FIELDS", PyTuple::new(m.py(), calls::call_fields())?)?;
     m.add_class::<HintScanner>()?;
+    m.add_class::<otlp_json::JsonEncoder>()?;
     m.add_class::<grpc::GrpcServer>()?;
     m.add_class::<grpc_client::GrpcClient>()?;
     Ok(())
