@@ -275,6 +275,8 @@ class Service:
     def start(self) -> None:
         for q in self.queues.values():
             q.start()
+        # the self-telemetry's SDK, with the push's resource when it pushes them too
+        self.telemetry.start(self.pusher.encoder.resource if self.pusher is not None else None)
         if self.pusher is not None:
             self.pusher.start()
         self._ticker.start()

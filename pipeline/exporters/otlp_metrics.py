@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,17 +145,6 @@ def _exemplar(e: Exemplar) -> pb.Exemplar:
     )
 
 
-GaugeRows = list[tuple[tuple[str, ...], float]]
-
-
-@dataclass
-class GaugeSource:
-    name: str
-    documentation: str
-    label_names: tuple[str, ...]
-    read: Callable[[], GaugeRows]
-
-
 @dataclass
 class MetricsEncoder:
     """Turns snapshots into requests; keeps what delta temporality needs between them."""
@@ -176,9 +165,7 @@ class MetricsEncoder:
     def restore(self, saved: tuple[dict[str, dict[tuple[str, ...], Any]], int]) -> None:
         self._last, self._last_time = saved
 
-    def encode(
-        self, snap: Snapshot, gauges: Iterable[GaugeSource] = ()
-    ) -> tuple[ExportMetricsServiceRequest, int]:
+    def encode(self, snap: Snapshot) -> tuple[ExportMetricsServiceRequest, int]:
         """The request and its data point count (0: nothing to send)."""
         req = ExportMetricsServiceRequest()
         rm = req.resource_metrics.add()
@@ -193,16 +180,6 @@ class MetricsEncoder:
         points = 0
         for fam in snap.families:
             points += self._family(sm, fam, snap.time_unix_nano, start, delta)
-        for g in gauges:
-            rows = g.read()
-            if not rows:
-                continue
-            name, unit = otlp_name(g.name)
-            m = sm.metrics.add(name=name, description=g.documentation, unit=unit)
-            for key, value in rows:
-                dp = m.gauge.data_points.add(time_unix_nano=snap.time_unix_nano, as_double=value)
-                dp.attributes.extend(_kv(self._attrs(g.label_names, key)))
-                points += 1
         self._last_time = snap.time_unix_nano
         return req, points
 

@@ -18,7 +18,6 @@ from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
-    GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
@@ -27,7 +26,7 @@ from prometheus_client.samples import Exemplar as PromExemplar
 from prometheus_client.utils import floatToGoString
 
 from ..aggregation import Aggregation, Exemplar
-from ..telemetry import Telemetry, __version__
+from ..telemetry import Telemetry
 from .snapshot import take
 
 
@@ -71,29 +70,8 @@ class AggregationCollector:
                 for crow in fam.counters:
                     c.add_metric(list(crow.key), crow.value, exemplar=_ex(crow.exemplar))
                 yield c
-        overflow = [(f.name, f.overflowed) for f in snap.families]
-        if self.telemetry is None:
-            return
-        of = CounterMetricFamily(
-            "llm_pipeline_cardinality_overflow",
-            "Observations folded into the __other__ series by the cardinality guard.",
-            labels=["metric"],
-        )
-        for name, n in overflow:
-            if n:
-                of.add_metric([name], float(n))
-        yield of
-        info = GaugeMetricFamily(
-            "llm_pipeline_build_info", "Sidecar build information.", labels=["version"]
-        )
-        info.add_metric([__version__], 1.0)
-        yield info
-        for name, (doc, labels, readers) in self.telemetry.gauges.items():
-            g = GaugeMetricFamily(name, doc, labels=list(labels))
-            for read in readers:
-                for key, value in read():
-                    g.add_metric(list(key), value)
-            yield g
+        if self.telemetry is not None:
+            yield from self.telemetry.collect()
 
 
 def render(collector: AggregationCollector, accept: str) -> tuple[bytes, str]:

@@ -14,15 +14,24 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from typing import Any
 
 import structlog
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.sdk.metrics import Counter, Histogram, ObservableCounter
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
 
 from ..aggregation import Aggregation
 from ..config import PushConfig
 from ..telemetry import Telemetry
 from .otlp import GrpcSender, HttpSender
-from .otlp_metrics import GaugeRows, GaugeSource, MetricsEncoder, resource_attributes
+from .otlp_metrics import MetricsEncoder, resource_attributes
 from .queue import QueueFull, QueueStats, Sender, SendingQueue
 from .snapshot import Snapshot, take
 
@@ -52,6 +61,40 @@ def sender_for(cfg: PushConfig) -> tuple[str, Sender]:
     return "otlp_http/push", HttpSender(
         SIGNAL, cfg.endpoint, cfg.headers, cfg.timeout_s, cfg.compression
     )
+
+
+class QueueMetricExporter(MetricExporter):
+    """The SDK's exporter for `metrics.push.self`: its requests go into the push queue."""
+
+    def __init__(self, pusher: MetricsPusher, temporality: str) -> None:
+        t = (
+            AggregationTemporality.DELTA
+            if temporality == "delta"
+            else AggregationTemporality.CUMULATIVE
+        )
+        super().__init__(preferred_temporality={ObservableCounter: t, Counter: t, Histogram: t})
+        self._pusher = pusher
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        req = encode_metrics(metrics_data)
+        points = sum(
+            len(getattr(m, m.WhichOneof("data")).data_points)
+            for rm in req.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.WhichOneof("data")
+        )
+        if points and not self._pusher.enqueue(req.SerializeToString(), points):
+            return MetricExportResult.FAILURE
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        pass
 
 
 class MetricsPusher:
@@ -106,6 +149,13 @@ class MetricsPusher:
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one push at a time (ticker, shutdown, tests)
         self._thread = threading.Thread(target=self._run, name="metrics-push", daemon=True)
+        # `self: true`: the SDK's self-telemetry goes into the same queue, on the same period
+        self._self_reader: PeriodicExportingMetricReader | None = None
+        if include_self:
+            self._self_reader = PeriodicExportingMetricReader(
+                QueueMetricExporter(self, temporality), export_interval_millis=interval_s * 1000
+            )
+            telemetry.add_reader(self._self_reader)
 
     def start(self) -> None:
         self.queue.start()
@@ -125,36 +175,29 @@ class MetricsPusher:
             snap = Snapshot(fams, snap.time_unix_nano)
         return snap
 
-    def gauges(self) -> Iterable[GaugeSource]:
-        if not self.include_self:
-            return []
-        out = []
-        for name, (doc, labels, readers) in self.telemetry.gauges.items():
-
-            def read(readers: list[Callable[[], GaugeRows]] = readers) -> GaugeRows:
-                return [row for r in readers for row in r()]
-
-            out.append(GaugeSource(name, doc, labels, read))
-        return out
-
     def push(self) -> int:
         """Encode the current state and queue it; the data points queued (0: none)."""
         with self._lock:
             saved = self.encoder.save()
-            req, points = self.encoder.encode(self.snapshot(), self.gauges())
+            req, points = self.encoder.encode(self.snapshot())
             if not points:
                 return 0
-            data = req.SerializeToString()
-            try:
-                self.queue.reserve(points, len(data))
-            except QueueFull:
+            if not self.enqueue(req.SerializeToString(), points):
                 self.encoder.restore(saved)
-                self.skipped += 1
-                log.warning("metrics push queue full: this snapshot waits", queue=self.queue.name)
                 return 0
-            self.queue.put(data, points, len(data))
-            self.pushes += 1
             return points
+
+    def enqueue(self, data: bytes, points: int) -> bool:
+        """Queue one serialized request; False (logged, counted in `skipped`) when full."""
+        try:
+            self.queue.reserve(points, len(data))
+        except QueueFull:
+            self.skipped += 1
+            log.warning("metrics push queue full: this request waits", queue=self.queue.name)
+            return False
+        self.queue.put(data, points, len(data))
+        self.pushes += 1
+        return True
 
     def stop(self) -> None:
         """Stop the ticker and queue a last push (its queue keeps delivering meanwhile)."""
@@ -163,6 +206,11 @@ class MetricsPusher:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10.0)
+        if self._self_reader is not None:
+            try:
+                self._self_reader.shutdown()  # its last export goes into the queue
+            except Exception:
+                log.exception("final self-telemetry push failed", queue=self.queue.name)
         try:
             self.push()
         except Exception:

@@ -102,17 +102,47 @@ def test_names_units_buckets_exemplars_match_the_scrape(tmp_path: Path) -> None:
     assert not any(n.startswith("llm_pipeline_") for n in m if "time_per_output" not in n)
 
 
-def test_self_metrics_pushed_when_asked(tmp_path: Path) -> None:
-    svc = _service(tmp_path, self=True)
-    svc.accept("traces", spans_request(0, 2), None, "http")
-    assert svc.pusher is not None
-    svc.pusher.include_self = True
-    req, _ = svc.pusher.encoder.encode(svc.pusher.snapshot(), svc.pusher.gauges())
-    m = _metrics(req)
-    assert _sum(m["llm_pipeline_received_items"], "signal", "traces") == 2
-    queue = m["llm_pipeline_queue"]  # _bytes is the unit: translated back to ..._bytes
-    assert queue.unit == "By"
-    assert "llm_pipeline_queue_size" in m and m["llm_pipeline_queue_size"].gauge.data_points
+def test_self_metrics_go_through_the_sdk_into_the_same_queue(tmp_path: Path) -> None:
+    sink = OtlpSink().start()
+    try:
+        svc = _service(tmp_path, endpoint=f"127.0.0.1:{sink.grpc_port}", interval_s=0.3, self=True)
+        svc.start()
+        svc.accept("traces", spans_request(0, 2), None, "http")
+        assert svc.wait_processed()
+
+        def received() -> float:
+            for r in sink.requests["metrics"]:
+                m = _metrics(r).get("llm_pipeline_received_items")
+                if m is not None and _sum(m, "signal", "traces") == 2:
+                    return 2.0
+            return 0.0
+
+        wait_until(received, 20)
+        svc.shutdown()
+        by_name: dict[str, Any] = {}
+        resources = set()
+        for r in sink.requests["metrics"]:
+            for rm in r.resource_metrics:
+                res = {kv.key: kv.value.string_value for kv in rm.resource.attributes}
+                resources.add(res["service.instance.id"])
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        by_name[m.name] = m
+        # one sidecar: the SDK's requests carry the same resource as the derived ones
+        assert len(resources) == 1
+        assert by_name["llm_pipeline_received_items"].sum.is_monotonic
+        assert "gen_ai_client_tokens" in by_name  # the derived ones, same destination
+        q = by_name["llm_pipeline_queue_size"].gauge.data_points
+        assert {_attrs(d)["exporter"] for d in q} >= {"otlp_grpc/push", "file/traces"}
+        # the SDK's points are counted like any other in the push queue's self-metrics
+        exported = svc.telemetry.exported.series[("metrics", "otlp_grpc/push")].value
+        assert exported == sum(
+            len(getattr(m, m.WhichOneof("data")).data_points)
+            for r in sink.requests["metrics"]
+            for m in _metrics(r).values()
+        )
+    finally:
+        sink.stop()
 
 
 def test_delta_sends_the_change_and_leaves_quiet_series_out(tmp_path: Path) -> None:
