@@ -227,12 +227,14 @@ class Telemetry:
             if not fam.samples:
                 continue
             if fam.type == "counter":
-                created = [
-                    Sample(s.name.removesuffix("_total") + "_created", s.labels, self.started_s)
-                    for s in fam.samples
-                    if s.name.endswith("_total")
-                ]
-                fam.samples.extend(created)
+                # OpenMetrics groups a series' samples: each _created right after its _total
+                grouped = []
+                for smp in fam.samples:
+                    grouped.append(smp)
+                    if smp.name.endswith("_total"):
+                        name = smp.name.removesuffix("_total") + "_created"
+                        grouped.append(Sample(name, smp.labels, self.started_s))
+                fam.samples = grouped
             yield fam
 
 
