@@ -1,4 +1,4 @@
-"""metrics.push over real parts: sidecar -> Collector (otlp -> prometheusremotewrite) -> Debian's
+"""metrics.push over real parts: sidecar -> Collector (otlp -> prometheus_remote_write) -> Debian's
 Prometheus with its remote-write receiver, which also scrapes the sidecar's /metrics.
 
 The same traffic must give the same token and cost sums by both paths, and a 30 s outage of the
@@ -108,7 +108,10 @@ def test_push_and_scrape_agree_and_a_collector_outage_loses_nothing(
     prom_cfg = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
-            {"job_name": SCRAPE_JOB, "static_configs": [{"targets": [f"127.0.0.1:{sc.metrics_port}"]}]}
+            {
+                "job_name": SCRAPE_JOB,
+                "static_configs": [{"targets": [f"127.0.0.1:{sc.metrics_port}"]}],
+            }
         ],
     }
     prom = PrometheusServer(
