@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.collector._helpers import (
-    REPO_ROOT,
+    REMOTE_WRITE_CONFIG,
     SKIP_ENV,
     Collector,
     CollectorPorts,
@@ -27,7 +27,7 @@ from tests.stack._prom import PrometheusServer
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = REPO_ROOT / "collector" / "remote-write.yaml"
+CONFIG = REMOTE_WRITE_CONFIG
 PUSH_JOB = "llm-push"  # metrics.push.service_name: the pushed series' `job`
 SCRAPE_JOB = "llm-pipeline"
 SERVICE = "push-svc"
