@@ -160,6 +160,8 @@ class MetricsEncoder:
 
     def save(self) -> tuple[dict[str, dict[tuple[str, ...], Any]], int]:
         """The delta state, to `restore` when a request was not sent (a full queue)."""
+        if self.temporality != "delta":
+            return {}, self._last_time  # cumulative keeps nothing between requests
         return {k: dict(v) for k, v in self._last.items()}, self._last_time
 
     def restore(self, saved: tuple[dict[str, dict[tuple[str, ...], Any]], int]) -> None:

@@ -226,3 +226,20 @@ def test_config_is_validated() -> None:
             cfg.validate()
     off = from_dict(Config, {"metrics": {"push": {"protocol": "nonsense"}}})
     off.validate()  # no endpoint: push is off, nothing else is looked at
+
+
+def test_delta_keeps_the_change_of_a_request_a_full_queue_refused(tmp_path: Path) -> None:
+    svc = _service(tmp_path, temporality="delta")
+    pusher = svc.pusher
+    assert pusher is not None
+    pusher.queue.max_items = 1  # one request waits (never delivered: not started), no more
+    svc.accept("traces", spans_request(0, 2), None, "grpc")
+    assert pusher.push() > 0
+    svc.accept("traces", spans_request(10, 3), None, "grpc")
+    assert pusher.push() == 0 and pusher.skipped == 1
+    # the refused change is not lost: the next request carries it
+    req, _ = pusher.encoder.encode(pusher.snapshot())
+    assert _sum(_metrics(req)["gen_ai_client_tokens"]) == 3 * 15
+    assert pusher.shutdown(0.0) > 0  # never delivered: counted as dropped at shutdown
+    name = pusher.queue.name
+    assert svc.telemetry.dropped.series[("metrics", name, "shutdown")].value > 0
