@@ -119,6 +119,49 @@ class ReceiversConfig:
 
 
 @dataclass
+class PushConfig:
+    """`metrics.push`: the derived metrics pushed over OTLP (off without an endpoint)."""
+
+    endpoint: str = ""  # grpc: HOST:PORT; http/protobuf: base URL (/v1/metrics is appended)
+    protocol: str = "grpc"  # grpc | http/protobuf
+    interval_s: float = 15.0
+    temporality: str = "cumulative"  # cumulative | delta
+    headers: dict[str, str] = field(default_factory=dict)
+    insecure: bool = True
+    timeout_s: float = 10.0
+    compression: str = "gzip"  # gzip | none
+    grpc_transport: str = "auto"
+    self: bool = False  # push the llm_pipeline_* self-metrics too
+    service_name: str = "llm-otel-pipeline"  # the sidecar's resource service.name
+
+    def validate(self) -> None:
+        if not self.endpoint:
+            return
+        if self.protocol not in ("grpc", "http/protobuf"):
+            raise ConfigError(
+                f"metrics.push.protocol: expected grpc or http/protobuf, got {self.protocol!r}"
+            )
+        ex = ExporterConfig(
+            "grpc" if self.protocol == "grpc" else "http",
+            self.endpoint,
+            self.headers,
+            self.insecure,
+            self.timeout_s,
+            self.compression,
+            self.grpc_transport,
+        )
+        ex.validate("metrics.push")
+        if not self.interval_s >= 0.1:
+            raise ConfigError("metrics.push.interval_s must be >= 0.1")
+        if self.temporality not in ("cumulative", "delta"):
+            raise ConfigError(
+                f"metrics.push.temporality: expected cumulative or delta, got {self.temporality!r}"
+            )
+        if not self.service_name:
+            raise ConfigError("metrics.push.service_name must not be empty")
+
+
+@dataclass
 class MetricsEndpointConfig:
     endpoint: str = "127.0.0.1:9464"  # "" disables /metrics
     max_series: int = 2000
@@ -129,9 +172,11 @@ class MetricsEndpointConfig:
     tls_cert_file: str | None = None  # serve /metrics over HTTPS
     tls_key_file: str | None = None
     max_connections: int = 16  # open connections to the metrics port; more get 503
+    push: PushConfig = field(default_factory=PushConfig)
 
     def validate(self) -> None:
         _check_endpoint("metrics.endpoint", self.endpoint)
+        self.push.validate()
         if self.max_connections < 1:
             raise ConfigError("metrics.max_connections must be >= 1")
         if self.max_series < 1:

@@ -28,6 +28,7 @@ from .aggregation import Aggregation
 from .config import Config
 from .exporters.file import FileSink
 from .exporters.otlp import GrpcSender, HttpSender, redact_url
+from .exporters.push import MetricsPusher, sender_for
 from .exporters.queue import QueueFull, QueueStats, SendingQueue
 from .exporters.spool import Spool
 from .memlimit import MemoryLimited, MemoryLimiter, rss_bytes
@@ -41,6 +42,10 @@ from .telemetry import Telemetry
 
 log = structlog.get_logger("pipeline")
 SIGNALS = ("traces", "logs", "metrics")
+
+
+def _signal(queue_key: str) -> str:
+    return "metrics" if queue_key == "push" else queue_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,7 @@ class Service:
             [self._redactor] if "redact" in config.processors else []
         )
         self.queues = {s: self._build_queue(s) for s in SIGNALS}
+        self.pusher = self._build_pusher()
         self.memory = MemoryLimiter(
             config.memory_limit_mib if limit_memory else 0,
             config.memory_soft_limit_percent,
@@ -180,14 +186,38 @@ class Service:
             q.max_bytes,
         )
 
+    def _build_pusher(self) -> MetricsPusher | None:
+        """`metrics.push`: the derived metrics over OTLP, through a queue of its own."""
+        p, q = self.config.metrics.push, self.config.queue
+        if not p.endpoint:
+            return None
+        name, sender = sender_for(p)
+        return MetricsPusher(
+            self.agg,
+            self.telemetry,
+            name,
+            sender,
+            interval_s=p.interval_s,
+            temporality=p.temporality,
+            include_self=p.self,
+            service_name=p.service_name,
+            max_items=q.max_items,
+            max_bytes=q.max_bytes,
+            retry_initial_s=q.retry_initial_s,
+            retry_max_s=q.retry_max_s,
+            max_elapsed_s=q.max_elapsed_s,
+        )
+
     def _register_gauges(self) -> None:
-        queues = self.queues
+        queues = dict(self.queues.items())
+        if self.pusher is not None:  # signal "metrics" too, told apart by the exporter label
+            queues["push"] = self.pusher.queue
 
         def sizes() -> list[tuple[tuple[str, ...], float]]:
-            return [((s, q.name), float(q.size)) for s, q in queues.items()]
+            return [((_signal(s), q.name), float(q.size)) for s, q in queues.items()]
 
         def capacities() -> list[tuple[tuple[str, ...], float]]:
-            return [((s, q.name), float(q.max_items)) for s, q in queues.items()]
+            return [((_signal(s), q.name), float(q.max_items)) for s, q in queues.items()]
 
         self.telemetry.gauge(
             "llm_pipeline_queue_size",
@@ -199,7 +229,7 @@ class Service:
             "llm_pipeline_queue_bytes",
             "Payload bytes waiting in memory to be exported (bounded by queue.max_bytes).",
             ("signal", "exporter"),
-            lambda: [((s, q.name), float(q.size_bytes)) for s, q in queues.items()],
+            lambda: [((_signal(s), q.name), float(q.size_bytes)) for s, q in queues.items()],
         )
         self.telemetry.gauge(
             "llm_pipeline_unprocessed_requests",
@@ -244,6 +274,10 @@ class Service:
     def start(self) -> None:
         for q in self.queues.values():
             q.start()
+        # the self-telemetry's SDK, with the push's resource when it pushes them too
+        self.telemetry.start(self.pusher.encoder.resource if self.pusher is not None else None)
+        if self.pusher is not None:
+            self.pusher.start()
         self._ticker.start()
         # With a spool there is no processing thread: requests are processed before the answer,
         # so what was acknowledged is on disk (a backlog in memory would be lost by a kill).
@@ -272,9 +306,13 @@ class Service:
                 self._fallback.flush(force=True)
             finally:
                 self._lock.release()
+        if self.pusher is not None:
+            self.pusher.stop()  # its last push delivers while the other queues drain
         left = {}
         for s, q in self.queues.items():
             left[s] = q.shutdown(max(0.0, deadline - time.monotonic())) + unprocessed[s]
+        if self.pusher is not None:
+            left["metrics"] += self.pusher.shutdown(max(0.0, deadline - time.monotonic()))
         return left
 
     def _abandon(self) -> Counter[str]:

@@ -18,7 +18,6 @@ from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
-    GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
@@ -26,8 +25,9 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.samples import Exemplar as PromExemplar
 from prometheus_client.utils import floatToGoString
 
-from ..aggregation import Aggregation, Exemplar, HistogramFamily
-from ..telemetry import Telemetry, __version__
+from ..aggregation import Aggregation, Exemplar
+from ..telemetry import Telemetry
+from .snapshot import take
 
 
 def _ex(e: Exemplar | None) -> PromExemplar | None:
@@ -50,64 +50,28 @@ class AggregationCollector:
         self.agg = agg
         self.telemetry = telemetry
 
-    def _snapshot(self) -> tuple[list[tuple[Any, list[Any]]], list[tuple[str, int]]]:
-        """Copy the state under the lock; build families outside it."""
-        with self.agg.lock:
-            out: list[tuple[Any, list[Any]]] = []
-            for fam in self.agg.families:
-                if isinstance(fam, HistogramFamily):
-                    rows: list[Any] = [
-                        (k, list(s.counts), list(s.exemplars), s.total)
-                        for k, s in fam.series.items()
-                    ]
-                else:
-                    rows = [(k, fam.exposed(s.value), s.exemplar) for k, s in fam.series.items()]
-                out.append((fam, rows))
-            overflow = [(f.name, f.overflowed) for f in self.agg.families]
-        return out, overflow
-
     def collect(self) -> Iterator[Metric]:
-        families, overflow = self._snapshot()
-        for fam, rows in families:
-            if isinstance(fam, HistogramFamily):
+        snap = take(self.agg)
+        for fam in snap.families:
+            if fam.bounds is not None:
                 h = HistogramMetricFamily(fam.name, fam.documentation, labels=fam.label_names)
-                for key, counts, exemplars, total in rows:
+                for row in fam.histograms:
                     buckets: list[Any] = []
                     acc = 0
                     for i, bound in enumerate((*fam.bounds, float("inf"))):
-                        acc += counts[i]
+                        acc += row.counts[i]
                         le = "+Inf" if bound == float("inf") else _fmt_bound(bound)
-                        ex = _ex(exemplars[i])
+                        ex = _ex(row.exemplars[i])
                         buckets.append((le, acc, ex) if ex is not None else (le, acc))
-                    h.add_metric(list(key), buckets, total)
+                    h.add_metric(list(row.key), buckets, row.total)
                 yield h
             else:
                 c = CounterMetricFamily(fam.name, fam.documentation, labels=fam.label_names)
-                for key, value, ex in rows:
-                    c.add_metric(list(key), value, exemplar=_ex(ex))
+                for crow in fam.counters:
+                    c.add_metric(list(crow.key), crow.value, exemplar=_ex(crow.exemplar))
                 yield c
-        if self.telemetry is None:
-            return
-        of = CounterMetricFamily(
-            "llm_pipeline_cardinality_overflow",
-            "Observations folded into the __other__ series by the cardinality guard.",
-            labels=["metric"],
-        )
-        for name, n in overflow:
-            if n:
-                of.add_metric([name], float(n))
-        yield of
-        info = GaugeMetricFamily(
-            "llm_pipeline_build_info", "Sidecar build information.", labels=["version"]
-        )
-        info.add_metric([__version__], 1.0)
-        yield info
-        for name, (doc, labels, readers) in self.telemetry.gauges.items():
-            g = GaugeMetricFamily(name, doc, labels=list(labels))
-            for read in readers:
-                for key, value in read():
-                    g.add_metric(list(key), value)
-            yield g
+        if self.telemetry is not None:
+            yield from self.telemetry.collect()
 
 
 def render(collector: AggregationCollector, accept: str) -> tuple[bytes, str]:

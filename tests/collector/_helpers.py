@@ -39,6 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-collector.sh"
 CONFIG = REPO_ROOT / "collector" / "config.yaml"
 LOADBALANCING_CONFIG = REPO_ROOT / "collector" / "loadbalancing.yaml"
+REMOTE_WRITE_CONFIG = REPO_ROOT / "collector" / "remote-write.yaml"
 BUILDER_CONFIG = REPO_ROOT / "collector" / "builder-config.yaml"
 SKIP_ENV = "LLM_PIPELINE_SKIP_COLLECTOR"
 

@@ -21,6 +21,7 @@ from tests.collector._helpers import (
     BUILDER_CONFIG,
     CONFIG,
     LOADBALANCING_CONFIG,
+    REMOTE_WRITE_CONFIG,
     Collector,
     CollectorPorts,
     Sinks,
@@ -142,7 +143,9 @@ def test_distribution_has_the_components_the_project_needs(components: dict[str,
     have = available(components)
     assert {"otlp"} <= have["receivers"]
     assert {"memory_limiter", "batch"} <= have["processors"]
-    assert {"otlp_grpc", "otlp_http", "debug", "file"} <= have["exporters"]
+    assert {"otlp_grpc", "otlp_http", "debug", "file", "prometheus_remote_write"} <= have[
+        "exporters"
+    ]
     assert {"file_storage", "health_check"} <= have["extensions"]
     # the benchmark's Collector-side baseline
     assert {"span_metrics", "signal_to_metrics"} <= have["connectors"]
@@ -220,6 +223,19 @@ def test_validate_config_with_compose_defaults(otelcol_binary: Path) -> None:
     """No env at all: every ${env:X:-default} falls back to the compose value."""
     r = validate(otelcol_binary, [CONFIG], {})
     assert r.returncode == 0, r.stderr
+
+
+def test_validate_remote_write_config(otelcol_binary: Path, components: dict[str, Any]) -> None:
+    """collector/remote-write.yaml (metrics.push -> remote write): compose defaults valid, only
+    components of the build, the metrics pipeline ends in prometheus_remote_write."""
+    cfg = load(REMOTE_WRITE_CONFIG)
+    used, have = used_types(cfg), available(components)
+    assert {k: used[k] - have[k] for k in KINDS if used[k] - have[k]} == {}
+    assert cfg["service"]["pipelines"]["metrics"]["exporters"] == ["prometheus_remote_write"]
+    r = validate(otelcol_binary, [REMOTE_WRITE_CONFIG], {})
+    assert r.returncode == 0, r.stderr
+    bad = validate(otelcol_binary, [REMOTE_WRITE_CONFIG], {"COLLECTOR_MEMORY_LIMIT_MIB": "x"})
+    assert bad.returncode != 0
 
 
 def test_validate_rejects_bad_env_values(otelcol_binary: Path, tmp_path: Path) -> None:
