@@ -201,6 +201,8 @@ class AgentMetrics:
         now: float,
     ) -> None:
         tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
+        if role == AGENT and not pid and roles.is_trace_wrapper(attrs):
+            role = WORKFLOW
         pending = self._pending
         tools = pending.pop((tid, sid), 0)
         d_ns = span.end_time_unix_nano - span.start_time_unix_nano

@@ -14,7 +14,10 @@ tool names. The `agents` processor reads these tables; nothing else in them is c
 - OpenInference: `openinference.span.kind` `AGENT`, `CHAIN`, `TOOL`, `RETRIEVER`,
   `EMBEDDING`, `LLM`; `tool.name`, `graph.node.name` / `agent.name` for agents. A CHAIN span
   is a workflow step; it counts as a workflow only when it is a trace's root chain (see the
-  processor), since frameworks nest chains for every step.
+  processor), since frameworks nest chains for every step. `openinference-instrumentation-
+  openai-agents` (2.6) writes the Agents SDK's trace as a root `AGENT` span named after the
+  trace ("Agent workflow") with no agent name, above the agents' own `AGENT` spans (which
+  carry `agent.name`): such a root is a workflow (`is_trace_wrapper`).
 """
 
 from __future__ import annotations
@@ -88,6 +91,12 @@ def role_of(attrs: dict[str, str]) -> str:
         if v is not None and (role := ROLE_KEYS[key].get(v)):
             return role
     return ""
+
+
+def is_trace_wrapper(attrs: dict[str, str]) -> bool:
+    """An OpenInference root AGENT span that names no agent: the framework's trace, a workflow
+    (the caller checks it is a root)."""
+    return attrs.get("openinference.span.kind") == "AGENT" and not name_of(attrs, "agent")
 
 
 def name_of(attrs: dict[str, str], kind: str) -> str:
