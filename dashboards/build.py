@@ -1035,7 +1035,19 @@ def pipeline_health() -> dict[str, Any]:
     )
 
 
-BOARDS = {"llm-overview.json": llm_overview, "pipeline-health.json": pipeline_health}
+def agents() -> dict[str, Any]:
+    # agents_board.py imports its helpers from this module, so it is imported when built
+    sys.path.insert(0, str(HERE))
+    from agents_board import build
+
+    return build()
+
+
+BOARDS = {
+    "llm-overview.json": llm_overview,
+    "pipeline-health.json": pipeline_health,
+    "agents.json": agents,
+}
 
 
 def render(name: str) -> str:
