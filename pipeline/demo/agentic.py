@@ -249,6 +249,10 @@ class AgentRuns:
         )
         server.end(end_time=s0 + int((server_ttft + decode) * 1e9))
         self.stats.server_spans += 1
+        first = t + int((server_ttft + network) * 1e9)
+        step = int(decode * 1e9) // 4
+        for i in range(4):  # streamed chunks: TTFT and time per output chunk
+            span.add_event("gen_ai.choice.chunk", timestamp=first + i * step)
         span.end(end_time=t + int(d_s * 1e9))
 
     def _answer(self, ctx: Context, t: int, d: int) -> int:
