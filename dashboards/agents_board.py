@@ -312,6 +312,7 @@ def _latency(b: Board) -> None:
                 f"histogram_quantile({p}, sum by (le, gen_ai_response_model) "
                 f"(rate({SRV}_decode_tokens_per_second_bucket[{RI}])))",
                 f"p{int(p * 100)} {{{{gen_ai_response_model}}}}",
+                exemplar=True,
             )
             for p in (0.5, 0.05)
         ],
@@ -423,5 +424,5 @@ def build() -> dict[str, Any]:
             var_query("agent", "Agent", f"label_values({AGENT}_count, gen_ai_agent_name)"),
         ],
         b,
-        [link("LLM overview", "llm-overview"), link("Pipeline health", "pipeline-health")],
+        [link("LLM overview", "llm-overview"), link("Pipeline health", "llm-pipeline-health")],
     )
