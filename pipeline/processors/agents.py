@@ -247,16 +247,16 @@ class AgentMetrics:
                 or _strip(span.name)
             )
             if timed:
-                key = (service, name, error_type(span, attrs))
-                self.workflow_duration.observe(key, d, (tid, sid, d, now))
+                wkey = (service, name, error_type(span, attrs))
+                self.workflow_duration.observe(wkey, d, (tid, sid, d, now))
         elif role == RETRIEVAL and timed:
-            key = (
+            rkey = (
                 service,
                 roles.name_of(attrs, "provider"),
                 roles.name_of(attrs, "model"),
                 error_type(span, attrs),
             )
-            self.retrieval_duration.observe(key, d, (tid, sid, d, now))
+            self.retrieval_duration.observe(rkey, d, (tid, sid, d, now))
         if tools and pid:
             k = (tid, pid)
             pending[k] = pending.get(k, 0) + tools

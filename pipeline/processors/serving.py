@@ -193,12 +193,12 @@ class ServingMetrics:
         st = call.server_ttft_s
         if st is None or not call.parent_span_id:
             return
-        key = (tid, call.parent_span_id)
-        client = self._clients.pop(key, None)
+        wait_key = (tid, call.parent_span_id)
+        client = self._clients.pop(wait_key, None)
         if client is not None:
             self._gap(client, st, tid, now)
         else:
-            self._wait(self._servers, key, st)
+            self._wait(self._servers, wait_key, st)
 
     def _client(self, call: LLMCall, now: float) -> None:
         key = (call.trace_id, call.span_id)

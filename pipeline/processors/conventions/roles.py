@@ -22,6 +22,8 @@ tool names. The `agents` processor reads these tables; nothing else in them is c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 AGENT = "agent"
 CREATE_AGENT = "create_agent"
 WORKFLOW = "workflow"
@@ -84,7 +86,7 @@ NAME_KEYS: dict[str, tuple[str, ...]] = {
 KEYS: frozenset[str] = frozenset(ROLE_KEYS) | frozenset(k for ks in NAME_KEYS.values() for k in ks)
 
 
-def role_of(attrs: dict[str, str]) -> str:
+def role_of(attrs: Mapping[str, str]) -> str:
     """The span's role from its (string) attributes, or "" when it has none."""
     for key in ROLE_KEYS:
         v = attrs.get(key)
@@ -93,13 +95,13 @@ def role_of(attrs: dict[str, str]) -> str:
     return ""
 
 
-def is_trace_wrapper(attrs: dict[str, str]) -> bool:
+def is_trace_wrapper(attrs: Mapping[str, str]) -> bool:
     """An OpenInference root AGENT span that names no agent: the framework's trace, a workflow
     (the caller checks it is a root)."""
     return attrs.get("openinference.span.kind") == "AGENT" and not name_of(attrs, "agent")
 
 
-def name_of(attrs: dict[str, str], kind: str) -> str:
+def name_of(attrs: Mapping[str, str], kind: str) -> str:
     for key in NAME_KEYS[kind]:
         v = attrs.get(key)
         if v:
