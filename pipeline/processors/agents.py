@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..aggregation import DURATION_BUCKETS, Aggregation
-from ..model import TraceBatch, any_value, service_name_of
+from ..model import TraceBatch, service_name_of
 from .conventions import roles
 from .conventions.roles import AGENT, CHAIN, NOT_A_CALL, RETRIEVAL, TOOL, WORKFLOW
 from .normalize import tidy_error_type
@@ -43,6 +43,8 @@ NOT_CALL_OPERATIONS = frozenset(
     {"invoke_agent", "create_agent", "invoke_workflow", "execute_tool", "retrieval"}
 )
 _STATUS_ERROR = 2
+_KIND_INTERNAL = 1  # SPAN_KIND_INTERNAL; 0 is UNSPECIFIED
+_NO_ATTRS: dict[str, str] = {}
 MAX_PENDING = 50_000  # spans waiting for an agent ancestor (tool counts), oldest dropped
 _PREFIXES = ("invoke_agent ", "execute_tool ", "invoke_workflow ")
 
@@ -145,18 +147,32 @@ class AgentMetrics:
         now = time.time()
         rows: list[
             tuple[int, str, Any, dict[str, str], str]
-        ] = []  # (end, service, span, attrs, role)
+        ] = []  # end, service, span, attrs, role
         keys = roles.KEYS
         for rs in batch.request.resource_spans:
             service = service_name_of(rs.resource)
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    attrs = {
-                        kv.key: str(any_value(kv.value)) for kv in span.attributes if kv.key in keys
-                    }
-                    role = roles.role_of(attrs) if attrs else ""
+                    # Only INTERNAL (or unset) spans, or spans named as a role operation, can
+                    # have a role: the model calls (CLIENT) and requests (SERVER) are not read,
+                    # which keeps this ~1 us a span. The role and name attributes are strings
+                    # (another type reads as "").
+                    if span.kind > _KIND_INTERNAL and not span.name.startswith(roles.SPAN_NAMES):
+                        attrs, role = _NO_ATTRS, ""
+                    else:
+                        attrs = {
+                            kv.key: kv.value.string_value
+                            for kv in span.attributes
+                            if kv.key in keys
+                        }
+                        role = roles.role_of(attrs) if attrs else ""
                     rows.append((span.end_time_unix_nano, service, span, attrs, role))
         if not rows:
+            return batch
+        if not self._pending and not any(r[4] for r in rows):
+            # no role here and no tool count waiting for an ancestor: only the calls to sift
+            if batch.calls:
+                batch.calls = [c for c in batch.calls if c.operation not in NOT_CALL_OPERATIONS]
             return batch
         rows.sort(key=lambda r: r[0])
         not_calls = {r[2].span_id for r in rows if r[4] in NOT_A_CALL}

@@ -291,3 +291,14 @@ def test_hostile_spans_do_not_break_it() -> None:
     chain(build_request(spans))
     assert chain.count(AGENT) == 0  # no duration for a negative one
     assert chain.count(TOOL_CALLS) == 1
+
+
+def test_a_remote_agent_client_span_is_read_by_its_name() -> None:
+    # a remote agent's invoke_agent span is CLIENT: read because of its semconv name
+    chain = Chain()
+    agent = semconv_agent(1, end_ms=1500, kind=3)
+    chat_client = llm(2, 1, kind=3, attrs={"gen_ai.operation.name": "chat"})
+    batch = chain(build_request([agent, chat_client]))
+    assert [c.span_id[-1] for c in batch.calls] == [2]
+    [(labels, _)] = chain.series(AGENT)
+    assert labels["gen_ai_agent_name"] == "support"

@@ -69,6 +69,13 @@ ROLE_KEYS: dict[str, dict[str, str]] = {
 # (an `invoke_agent` span may sum its calls' usage): the chat metrics must not count them.
 NOT_A_CALL = frozenset({AGENT, CREATE_AGENT, WORKFLOW, TOOL, RETRIEVAL, TASK, CHAIN})
 
+# Span names (semconv: "{gen_ai.operation.name} {name}") that mark a role on a span of any kind:
+# `agents` reads the attributes of INTERNAL spans and of spans named so (a remote agent's
+# `invoke_agent` span is CLIENT).
+SPAN_NAMES: tuple[str, ...] = tuple(
+    v for v, role in ROLE_KEYS["gen_ai.operation.name"].items() if role in NOT_A_CALL
+)
+
 # name kind -> attribute keys, highest priority first.
 NAME_KEYS: dict[str, tuple[str, ...]] = {
     "agent": ("gen_ai.agent.name", "agent.name", "graph.node.name"),
