@@ -20,11 +20,12 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import agents_board
 import llm_overview
 import pipeline_health
 
 HERE = Path(__file__).resolve().parent
-BOARDS: tuple[ModuleType, ...] = (llm_overview, pipeline_health)
+BOARDS: tuple[ModuleType, ...] = (llm_overview, pipeline_health, agents_board)
 
 
 def render(board: ModuleType) -> str:

@@ -89,6 +89,7 @@ def _demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             services=args.services.split(",") if args.services else None,
             logs=not args.no_logs,
+            agents=not args.no_agents,
         )
     except ValueError as e:
         print(f"llm-pipeline demo: {e}", file=sys.stderr)
@@ -158,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--services", help="comma-separated: chat-api,rag-worker,support-bot (default all)"
     )
     d.add_argument("--no-logs", action="store_true", help="spans only, no log records")
+    d.add_argument(
+        "--no-agents",
+        action="store_true",
+        help="no agent runs (tools, evaluations, vLLM server spans) beside the request mix",
+    )
     d.set_defaults(func=_demo)
     t = sub.add_parser("top", help="a live terminal view of a sidecar's /metrics")
     t.add_argument("--metrics", default="http://127.0.0.1:9464/metrics", metavar="URL")

@@ -313,6 +313,9 @@ class Config:
     redact: RedactConfig = field(default_factory=RedactConfig)
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
     dedupe: DedupeConfig = field(default_factory=DedupeConfig)
+    # USD per call of a tool (gen_ai.tool.name), e.g. {web_search: 0.01}: the agents processor
+    # adds it to llm_pipeline_tool_cost_usd_total for each tool span of that name
+    tool_prices: dict[str, float] = field(default_factory=dict)
     log_level: str = "info"
     # Process-wide memory limiter (0 = off): above the soft limit (this percentage of the
     # limit) new requests get 503/UNAVAILABLE with a retry hint, before they are decoded.
@@ -335,6 +338,9 @@ class Config:
             for k, v in dataclasses.asdict(o).items():
                 if v is not None and (v != v or v < 0):
                     raise ConfigError(f"price_overrides.{model}.{k} must be >= 0")
+        for tool, price in self.tool_prices.items():
+            if price != price or price < 0 or price == float("inf"):
+                raise ConfigError(f"tool_prices.{tool} must be a finite number >= 0")
         if self.memory_limit_mib != 0 and self.memory_limit_mib < 128:
             raise ConfigError("memory_limit_mib must be 0 (off) or >= 128")
         if not 10 <= self.memory_soft_limit_percent <= 100:

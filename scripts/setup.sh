@@ -23,6 +23,11 @@ $PY -m pip install -q --disable-pip-version-check -e ".[test,demo]"
 if [ -f tests/requirements-instrumentation.txt ]; then
   $PY -m pip install -q --disable-pip-version-check -r tests/requirements-instrumentation.txt
 fi
+# Packages whose declared dependencies cannot be resolved with the rest (see the file).
+if [ -f tests/requirements-instrumentation-nodeps.txt ]; then
+  $PY -m pip install -q --disable-pip-version-check --no-deps \
+    -r tests/requirements-instrumentation-nodeps.txt
+fi
 
 # The native helpers (native/: Rust, PyO3): optional for the sidecar, which has a Python path
 # for each, but CI (CI=1) requires them. Rust comes from rustup (~/.cargo/bin).

@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Tracer
 
+from .agentic import AgentRuns
 from .emission import generate_request
 from .profiles import DEFAULT_ENDPOINT, SCOPE, SERVICES, DemoStats, ServiceProfile
 from .scenarios import _profile
@@ -215,6 +216,7 @@ def run_demo(
     logs: bool = True,
     stop: threading.Event | None = None,
     schedule_delay_ms: float = 1000.0,
+    agents: bool = False,
 ) -> DemoStats:
     """Send `rate` LLM requests a second for `duration` seconds; return what was sent.
 
@@ -222,6 +224,8 @@ def run_demo(
     flushed and shut down before returning. `span_exporter` / `log_exporter` replace the OTLP
     exporters (the caller keeps ownership: they are not shut down); `logs=False` sends no logs.
     `services` picks service profiles (names from `SERVICES` or `ServiceProfile`s).
+    `agents` adds an agent run (`agentic.py`: tools, evaluations, vLLM server spans, rate
+    limits) after every third request, from services of its own.
     """
     if not rate > 0 or math.isnan(rate):
         raise ValueError("rate must be > 0")
@@ -238,6 +242,9 @@ def run_demo(
         else:
             borrowed = _BorrowedLogs(log_exporter) if logs and log_exporter is not None else None
             made.append(_providers(p, _Borrowed(span_exporter), borrowed, schedule_delay_ms))
+    runs = (
+        _agent_runs(endpoint, protocol, seed, span_exporter, schedule_delay_ms) if agents else None
+    )
     stats = DemoStats()
     total = math.ceil(rate * duration - 1e-9) if duration > 0 else -1
     wall0, cpu0 = time.monotonic(), time.process_time()
@@ -252,6 +259,8 @@ def run_demo(
                     s = _pick(rng, made)
                     generate_request(s.tracer, s.logger, rng, service=s.profile, stats=stats)
                     sent += 1
+                    if runs is not None and sent % 3 == 0:
+                        runs.emit()
                 if sent == total:
                     break
                 stop.wait(max(0.0, min(wall0 + sent / rate - time.monotonic(), 0.5)))
@@ -259,9 +268,25 @@ def run_demo(
         pass
     finally:
         _shutdown(made)
+        if runs is not None:
+            runs.shutdown()
         stats.wall_s = time.monotonic() - wall0
         stats.cpu_s = time.process_time() - cpu0
     return stats
+
+
+def _agent_runs(
+    endpoint: str,
+    protocol: str | None,
+    seed: int | None,
+    span_exporter: SpanExporter | None,
+    schedule_delay_ms: float,
+) -> AgentRuns:
+    if span_exporter is None:
+        a, b = otlp_exporters(endpoint, protocol)[0], otlp_exporters(endpoint, protocol)[0]
+    else:
+        a, b = _Borrowed(span_exporter), _Borrowed(span_exporter)
+    return AgentRuns(a, b, seed, schedule_delay_ms)
 
 
 def emit(

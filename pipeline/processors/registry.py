@@ -10,6 +10,10 @@ builds the trace chain from it. A processor reads what earlier ones set on the `
   `enrich` and `metrics` read them.
 - `cost` sets `cost_usd`: `enrich` and `metrics` read it.
 - `redact` reads spans, not calls, and may run anywhere.
+- `agents` takes agent, workflow, tool and retrieval spans out of the calls (they are not model
+  calls), so it runs before every stage that reads calls: `dedupe`, `cost`, `fallback`,
+  `enrich`, `metrics` (an agent span must not be priced, enriched or counted as a call).
+- `serving` reads `counted` and `ttft_s` (the client side of the TTFT gap).
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..model import LLMCall, TraceBatch
+from .agents import AgentMetrics
 from .cost import CostConfig, CostProcessor
 from .dedupe import Dedupe
 from .enrich import make_enrich
 from .fallback import FallbackDetector
 from .normalize import Normalize
+from .serving import ServingMetrics
 from .ttft import ttft
 
 if TYPE_CHECKING:
@@ -76,7 +82,17 @@ def _cost(w: Wiring) -> Step:
     )
 
 
+def _agents(w: Wiring) -> Step:
+    agg, n = w.llm_metrics.agg, w.config.metrics.max_series
+    return AgentMetrics(agg, w.config.tool_prices, n)
+
+
+def _serving(w: Wiring) -> Step:
+    return ServingMetrics(w.llm_metrics.agg, w.config.metrics.max_series)
+
+
 CALLS = {"normalize": "the LLM calls"}
+NOT_CALLS = {"agents": "which spans are not model calls"}
 COUNTED = {"dedupe": "which calls count"}
 TTFT = {"ttft": "the time to first chunk"}
 COST = {"cost": "the calls' cost"}
@@ -97,24 +113,29 @@ REGISTRY: dict[str, ProcessorSpec] = {
     s.name: s
     for s in (
         ProcessorSpec("normalize", _normalize),
-        ProcessorSpec("dedupe", lambda w: Dedupe(w.config.dedupe), needs=CALLS),
+        ProcessorSpec("agents", _agents, needs=CALLS),
+        ProcessorSpec("dedupe", lambda w: Dedupe(w.config.dedupe), needs=CALLS, after=NOT_CALLS),
         ProcessorSpec("ttft", lambda w: ttft, needs=CALLS),
-        ProcessorSpec("cost", _cost, needs=CALLS),
+        ProcessorSpec("cost", _cost, needs=CALLS, after=NOT_CALLS),
         ProcessorSpec(
             "fallback",
             _fallback,
             needs=CALLS,
-            after=COUNTED,
+            after={**NOT_CALLS, **COUNTED},
         ),
         ProcessorSpec("redact", lambda w: w.redactor),
         ProcessorSpec(
             "enrich",
             lambda w: make_enrich(w.config.metrics.semconv),
             needs=CALLS,
-            after={**TTFT, **COST},
+            after={**NOT_CALLS, **TTFT, **COST},
         ),
+        ProcessorSpec("serving", _serving, needs=CALLS, after={**COUNTED, **TTFT}),
         ProcessorSpec(
-            "metrics", lambda w: w.llm_metrics, needs=CALLS, after={**COUNTED, **TTFT, **COST}
+            "metrics",
+            lambda w: w.llm_metrics,
+            needs=CALLS,
+            after={**NOT_CALLS, **COUNTED, **TTFT, **COST},
         ),
     )
 }

@@ -33,6 +33,16 @@ REQUIREMENTS = {
     ("metrics", "dedupe", False),
     ("metrics", "ttft", False),
     ("metrics", "cost", False),
+    # agent, tool, workflow and retrieval spans leave the calls before anything reads them
+    ("agents", "normalize", True),
+    ("dedupe", "agents", False),
+    ("cost", "agents", False),
+    ("fallback", "agents", False),
+    ("enrich", "agents", False),
+    ("metrics", "agents", False),
+    ("serving", "normalize", True),
+    ("serving", "dedupe", False),  # rate limits of counted calls
+    ("serving", "ttft", False),  # the client side of the TTFT gap
 }
 
 
@@ -68,7 +78,10 @@ def test_orders_that_work_validate(processors: list[str]) -> None:
 
 
 def test_the_default_chain_is_valid_and_in_registry_order() -> None:
-    default = ["normalize", "dedupe", "ttft", "cost", "fallback", "redact", "enrich", "metrics"]
+    default = [
+        *("normalize", "agents", "dedupe", "ttft", "cost"),
+        *("fallback", "redact", "enrich", "serving", "metrics"),
+    ]
     assert list(REGISTRY) == DEFAULT_PROCESSORS == default  # as the README documents it
     _check(list(DEFAULT_PROCESSORS))
 
