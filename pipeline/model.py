@@ -83,6 +83,8 @@ class LLMCall:
     # Where the span's message content lies in the received bytes, when normalize read it from
     # them (enrich records its additions there as a byte edit, see TraceBatch.edits).
     wire_span: tuple[int, int] | None = None
+    # One label per configured attribution dimension, in config order (processors/attribution)
+    dimensions: tuple[str, ...] = ()
 
     @property
     def duration_s(self) -> float:

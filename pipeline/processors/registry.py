@@ -10,6 +10,9 @@ builds the trace chain from it. A processor reads what earlier ones set on the `
   `enrich` and `metrics` read them.
 - `cost` sets `cost_usd`: `enrich` and `metrics` read it.
 - `redact` reads spans, not calls, and may run anywhere.
+- `attribution` sets each call's `dimensions` (and may hold a call back, clearing `counted`):
+  `metrics` reads them. It reads `counted` and `cost_usd`, and writes rollup attributes onto
+  root and agent spans after merging enrich's deferred additions, so it runs after enrich.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..model import LLMCall, TraceBatch
+from .attribution import Attribution
 from .cost import CostConfig, CostProcessor
 from .dedupe import Dedupe
 from .enrich import make_enrich
@@ -76,6 +80,11 @@ def _cost(w: Wiring) -> Step:
     )
 
 
+def _attribution(w: Wiring) -> Step:
+    cfg = w.config
+    return Attribution(cfg.dimensions, cfg.attribution, w.llm_metrics, w.redactor)
+
+
 CALLS = {"normalize": "the LLM calls"}
 COUNTED = {"dedupe": "which calls count"}
 TTFT = {"ttft": "the time to first chunk"}
@@ -103,7 +112,16 @@ REGISTRY: dict[str, ProcessorSpec] = {
             after={**TTFT, **COST},
         ),
         ProcessorSpec(
-            "metrics", lambda w: w.llm_metrics, needs=CALLS, after={**COUNTED, **TTFT, **COST}
+            "attribution",
+            _attribution,
+            needs=CALLS,
+            after={**COUNTED, **COST, "enrich": "its deferred additions, merged first"},
+        ),
+        ProcessorSpec(
+            "metrics",
+            lambda w: w.llm_metrics,
+            needs=CALLS,
+            after={**COUNTED, **TTFT, **COST, "attribution": "the calls' dimension labels"},
         ),
     )
 }

@@ -33,6 +33,11 @@ REQUIREMENTS = {
     ("metrics", "dedupe", False),
     ("metrics", "ttft", False),
     ("metrics", "cost", False),
+    ("metrics", "attribution", False),  # reads the dimension labels
+    ("attribution", "normalize", True),
+    ("attribution", "dedupe", False),  # reads `counted`
+    ("attribution", "cost", False),  # ranks values by cost, rolls it up
+    ("attribution", "enrich", False),  # merges enrich's deferred additions before its own
 }
 
 
@@ -68,7 +73,17 @@ def test_orders_that_work_validate(processors: list[str]) -> None:
 
 
 def test_the_default_chain_is_valid_and_in_registry_order() -> None:
-    default = ["normalize", "dedupe", "ttft", "cost", "fallback", "redact", "enrich", "metrics"]
+    default = [
+        "normalize",
+        "dedupe",
+        "ttft",
+        "cost",
+        "fallback",
+        "redact",
+        "enrich",
+        "attribution",
+        "metrics",
+    ]
     assert list(REGISTRY) == DEFAULT_PROCESSORS == default  # as the README documents it
     _check(list(DEFAULT_PROCESSORS))
 
