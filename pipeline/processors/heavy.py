@@ -3,8 +3,8 @@
 A dimension such as `user` may see millions of distinct values; a Prometheus series each would
 not do. `HeavyHitters` keeps a space-saving sketch (Metwally et al., 2005) of `capacity`
 monitored values weighted by cost: any value whose true weight exceeds total/capacity is
-monitored, each with an over-estimate `count` and its bound `error` (count - error is a
-guaranteed lower bound). At most `k` values are *kept* (labelled with their own value); the
+monitored, each with an over-estimate `count` and a guaranteed lower bound (the weight added
+since it was last monitored). At most `k` values are *kept* (labelled with their own value); the
 rest fold into `__other__`.
 
 A value is admitted to the kept set while it has room, or later when its guaranteed weight
@@ -28,16 +28,21 @@ class HeavyHitters:
         if k < 1:
             raise ValueError("k must be >= 1")
         self.k = k
-        self.capacity = max(capacity or 10 * k, k)
-        # value -> [count, error]: count over-estimates the value's weight by at most error
+        self.capacity = max(capacity or 10 * k, k + 1)  # room beyond the kept values
+        # value -> [count, own]: count over-estimates the value's weight by at most the count
+        # it took over (count - own); own, the weight added since, is a guaranteed lower bound
+        # (kept apart, not count - error: a float difference would admit equal weights)
         self.counts: dict[str, list[float]] = {}
-        # (count when pushed, value), one entry per monitored value: a lower bound of its
-        # current count, so a popped entry whose count is current is the true minimum.
+        # (count when pushed, value), one entry per monitored value not kept: a lower bound of
+        # its current count, so a popped entry whose count is current is the true minimum.
+        # Kept values stay out of it (a popped kept value's entry is dropped): a kept value is
+        # never evicted, so its count stays known, and a kept value that gives up its place
+        # is filed again.
         self._heap: list[tuple[float, str]] = []
         self.kept: set[str] = set()
         self.folds = 0
-        # The smallest kept value's count when last worked out: kept counts only grow (a kept
-        # value dropped from the sketch resets it), so a guaranteed weight at or below it
+        # The smallest kept value's count when last worked out: kept values are never evicted
+        # from the sketch and their counts only grow, so a guaranteed weight at or below it
         # cannot displace any kept value and the O(k) search is skipped.
         self._bar = 0.0
 
@@ -46,11 +51,12 @@ class HeavyHitters:
         heap, counts = self._heap, self.counts
         while True:
             pushed, value = heapq.heappop(heap)
-            current = counts[value][0]
+            entry = counts.get(value)
+            if entry is None or value in self.kept:  # a stale entry
+                continue
+            current = entry[0]
             if current == pushed:
                 del counts[value]
-                if value in self.kept:
-                    self._bar = 0.0
                 return current
             heapq.heappush(heap, (current, value))  # grew since pushed: re-file it
 
@@ -59,9 +65,10 @@ class HeavyHitters:
         entry = self.counts.get(value)
         if entry is not None:
             entry[0] += weight
+            entry[1] += weight
         else:
             floor = self._evict_min() if len(self.counts) >= self.capacity else 0.0
-            entry = self.counts[value] = [floor + weight, floor]
+            entry = self.counts[value] = [floor + weight, weight]
             heapq.heappush(self._heap, (entry[0], value))
         kept = self.kept
         if value in kept:
@@ -69,13 +76,14 @@ class HeavyHitters:
         if len(kept) < self.k:
             kept.add(value)
             return value
-        guaranteed = entry[0] - entry[1]
+        guaranteed = entry[1]
         if guaranteed > self._bar:
             counts = self.counts
-            weakest = min(kept, key=lambda v: counts[v][0] if v in counts else 0.0)
-            self._bar = counts[weakest][0] if weakest in counts else 0.0
+            weakest = min(kept, key=lambda v: counts[v][0])
+            self._bar = counts[weakest][0]
             if guaranteed > self._bar:
                 kept.discard(weakest)
+                heapq.heappush(self._heap, (counts[weakest][0], weakest))
                 kept.add(value)
                 self._bar = 0.0  # the new minimum is worked out when next needed
                 return value
