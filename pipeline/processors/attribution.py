@@ -45,10 +45,15 @@ Values = list[str | None]  # per slot: a dimension's value (None: not found yet)
 @dataclass(slots=True)
 class _Node:
     parent: bytes
-    values: tuple[str | None, ...]
+    values: tuple[str | None, ...] | None  # None: not read yet (`span` and `resource` say how)
     name: str
     service: str
     agent: str | None  # the agent's name, for an invoke_agent / invoke_workflow span
+    # Until `values` is read: the span and its resource's values. Read only when a chain
+    # walks through the node, or at the batch's end if its trace stays open (most traces
+    # close in the batch their root comes in, and most spans are on no chain walked).
+    span: Any = None
+    resource: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -106,6 +111,10 @@ class Attribution:
         # this batch's root and agent spans (trace, span id, node, span): rolled up once the
         # batch's calls are added
         self._arrivals: list[tuple[_Trace, bytes, _Node, Any]] = []
+        self._unread: list[tuple[bytes, _Node]] = []  # this batch's nodes (trace id, node)
+        self._touched: list[bytes] = []  # the traces this batch touched
+        self._bare: dict[int, tuple[str | None, ...]] = {}  # id(resource values) -> own values
+        self._keys: list[str] = []  # this batch's span-source keys
         names = tuple(d.name for d in dimensions)
         self.requests = RequestMetrics(agg, names) if config.requests else None
 
@@ -155,7 +164,7 @@ class Attribution:
         resources = [self._resource_values(rs) for rs in batch.request.resource_spans] or [{}]
         # several resources with different values: which one each call's span is under
         res_of = None if all(r == resources[0] for r in resources) else _resource_index(batch)
-        trace_ids = set(self.traces)
+        trace_ids: set[bytes] = set()  # besides those open already
         pending: list[tuple[LLMCall, Values]] = []
         for call in calls:
             attrs = {}
@@ -170,7 +179,8 @@ class Attribution:
             pending.append((call, values))
             if (call.parent_span_id and None in values) or self.requests is not None:
                 trace_ids.add(call.trace_id)
-        if trace_ids:
+        self._keys = keys
+        if trace_ids or self.traces:
             self._scan(batch, trace_ids, keys, resources, now)
         wall = time.time()
         ready: list[tuple[LLMCall, Values]] = []
@@ -202,6 +212,12 @@ class Attribution:
                 self.requests.arrived(trace, sid, node, span, batch, write_rollup)
             self._arrivals.clear()
         self._settle(now, wall)
+        traces = self.traces
+        for tid, node in self._unread:  # of traces still open: read before the batch goes
+            if node.values is None and tid in traces:
+                self._read(node)
+        self._unread.clear()
+        self._bare.clear()
         return batch
 
     def _scan(
@@ -220,22 +236,27 @@ class Attribution:
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     tid = span.trace_id
-                    if tid not in trace_ids:
-                        continue
                     trace = traces.get(tid)
                     if trace is None:
+                        if tid not in trace_ids:
+                            continue
                         trace = self._open(tid, now)
-                    trace.last = now
+                    if trace.last != now:
+                        trace.last = now
+                        self._touched.append(tid)
                     if not service:
                         service = service_name_of(rs.resource)
                     name = span.name
                     node = _Node(
                         span.parent_span_id,
-                        self._own(self._span_attrs(span, keys), resources[ri]),
+                        None,
                         name,
                         service,
                         agent_name(span, name) if agents else None,
+                        span,
+                        resources[ri],
                     )
+                    self._unread.append((tid, node))
                     sid = span.span_id
                     if sid not in trace.nodes:
                         self._node_count += 1
@@ -253,7 +274,21 @@ class Attribution:
             oldest = next(iter(traces))
             self._close(oldest, time.time(), "max_open_traces")
         trace = traces[tid] = _Trace(now)
+        self._touched.append(tid)
         return trace
+
+    def _read(self, node: _Node) -> tuple[str | None, ...]:
+        keys, resource = self._keys, node.resource or {}
+        attrs = self._span_attrs(node.span, keys) if keys else {}
+        if attrs:
+            values = self._own(attrs, resource)
+        else:  # most spans: their resource's values, worked out once per batch
+            values = self._bare.get(id(resource))  # type: ignore[assignment]
+            if values is None:
+                values = self._bare[id(resource)] = self._own(attrs, resource)
+        node.values = values
+        node.span = node.resource = None
+        return values
 
     def _resolve(self, values: Values, parent: bytes, trace: _Trace | None) -> bool:
         """Fill `values`' gaps from the nearest ancestors that have them: False while an
@@ -263,7 +298,8 @@ class Attribution:
             node = trace.nodes.get(parent) if trace is not None else None
             if node is None:
                 return False
-            for i, v in enumerate(node.values):
+            own = node.values if node.values is not None else self._read(node)
+            for i, v in enumerate(own):
                 if values[i] is None and v is not None:
                     values[i] = v
             parent = node.parent
@@ -305,8 +341,10 @@ class Attribution:
     def _settle(self, now: float, wall: float) -> None:
         """Release what this batch completed: held calls whose ancestors came, traces whose
         root came; count new folds."""
-        for tid, trace in list(self.traces.items()):
-            if trace.last != now:
+        touched, self._touched = self._touched, []
+        for tid in touched:
+            trace = self.traces.get(tid)
+            if trace is None:
                 continue
             if trace.root is not None:  # the chain ends there: a gap will not fill
                 self._close(tid, wall, "ancestor_missing")
