@@ -102,11 +102,11 @@ def test_a_call_waits_for_its_ancestors_in_a_later_batch() -> None:
 
 
 def test_a_call_whose_ancestors_never_come_is_recorded_after_idle_s() -> None:
-    c = Chain(attribution={"idle_s": 0.05})
+    c = Chain(attribution={"idle_s": 5})
     c.send([llm(3, parent=2, attrs={"user.id": "dave"})])
     assert c.cost() == {}  # the tenant may still come from an ancestor
     c.attribution.flush()
-    assert c.cost() == {}  # not idle yet (unless the machine stalled 50 ms)
+    assert c.cost() == {}  # not idle yet
     c.attribution.flush(force=True)
     assert c.cost() == {("", "dave"): CALL_COST}
     assert c.counter("llm_pipeline_attribution_given_up") == {("idle",): 1}
