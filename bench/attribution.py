@@ -31,7 +31,9 @@ DIMENSIONS = [
 ]
 
 
-def with_attribution_attributes(pool: list[Any], seed: int = 1) -> list[Any]:
+def with_attribution_attributes(
+    pool: list[Any], seed: int = 1, on_calls: bool = False
+) -> list[Any]:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
@@ -47,7 +49,8 @@ def with_attribution_attributes(pool: list[Any], seed: int = 1) -> list[Any]:
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     tids.add(span.trace_id)
-                    if not span.parent_span_id:
+                    is_call = any(kv.key == "gen_ai.request.model" for kv in span.attributes)
+                    if not span.parent_span_id or (on_calls and is_call):
                         for key, value in (
                             ("user.id", f"user-{rng.randrange(20)}"),
                             ("app.feature", f"feature-{rng.randrange(5)}"),
@@ -108,9 +111,14 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--passes", type=int, default=6)
     ap.add_argument("--requests", action="store_true", help="attribution.requests: true too")
+    ap.add_argument(
+        "--on-calls",
+        action="store_true",
+        help="user and feature on the LLM spans too (no inheritance)",
+    )
     args = ap.parse_args()
     pool, _ = bench.build_pool(args.batches, 42)
-    pool = with_attribution_attributes(pool)
+    pool = with_attribution_attributes(pool, on_calls=args.on_calls)
     systems = {"without": make_service(False, False), "with": make_service(True, args.requests)}
     us: dict[str, list[float]] = {k: [] for k in systems}
     prefix = 1

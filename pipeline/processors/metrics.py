@@ -343,19 +343,21 @@ class LLMMetrics:
             call.request_model,
             call.response_model,
         )
-        if self.dimension_names:  # attribution's labels (slots per label set with them)
+        if self.dimension_names:  # attribution's labels: slots per label set with them
             dims = call.dimensions or self._no_dims
-            b_dur, b_use, b_tok, b_cost = self._bases(base, dims)
             slot_key: tuple[Any, ...] = (base, error_type, dims)
         else:
-            b_dur = b_use = b_tok = b_cost = base
             slot_key = (base, error_type)
-        # The series a call with these labels updates, found once per label set (see _Slots).
+        # The series a call with these labels updates, found once per label set (see _Slots);
+        # after them, the label-value prefixes of the duration, token-usage, tokens and cost
+        # families (the base labels and the dimensions each carries), built once per set.
         slots = self._slots.get(slot_key)
         if slots is None:
             if len(self._slots) >= self._max_slots:
                 self._slots.clear()
             slots = self._slots[slot_key] = [None] * _N_SLOTS
+            slots += self._bases(base, dims) if self.dimension_names else (base,) * 4
+        b_dur, b_use, b_tok, b_cost = slots[_N_SLOTS:]
         hist, add = self._hist, self._add
         v141 = self.v141
         # The common updates are inlined (HistogramFamily.observe's and CounterFamily.add's,
