@@ -138,6 +138,23 @@ class Attribution:
         wanted = set(keys)
         return {kv.key: any_value(kv.value) for kv in span.attributes if kv.key in wanted}
 
+    def _call_attrs(
+        self, call: LLMCall, raw: bytes, found: list[tuple[str, bytes]]
+    ) -> dict[str, Any]:
+        """The call's span-source attributes, read from the received bytes where each is a
+        plain string or int attribute of the span itself (upb otherwise)."""
+        start, end = call.wire_span  # type: ignore[misc]
+        out: dict[str, Any] = {}
+        for key, b in found:
+            pos = raw.find(b, start, end)
+            if pos < 0:
+                continue
+            value = wire_attribute(raw, pos, len(b))
+            if value is None:  # not the simple shape: the parsed span decides
+                return self._span_attrs(call.span, [k for k, _ in found])
+            out[key] = value
+        return out
+
     def _resource_values(self, rs: Any) -> dict[str, Any]:
         if not self._resource_keys:
             return {}
@@ -168,12 +185,11 @@ class Attribution:
         pending: list[tuple[LLMCall, Values]] = []
         for call in calls:
             attrs = {}
-            if keys and (
-                raw is None
-                or call.wire_span is None
-                or any(raw.find(b, *call.wire_span) >= 0 for _, b in found)
-            ):
-                attrs = self._span_attrs(call.span, keys)
+            if keys:
+                if raw is None or call.wire_span is None:
+                    attrs = self._span_attrs(call.span, keys)
+                else:
+                    attrs = self._call_attrs(call, raw, found)
             ri = res_of.get(call.span_id, 0) if res_of is not None else 0
             values = list(self._own(attrs, resources[ri]))
             pending.append((call, values))
@@ -370,6 +386,39 @@ class Attribution:
             if force or trace.last <= limit:
                 self._close(tid, wall, "idle")
         self._count_folds()
+
+
+def wire_attribute(raw: bytes, pos: int, n: int) -> str | None:
+    """The value of the span attribute whose key (`n` bytes) starts at `pos` in `raw`, when it
+    is a Span.attributes KeyValue (field 9, short key and length) with a string or int value;
+    None otherwise (nested in an event or link, another value type, or not a key at all)."""
+    if n >= 0x80 or pos < 4 or raw[pos - 1] != n or raw[pos - 2] != 0x0A:
+        return None
+    kv_len = raw[pos - 3]
+    if kv_len >= 0x80 or raw[pos - 4] != 0x4A:  # Span field 9, a one-byte length
+        return None
+    p = pos + n
+    kv_end = pos - 2 + kv_len
+    if p + 3 > kv_end or raw[p] != 0x12:
+        return None
+    av_len, kind = raw[p + 1], raw[p + 2]
+    if av_len >= 0x80 or p + 2 + av_len != kv_end:
+        return None
+    if kind == 0x0A:  # string_value
+        s_len = raw[p + 3]
+        if s_len >= 0x80 or p + 4 + s_len != kv_end:
+            return None
+        try:
+            return raw[p + 4 : kv_end].decode()
+        except UnicodeDecodeError:
+            return None
+    if kind == 0x18:  # int_value, a varint
+        value, shift = 0, 0
+        for byte in raw[p + 3 : kv_end]:
+            value |= (byte & 0x7F) << shift
+            shift += 7
+        return str(value if value < 2**63 else value - 2**64)
+    return None
 
 
 def _resource_index(batch: TraceBatch) -> dict[bytes, int]:

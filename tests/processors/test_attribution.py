@@ -274,3 +274,34 @@ def test_open_traces_are_bounded() -> None:
 def test_config_errors(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         from_dict(Config, config).validate()
+
+
+@pytest.mark.parametrize(
+    "value", ["alice", "", "ü-nicode", 42, -7, 2**40, "y" * 100, "z" * 200, 1.5]
+)
+def test_the_wire_read_of_a_call_attribute_agrees_with_the_parsed_span(value: Any) -> None:
+    from pipeline.processors.attribution import wire_attribute
+
+    req = build_request([llm(1, attrs={"user.id": value})])
+    raw = req.SerializeToString()
+    pos = raw.find(b"user.id")
+    got = wire_attribute(raw, pos, len("user.id"))
+    if isinstance(value, float) or len(str(value)) > 100:
+        assert got is None  # another type, or a length past one byte: upb reads it
+    else:
+        assert got == str(value)
+
+
+def test_an_event_attribute_is_not_read_as_the_span_s() -> None:
+    from pipeline.processors.attribution import wire_attribute
+
+    req = build_request([llm(1)])
+    span = req.resource_spans[0].scope_spans[0].spans[0]
+    ev = span.events.add()
+    kv = ev.attributes.add()
+    kv.key, kv.value.string_value = "user.id", "mallory"
+    raw = req.SerializeToString()
+    assert wire_attribute(raw, raw.find(b"user.id"), len("user.id")) is None
+    c = Chain()
+    c.send([Span(span=1, name="root", attrs={"user.id": "root-user"}), llm(2, parent=1)])
+    assert c.cost() == {("", "root-user"): CALL_COST}
