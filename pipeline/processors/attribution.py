@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..model import LLMCall, TraceBatch, any_value, service_name_of
-from .dimensions import AttributionConfig, DimensionConfig, Labeler
+from .dimensions import OTHER, AttributionConfig, DimensionConfig, Labeler
 from .rollup import CONVERSATION_KEY, RequestMetrics, agent_name, write_rollup
 
 if TYPE_CHECKING:
@@ -220,8 +220,7 @@ class Attribution:
                 call.counted = False  # recorded when released
             else:
                 ready.append((call, values))
-        for call, values in ready:
-            self._label(call, values, wall)
+        self._label_all(ready, wall)
         if self._arrivals:
             assert self.requests is not None
             for trace, sid, node, span in self._arrivals:
@@ -321,6 +320,30 @@ class Attribution:
             parent = node.parent
             depth += 1
         return True
+
+    def _label_all(self, ready: list[tuple[LLMCall, Values]], wall: float) -> None:
+        """`_label` for a batch's calls: each distinct value ranked once with the batch's
+        cost for it (the same calls share a few values), then each call labelled."""
+        n = len(self.labelers)
+        weights: list[dict[str, float]] = [{} for _ in range(n)]
+        calls: list[dict[str, int]] = [{} for _ in range(n)]
+        for call, values in ready:
+            weight = (call.cost_usd or 0.0) + _WEIGHT_FLOOR
+            for i in range(n):
+                w, c = weights[i], calls[i]
+                v = values[i] or ""
+                w[v] = w.get(v, 0.0) + weight
+                c[v] = c.get(v, 0) + 1
+        labels: list[dict[str, str]] = []
+        for i, lab in enumerate(self.labelers):
+            folds = lab.heavy.folds
+            labels.append(got := {v: lab.label(v, w) for v, w in weights[i].items()})
+            if lab.heavy.folds != folds:  # folds count calls: one per folded value so far
+                lab.heavy.folds += sum(calls[i][v] - 1 for v, g in got.items() if g == OTHER)
+        for call, values in ready:
+            call.dimensions = tuple(labels[i][values[i] or ""] for i in range(n))
+            if self.requests is not None:
+                self.requests.conversation(call, values[-1], wall)
 
     def _label(self, call: LLMCall, values: Values, wall: float) -> None:
         weight = (call.cost_usd or 0.0) + _WEIGHT_FLOOR

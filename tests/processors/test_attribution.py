@@ -127,15 +127,16 @@ def test_values_beyond_the_top_k_fold_into_other_and_are_counted() -> None:
         llm(1, trace=2, attrs={"user.id": "u2", **big}),
         llm(1, trace=3, attrs={"user.id": "u3"}),
         llm(1, trace=4, attrs={"user.id": "u4"}),
+        llm(1, trace=5, attrs={"user.id": "u4"}),
     ]
     c.send(spans)
     big_cost = round(1000 * 1e-6 + 5 * 2e-6, 12)
     assert c.cost() == {
         ("", "u1"): big_cost,
         ("", "u2"): big_cost,
-        ("", "__other__"): round(2 * CALL_COST, 12),
+        ("", "__other__"): round(3 * CALL_COST, 12),
     }
-    assert c.counter("llm_pipeline_dimension_folds") == {("user",): 2}
+    assert c.counter("llm_pipeline_dimension_folds") == {("user",): 3}
 
 
 def test_invalid_and_secret_values_never_become_labels() -> None:
