@@ -43,9 +43,7 @@ def mixed_batch() -> list[Span]:
             scope="openinference.instrumentation.langchain",
             attrs={"openinference.span.kind": "CHAIN", "llm.token_count.prompt": 9},
         ),
-        Span(
-            9, scope="app", name="GET /", attrs={"http.route": "/", "gen_ai.conversation.id": "c"}
-        ),
+        Span(9, scope="app", name="GET /", attrs={"http.route": "/", "gen_ai.conversation.id": "c"}),
         Span(10, scope="app", attrs={"llm_model": "x"}),  # not a gen_ai./llm. key
     ]
 
