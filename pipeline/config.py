@@ -19,6 +19,7 @@ import yaml
 
 from .processors.cost import PriceOverride
 from .processors.dedupe import DedupeConfig
+from .processors.dimensions import AttributionConfig, DimensionConfig, validate_dimensions
 from .processors.fallback import FallbackConfig
 from .processors.redact import RedactConfig
 from .processors.registry import NAMES, order_problem
@@ -316,6 +317,9 @@ class Config:
     # USD per call of a tool (gen_ai.tool.name), e.g. {web_search: 0.01}: the agents processor
     # adds it to llm_pipeline_tool_cost_usd_total for each tool span of that name
     tool_prices: dict[str, float] = field(default_factory=dict)
+    # Attribution labels (tenant, user, ...) and per-request cost (processors/attribution.py)
+    dimensions: list[DimensionConfig] = field(default_factory=list)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
     log_level: str = "info"
     # Process-wide memory limiter (0 = off): above the soft limit (this percentage of the
     # limit) new requests get 503/UNAVAILABLE with a retry hint, before they are decoded.
@@ -345,11 +349,23 @@ class Config:
             raise ConfigError("memory_limit_mib must be 0 (off) or >= 128")
         if not 10 <= self.memory_soft_limit_percent <= 100:
             raise ConfigError("memory_soft_limit_percent must be between 10 and 100")
-        for name in ("redact", "fallback", "dedupe"):
+        for name in ("redact", "fallback", "dedupe", "attribution"):
             try:
                 getattr(self, name).validate()
             except ValueError as e:
                 raise ConfigError(f"{name}: {e}") from e
+        self._validate_dimensions()
+
+    def _validate_dimensions(self) -> None:
+        try:
+            validate_dimensions(self.dimensions)
+        except ValueError as e:
+            raise ConfigError(f"dimensions{e}") from e
+        attributing = self.dimensions or self.attribution.requests
+        if attributing and "attribution" not in self.processors:
+            raise ConfigError(
+                "dimensions / attribution.requests need the attribution processor in processors"
+            )
 
 
 def _convert(tp: Any, value: Any, path: str) -> Any:

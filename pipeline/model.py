@@ -85,6 +85,8 @@ class LLMCall:
     # Where the span's message content lies in the received bytes, when normalize read it from
     # them (enrich records its additions there as a byte edit, see TraceBatch.append_to_spans).
     wire_span: tuple[int, int] | None = None
+    # One label per configured attribution dimension, in config order (processors/attribution)
+    dimensions: tuple[str, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -118,6 +120,12 @@ class _Received:
         """The bytes as received while they still describe the request: None once something
         changed it (their offsets no longer hold), or when it was not received as bytes."""
         return self._raw if not self._modified else None
+
+    @property
+    def as_received(self) -> bytes | None:
+        """The bytes as received, whatever changed since (the calls' `wire_span` offsets index
+        them): for reading what arrived, never for sending (that is `encode`)."""
+        return self._raw
 
     @property
     def modified(self) -> bool:

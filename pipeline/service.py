@@ -33,6 +33,7 @@ from .exporters.queue import QueueFull, QueueStats, SendingQueue
 from .exporters.spool import Spool
 from .memlimit import MemoryLimited, MemoryLimiter, rss_bytes
 from .model import LogBatch, MetricBatch, TraceBatch
+from .processors.attribution import Attribution, dimension_labels
 from .processors.fallback import FallbackDetector
 from .processors.metrics import LLMMetrics, MetricsConfig
 from .processors.redact import Redactor
@@ -82,10 +83,14 @@ class Service:
         self.agg = Aggregation()
         self.telemetry = Telemetry(self.agg, config.metrics.max_series)
         self.llm_metrics = LLMMetrics(
-            self.agg, MetricsConfig(config.metrics.max_series, config.metrics.semconv)
+            self.agg,
+            MetricsConfig(
+                config.metrics.max_series, config.metrics.semconv, *dimension_labels(config)
+            ),
         )
         self._lock = threading.Lock()
         self._fallback: FallbackDetector | None = None
+        self._attribution: Attribution | None = None
         self._stage_names: dict[int, str] = {}  # id(processor) -> its name in the config
         self._failure_causes: set[tuple[str, str]] = set()  # logged once each
         self.trace_chain = self._build_trace_chain()
@@ -125,6 +130,8 @@ class Service:
         self._stage_names.update((id(step), name) for name, step in steps.items())
         fallback = steps.get("fallback")  # flushed by the ticker and at shutdown
         self._fallback = fallback if isinstance(fallback, FallbackDetector) else None
+        attribution = steps.get("attribution")  # its idle traces too
+        self._attribution = attribution if isinstance(attribution, Attribution) else None
         return list(steps.values())
 
     def _build_queue(self, signal: str) -> SendingQueue:
@@ -289,6 +296,9 @@ class Service:
             if self._fallback is not None:
                 with self._lock:
                     self._fallback.flush()
+            if self._attribution is not None:
+                with self._lock:
+                    self._attribution.flush()
 
     def shutdown(self) -> dict[str, int]:
         """Process what was admitted, close fallback windows, drain the queues within the
@@ -304,6 +314,11 @@ class Service:
         if self._fallback is not None and self._lock.acquire(timeout=1.0):
             try:
                 self._fallback.flush(force=True)
+            finally:
+                self._lock.release()
+        if self._attribution is not None and self._lock.acquire(timeout=1.0):
+            try:
+                self._attribution.flush(force=True)
             finally:
                 self._lock.release()
         if self.pusher is not None:

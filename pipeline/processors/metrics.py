@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
@@ -90,6 +90,10 @@ _N_SLOTS = 15
 class MetricsConfig:
     max_series: int = 2000
     semconv: str = "v1.41"  # v1.41 | development | both
+    # Attribution dimensions (processors/dimensions.py): all their names in config order, and
+    # per family choice (tokens, token_usage, cost, duration) the names it carries.
+    dimensions: tuple[str, ...] = ()
+    dimension_metrics: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.max_series < 1:
@@ -120,11 +124,12 @@ class LLMMetrics:
         h, c = agg.histogram, agg.counter
         self.v141 = cfg.semconv != "development"
         self.development = cfg.semconv != "v1.41"
+        dims = self._dimension_labels(cfg)
         if self.v141:
             self.duration = h(
                 "gen_ai_client_operation_duration_seconds",
                 "GenAI operation duration.",
-                (*BASE_LABELS, "error_type"),
+                (*BASE_LABELS, *dims["duration"], "error_type"),
                 DURATION_BUCKETS,
                 n,
                 _KEEP,
@@ -132,7 +137,7 @@ class LLMMetrics:
             self.token_usage = h(
                 "gen_ai_client_token_usage",
                 "Number of input and output tokens used per call.",
-                (*BASE_LABELS, "gen_ai_token_type"),
+                (*BASE_LABELS, *dims["token_usage"], "gen_ai_token_type"),
                 TOKEN_BUCKETS,
                 n,
                 _KEEP,
@@ -155,14 +160,14 @@ class LLMMetrics:
         self.tokens = c(
             "gen_ai_client_tokens",
             "Tokens used, by type (input includes cache_read and cache_creation).",
-            (*BASE_LABELS, "gen_ai_token_type"),
+            (*BASE_LABELS, *dims["tokens"], "gen_ai_token_type"),
             n,
             _KEEP,
         )
         self.cost = c(
             "gen_ai_client_cost_usd",
             "Cost of GenAI calls in USD.",
-            BASE_LABELS,
+            (*BASE_LABELS, *dims["cost"]),
             n,
             digits=COST_DIGITS,
         )
@@ -214,6 +219,29 @@ class LLMMetrics:
         self.plausibility = Plausibility(agg)
         if self.development:
             self._development_families(n)
+
+    def _dimension_labels(self, cfg: MetricsConfig) -> dict[str, tuple[str, ...]]:
+        """Per family choice, the dimension labels it carries; and the positions in
+        `LLMCall.dimensions` each takes them from (None: all, in order; the common case)."""
+        self.dimension_names = cfg.dimensions
+        self._no_dims = ("",) * len(cfg.dimensions)
+        out: dict[str, tuple[str, ...]] = {}
+        self._dim_pick: dict[str, tuple[int, ...] | None] = {}
+        for family in ("tokens", "token_usage", "cost", "duration"):
+            names = tuple(d for d in cfg.dimensions if d in cfg.dimension_metrics.get(family, ()))
+            out[family] = names
+            idx = tuple(cfg.dimensions.index(d) for d in names)
+            self._dim_pick[family] = None if names == cfg.dimensions else idx
+        return out
+
+    def _bases(self, base: tuple[str, ...], dims: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+        """The label-value prefix of the duration, token-usage, tokens and cost families: the
+        base labels and the dimensions each carries."""
+        out = []
+        for family in ("duration", "token_usage", "tokens", "cost"):
+            pick = self._dim_pick[family]
+            out.append((*base, *dims) if pick is None else (*base, *(dims[i] for i in pick)))
+        return tuple(out)
 
     def _development_families(self, n: int) -> None:
         h, c = self.agg.histogram, self.agg.counter
@@ -313,12 +341,21 @@ class LLMMetrics:
             call.request_model,
             call.response_model,
         )
-        # The series a call with these labels updates, found once per label set (see _Slots).
-        slots = self._slots.get((base, error_type))
+        if self.dimension_names:  # attribution's labels: slots per label set with them
+            dims = call.dimensions or self._no_dims
+            slot_key: tuple[Any, ...] = (base, error_type, dims)
+        else:
+            slot_key = (base, error_type)
+        # The series a call with these labels updates, found once per label set (see _Slots);
+        # after them, the label-value prefixes of the duration, token-usage, tokens and cost
+        # families (the base labels and the dimensions each carries), built once per set.
+        slots = self._slots.get(slot_key)
         if slots is None:
             if len(self._slots) >= self._max_slots:
                 self._slots.clear()
-            slots = self._slots[base, error_type] = [None] * _N_SLOTS
+            slots = self._slots[slot_key] = [None] * _N_SLOTS
+            slots += self._bases(base, dims) if self.dimension_names else (base,) * 4
+        b_dur, b_use, b_tok, b_cost = slots[_N_SLOTS:]
         hist, add = self._hist, self._add
         v141 = self.v141
         # Each update goes to the series kept in the slot; the key (`base` plus one label, or
@@ -339,7 +376,7 @@ class LLMMetrics:
         else:
             d = max(0, d_ns) / 1e9
             if v141:
-                hist(slots, _DURATION, self.duration, base, error_type, d, (tid, sid, d, now))
+                hist(slots, _DURATION, self.duration, b_dur, error_type, d, (tid, sid, d, now))
             if call.streaming and (v := ttft) is not None:
                 if v141:
                     hist(slots, _TTFT, self.ttft, base, None, v, (tid, sid, v, now))
@@ -365,23 +402,23 @@ class LLMMetrics:
                 continue
             ex = (tid, sid, n, now)
             if v141:
-                hist(slots, usage_slot, self.token_usage, base, token_type, n, ex)
+                hist(slots, usage_slot, self.token_usage, b_use, token_type, n, ex)
             if n:  # CounterFamily.add's update, inline as in _add (one call less per call)
                 if (c := slots[tokens_slot]) is None:
-                    add(slots, tokens_slot, self.tokens, base, token_type, n, ex)
+                    add(slots, tokens_slot, self.tokens, b_tok, token_type, n, ex)
                 else:
                     c.value += n
                     c.exemplar = ex
         if n := call.cache_read_tokens:
-            add(slots, _CACHE_READ, self.tokens, base, "cache_read", n, (tid, sid, n, now))
+            add(slots, _CACHE_READ, self.tokens, b_tok, "cache_read", n, (tid, sid, n, now))
         if n := call.cache_creation_tokens:
             ex = (tid, sid, n, now)
-            add(slots, _CACHE_CREATION, self.tokens, base, "cache_creation", n, ex)
+            add(slots, _CACHE_CREATION, self.tokens, b_tok, "cache_creation", n, ex)
         if n := call.reasoning_tokens:
-            add(slots, _REASONING, self.tokens, base, "reasoning", n, (tid, sid, n, now))
+            add(slots, _REASONING, self.tokens, b_tok, "reasoning", n, (tid, sid, n, now))
         if (v := cost) is not None:
             if (c := slots[_COST]) is None:
-                add(slots, _COST, self.cost, base, None, v, (tid, sid, v, now))
+                add(slots, _COST, self.cost, b_cost, None, v, (tid, sid, v, now))
             else:
                 c.value += v
                 c.exemplar = (tid, sid, v, now)

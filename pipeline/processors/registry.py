@@ -14,6 +14,9 @@ builds the trace chain from it. A processor reads what earlier ones set on the `
   calls), so it runs before every stage that reads calls: `dedupe`, `cost`, `fallback`,
   `enrich`, `metrics` (an agent span must not be priced, enriched or counted as a call).
 - `serving` reads `counted` and `ttft_s` (the client side of the TTFT gap).
+- `attribution` sets each call's `dimensions` (and may hold a call back, clearing `counted`):
+  `metrics` reads them. It reads `counted` and `cost_usd`, and writes rollup attributes onto
+  root and agent spans after merging enrich's deferred additions, so it runs after enrich (and after agents, which takes non-calls out).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..model import LLMCall, TraceBatch
 from .agents import AgentMetrics
+from .attribution import Attribution
 from .cost import CostConfig, CostProcessor
 from .dedupe import Dedupe
 from .enrich import make_enrich
@@ -91,6 +95,11 @@ def _serving(w: Wiring) -> Step:
     return ServingMetrics(w.llm_metrics.agg, w.config.metrics.max_series)
 
 
+def _attribution(w: Wiring) -> Step:
+    cfg = w.config
+    return Attribution(cfg.dimensions, cfg.attribution, w.llm_metrics, w.redactor)
+
+
 CALLS = {"normalize": "the LLM calls"}
 NOT_CALLS = {"agents": "which spans are not model calls"}
 COUNTED = {"dedupe": "which calls count"}
@@ -132,10 +141,27 @@ REGISTRY: dict[str, ProcessorSpec] = {
         ),
         ProcessorSpec("serving", _serving, needs=CALLS, after={**COUNTED, **TTFT}),
         ProcessorSpec(
+            "attribution",
+            _attribution,
+            needs=CALLS,
+            after={
+                **NOT_CALLS,
+                **COUNTED,
+                **COST,
+                "enrich": "its deferred additions, merged first",
+            },
+        ),
+        ProcessorSpec(
             "metrics",
             lambda w: w.llm_metrics,
             needs=CALLS,
-            after={**NOT_CALLS, **COUNTED, **TTFT, **COST},
+            after={
+                **NOT_CALLS,
+                **COUNTED,
+                **TTFT,
+                **COST,
+                "attribution": "the calls' dimension labels",
+            },
         ),
     )
 }

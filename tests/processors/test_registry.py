@@ -43,6 +43,11 @@ REQUIREMENTS = {
     ("serving", "normalize", True),
     ("serving", "dedupe", False),  # rate limits of counted calls
     ("serving", "ttft", False),  # the client side of the TTFT gap
+    ("metrics", "attribution", False),  # reads the dimension labels
+    ("attribution", "normalize", True),
+    ("attribution", "dedupe", False),  # reads `counted`
+    ("attribution", "cost", False),  # ranks values by cost, rolls it up
+    ("attribution", "enrich", False),  # merges enrich's deferred additions before its own
 }
 
 
@@ -80,7 +85,7 @@ def test_orders_that_work_validate(processors: list[str]) -> None:
 def test_the_default_chain_is_valid_and_in_registry_order() -> None:
     default = [
         *("normalize", "agents", "dedupe", "ttft", "cost"),
-        *("fallback", "redact", "enrich", "serving", "metrics"),
+        *("fallback", "redact", "enrich", "serving", "attribution", "metrics"),
     ]
     assert list(REGISTRY) == DEFAULT_PROCESSORS == default  # as the README documents it
     _check(list(DEFAULT_PROCESSORS))

@@ -1,0 +1,146 @@
+"""What attribution dimensions cost per span: the default chain with and without them, in one
+process, on the bench's demo pool, alternating pass by pass (thread CPU µs per span).
+
+    python bench/attribution.py [--batches 200] [--passes 6] [--requests]
+
+The demo's spans carry no user or tenant, so each request's root span gets `user.id` and
+`app.feature` and each resource `tenant.id` (one of 20 users, 5 features, 3 tenants): the LLM
+calls below inherit user and feature from the root, the harder case (the calls' traces are
+followed until the root arrives). Configured: tenant (resource:tenant.id), user
+(span:user.id, span:enduser.id), feature (span:app.feature).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench
+
+DIMENSIONS = [
+    {"name": "tenant", "sources": ["resource:tenant.id"]},
+    {"name": "user", "sources": ["span:user.id", "span:enduser.id"]},
+    {"name": "feature", "sources": ["span:app.feature"]},
+]
+
+
+def with_attribution_attributes(
+    pool: list[Any], seed: int = 1, on_calls: bool = False
+) -> list[Any]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    rng = random.Random(seed)
+    out = []
+    for p in pool:
+        req = ExportTraceServiceRequest.FromString(p.data)
+        tids = set()
+        for rs in req.resource_spans:
+            kv = rs.resource.attributes.add()
+            kv.key, kv.value.string_value = "tenant.id", f"tenant-{rng.randrange(3)}"
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    tids.add(span.trace_id)
+                    is_call = any(kv.key == "gen_ai.request.model" for kv in span.attributes)
+                    if not span.parent_span_id or (on_calls and is_call):
+                        for key, value in (
+                            ("user.id", f"user-{rng.randrange(20)}"),
+                            ("app.feature", f"feature-{rng.randrange(5)}"),
+                        ):
+                            kv = span.attributes.add()
+                            kv.key, kv.value.string_value = key, value
+        data = req.SerializeToString()
+        offsets = []
+        for tid in tids:
+            at = data.find(tid)
+            while at >= 0:
+                offsets.append(at)
+                at = data.find(tid, at + 16)
+        out.append(bench.Payload(data, sorted(offsets), p.spans))
+    return out
+
+
+def make_service(dimensions: bool, requests: bool) -> Any:
+    from pipeline.config import Config, from_dict
+    from pipeline.service import Service
+
+    # 3 tenants x 20 users x 5 features x the demo's models and token types exceed the
+    # default 2000 series per family: the overflow path would be what is measured
+    data: dict[str, Any] = {"metrics": {"max_series": 50_000}}
+    if dimensions:
+        data["dimensions"] = DIMENSIONS
+        data["attribution"] = {"requests": requests}
+    cfg = from_dict(Config, data)
+    cfg.exporters.traces.protocol = "grpc"
+    cfg.exporters.traces.endpoint = "127.0.0.1:9"  # never started: nothing is sent
+    cfg.validate()
+    return Service(cfg)
+
+
+def one_pass(svc: Any, pool: list[Any], prefix: int) -> tuple[float, int]:
+    """Thread CPU seconds for parse + chain + encode of the pool, and the spans."""
+    from pipeline.model import TraceBatch
+    from pipeline.receivers.decode import parse_protobuf
+
+    clock = time.thread_time
+    cpu, spans = 0.0, 0
+    for i, p in enumerate(pool):
+        data = bench.stamp(p, struct.pack(">Q", prefix * 100_000 + i))
+        t = clock()
+        batch = TraceBatch(parse_protobuf("traces", data), raw=data)
+        for step in svc.trace_chain:
+            batch = step(batch)
+        svc._encode_traces(svc.queues["traces"], batch)
+        if i % 20 == 19 and svc._attribution is not None:  # the service's ticker, ~every second
+            svc._attribution.flush()
+        cpu += clock() - t
+        spans += p.spans
+    return cpu, spans
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--batches", type=int, default=200)
+    ap.add_argument("--passes", type=int, default=6)
+    ap.add_argument("--requests", action="store_true", help="attribution.requests: true too")
+    ap.add_argument(
+        "--on-calls",
+        action="store_true",
+        help="user and feature on the LLM spans too (no inheritance)",
+    )
+    args = ap.parse_args()
+    pool, _ = bench.build_pool(args.batches, 42)
+    pool = with_attribution_attributes(pool, on_calls=args.on_calls)
+    systems = {"without": make_service(False, False), "with": make_service(True, args.requests)}
+    us: dict[str, list[float]] = {k: [] for k in systems}
+    prefix = 1
+    for svc in systems.values():  # warm-up
+        one_pass(svc, pool, prefix := prefix + 1)
+    for _ in range(args.passes):
+        for name, svc in systems.items():
+            cpu, spans = one_pass(svc, pool, prefix := prefix + 1)
+            us[name].append(cpu * 1e6 / spans)
+    for svc in systems.values():
+        svc._stop.set()
+    med = {k: sorted(v)[len(v) // 2] for k, v in us.items()}
+    rise = med["with"] / med["without"] - 1
+    print("µs/span per pass:", {k: [round(x, 2) for x in v] for k, v in us.items()})
+    print(
+        f"median without {med['without']:.2f}, with 3 dimensions"
+        f"{' + requests' if args.requests else ''} {med['with']:.2f} µs/span: "
+        f"{rise * 100:+.1f}%"
+    )
+    attribution = systems["with"]._attribution
+    print("open traces at the end:", len(attribution.traces) if attribution else None)
+
+
+if __name__ == "__main__":
+    main()
