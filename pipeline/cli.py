@@ -1,4 +1,4 @@
-"""llm-pipeline run | demo | top | validate | bench."""
+"""llm-pipeline run | demo | top | validate | rules | bench."""
 
 from __future__ import annotations
 
@@ -125,6 +125,30 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rules(args: argparse.Namespace) -> int:
+    from datetime import datetime
+    from pathlib import Path
+
+    from .budgets import rules as budget_rules
+    from .budgets import write
+
+    try:
+        cfg = load(args.config)
+        at = datetime.fromisoformat(args.at) if args.at else None
+    except (ConfigError, ValueError) as e:
+        print(f"llm-pipeline: invalid config: {e}", file=sys.stderr)
+        return 2
+    if at is not None and at.tzinfo is None:
+        print("llm-pipeline rules: --at needs a UTC offset (…Z or +00:00)", file=sys.stderr)
+        return 2
+    if args.output is None:
+        sys.stdout.write(budget_rules.render(cfg.budgets, args.config, at))
+        return 0
+    for path in write(cfg.budgets, Path(args.output), args.config, at):
+        print(path)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     import runpy
     from pathlib import Path
@@ -170,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a config file")
     v.add_argument("--config", required=True)
     v.set_defaults(func=_validate)
+    rl = sub.add_parser(
+        "rules", help="write Prometheus rules (and their promtool tests) for the budgets"
+    )
+    rl.add_argument("--config", required=True)
+    rl.add_argument(
+        "-o",
+        "--output",
+        help="rule file; its promtool tests go to tests/ beside it (default: stdout)",
+    )
+    rl.add_argument("--at", help="generate as of this ISO time (default now): the zones' offsets")
+    rl.set_defaults(func=_rules)
     b = sub.add_parser("bench", help="run the benchmark (source checkout)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=_bench)

@@ -32,9 +32,7 @@ class BudgetConfig:
     def validate(self, dimension_labels: tuple[str, ...] = ()) -> None:
         where = f"budgets.{self.name}"
         if not _NAME.fullmatch(self.name):
-            raise ValueError(
-                f"budgets: name {self.name!r}: 1-63 letters, digits, '_', '.', '-'"
-            )
+            raise ValueError(f"budgets: name {self.name!r}: 1-63 letters, digits, '_', '.', '-'")
         if not self.amount_usd > 0 or self.amount_usd == float("inf"):
             raise ValueError(f"{where}.amount_usd must be a positive number")
         if self.period not in PERIODS:

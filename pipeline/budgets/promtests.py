@@ -20,7 +20,7 @@ from typing import Any
 
 from . import periods
 from .config import BudgetConfig
-from .rules import ALERTS, COST_METRIC, STEP_S, _num, _quote
+from .rules import ALERTS, COST_METRIC, _num, _quote
 
 EPOCH = datetime(1970, 1, 1)
 _MIN = 60
@@ -96,7 +96,7 @@ def _index(period: str, local: datetime) -> int:
 
 
 def _ceil5(t: float) -> int:
-    return int(math.ceil(t / _5M)) * _5M
+    return math.ceil(t / _5M) * _5M
 
 
 def _floor5(t: float) -> int:
@@ -120,11 +120,25 @@ def burn_group(b: BudgetConfig, offset: int) -> dict[str, Any]:
     me = f"{{budget={_quote(b.name)}}}"
 
     def spend_at(t: int, since: int = start) -> None:
-        cases.append({**_near(f"llm_budget:spend_usd:period{me}", k * (t - since), b), "at": t})
+        cases.append({**_near(f"llm:budget_spend_usd:period{me}", k * (t - since), b), "at": t})
         pct = k * (t - since) / b.amount_usd * 100
-        cases.append({**_near(f"llm_budget:used_percent{me}", pct, b), "at": t})
+        cases.append({**_near(f"llm:budget_used_percent{me}", pct, b), "at": t})
 
     spend_at(t_fire)
+    loc = _local(t_fire, offset)
+    nxt = _utc(periods.next_start(b.period, loc), offset)
+    for expr, value in (
+        (f"llm:budget_cost_usd:rate5m{me}", k),
+        (f"llm:budget_cost_usd:rate1h{me}", k),
+        (f"llm:budget_amount_usd{me}", b.amount_usd),
+        (f"llm:budget_period_index{me}", _index(b.period, loc)),
+        (f"llm:budget_window_period_index{me}", _index(b.period, loc)),
+        (f"llm:budget_period_remaining_seconds{me}", nxt - t_fire),
+        (f"llm:budget_forecast_horizon_seconds{me}", b.forecast_hours * 3600),
+        (f"count(llm:budget_warn_percent{me})", len(b.warn_levels)),
+        (f"sum(llm:budget_warn_percent{me})", sum(b.warn_levels)),
+    ):
+        cases.append({**_near(expr, value, b), "at": t_fire})
     below = [lv for lv in b.warn_levels if lv < 100]
     above = [lv for lv in b.warn_levels if lv >= 100]
     for name, levels in (("LLMBudgetThresholdReached", below), ("LLMBudgetExceeded", above)):
@@ -142,6 +156,8 @@ def burn_group(b: BudgetConfig, offset: int) -> dict[str, Any]:
     t_forecast = _ceil5(max(t_exhausted - horizon_s + 900, 4200, start + 600))
     if t_forecast < t_exhausted - _5M:
         alerts.append(_alerts("LLMBudgetExhaustionForecast", b, t_forecast, None))
+        left = t_exhausted - t_forecast  # (amount - spend) / burn
+        cases.append({**_near(f"llm:budget_exhaustion_seconds{me}", left, b), "at": t_forecast})
     t_early = _floor5(t_exhausted - horizon_s - 600)
     if t_early >= 4200 and t_early > start:
         alerts.append(_silent("LLMBudgetExhaustionForecast", t_early))
@@ -152,6 +168,7 @@ def burn_group(b: BudgetConfig, offset: int) -> dict[str, Any]:
             _silent("LLMBudgetThresholdReached", end + 3600),
             _silent("LLMBudgetExceeded", end + 3600),
         ]
+
     # traffic up to t_fire and around the period's end only: the rules' work grows with the
     # minutes that had traffic
     def active(t: int) -> bool:
@@ -173,8 +190,8 @@ def quiet_group(b: BudgetConfig) -> dict[str, Any]:
     if b.selector:
         series.append({"series": _labels(b, other=True), "values": f"0+{b.amount_usd!r}x150"})
     cases = [
-        {**_near(f"llm_budget:spend_usd:period{me}", 0.0, b), "at": at},
-        {**_near(f"llm_budget:used_percent{me}", 0.0, b), "at": at},
+        {**_near(f"llm:budget_spend_usd:period{me}", 0.0, b), "at": at},
+        {**_near(f"llm:budget_used_percent{me}", 0.0, b), "at": at},
     ]
     alerts = [_silent(a["alert"], at) for a in ALERTS]
     return _group(f"{b.name}: quiet", series, cases, alerts)
@@ -213,7 +230,15 @@ def anomaly_group(b: BudgetConfig) -> dict[str, Any]:
     me = f"{{budget={_quote(b.name)}}}"
     before, during = spike_from, spike_from + 3600
     cases = [
-        {**_near(f"llm_budget:cost_usd_per_hour:baseline{me}", base * 60, b), "at": before},
+        {**_near(f"llm:budget_cost_usd_per_hour:baseline{me}", base * 60, b), "at": before},
+        {
+            **_near(
+                f"llm:budget_anomaly_threshold_usd_per_hour{me}",
+                max(b.anomaly_factor * base * 60, b.anomaly_min_usd_per_hour),
+                b,
+            ),
+            "at": before,
+        },
     ]
     alerts = [
         _silent("LLMBudgetSpendAnomaly", before),

@@ -1,15 +1,15 @@
 """Prometheus recording and alert rules for the configured budgets (`llm-pipeline rules`).
 
 Per budget, one group of recording rules, every series labelled `budget`:
-  llm_budget:cost_usd:rate5m / :rate1h      USD/s of the selected gen_ai_client_cost_usd_total
-  llm_budget:period_index                   the period's number (changes at the boundary)
-  llm_budget:spend_usd:period               USD spent since the period began
-  llm_budget:amount_usd, :used_percent      the amount, and spend / amount * 100
-  llm_budget:warn_percent{level}            one series per warn level
-  llm_budget:exhaustion_seconds             (amount - spend) / the last hour's burn
-  llm_budget:period_remaining_seconds, :forecast_horizon_seconds
-  llm_budget:cost_usd_per_hour:baseline     the mean of the same hour on the previous 7 days
-  llm_budget:anomaly_threshold_usd_per_hour max(anomaly_factor * baseline, the floor)
+  llm:budget_cost_usd:rate5m / :rate1h      USD/s of the selected gen_ai_client_cost_usd_total
+  llm:budget_period_index                   the period's number (changes at the boundary)
+  llm:budget_spend_usd:period               USD spent since the period began
+  llm:budget_amount_usd, :used_percent      the amount, and spend / amount * 100
+  llm:budget_warn_percent{level}            one series per warn level
+  llm:budget_exhaustion_seconds             (amount - spend) / the last hour's burn
+  llm:budget_period_remaining_seconds, :forecast_horizon_seconds
+  llm:budget_cost_usd_per_hour:baseline     the mean of the same hour on the previous 7 days
+  llm:budget_anomaly_threshold_usd_per_hour max(anomaly_factor * baseline, the floor)
 and, after them in the same group (so they see this evaluation's values), its alerts:
 LLMBudgetThresholdReached (one per warn level below 100%, warning), LLMBudgetExceeded (levels
 from 100%, critical), LLMBudgetExhaustionForecast, LLMBudgetSpendAnomaly.
@@ -64,64 +64,63 @@ def budget_group(b: BudgetConfig, at: datetime) -> dict[str, Any]:
     # recorded index into a label), summed per period; the current period's sum is kept.
     spend = (
         f"(\n  sum(\n    sum_over_time((\n"
-        f"        llm_budget:cost_usd:rate5m{me}\n"
+        f"        llm:budget_cost_usd:rate5m{me}\n"
         f'        * on() group_left(period) count_values("period", '
-        f"llm_budget:window_period_index{me})\n"
+        f"llm:budget_window_period_index{me})\n"
         f"      )[{periods.PERIOD_RANGE[b.period]}:{step}])\n"
-        f'    and on(period) count_values("period", llm_budget:period_index{me})\n'
+        f'    and on(period) count_values("period", llm:budget_period_index{me})\n'
         f"  ) * {STEP_S}\n"
         f"  or vector(0)\n)\n"
-        f"+ (sum(llm_budget:cost_usd:rate5m{me}) or vector(0)) * (time() % {STEP_S})"
+        f"+ (sum(llm:budget_cost_usd:rate5m{me}) or vector(0)) * (time() % {STEP_S})"
     )
     days_ago = " or ".join(
-        f'label_replace(llm_budget:cost_usd:rate1h{me} offset {d}d, "days_ago", "{d}", "", "")'
+        f'label_replace(llm:budget_cost_usd:rate1h{me} offset {d}d, "days_ago", "{d}", "", "")'
         for d in range(1, 8)
     )
     rules: list[dict[str, Any]] = [
         # no series without traffic: the spend subquery only visits the steps that had some
-        {"record": "llm_budget:cost_usd:rate5m", "expr": f"sum(rate({cost}[5m]))"},
-        {"record": "llm_budget:cost_usd:rate1h", "expr": f"sum(rate({cost}[1h])) or vector(0)"},
-        {"record": "llm_budget:period_index", "expr": periods.index_expr(b.period, o, "time()")},
+        {"record": "llm:budget_cost_usd:rate5m", "expr": f"sum(rate({cost}[5m]))"},
+        {"record": "llm:budget_cost_usd:rate1h", "expr": f"sum(rate({cost}[1h])) or vector(0)"},
+        {"record": "llm:budget_period_index", "expr": periods.index_expr(b.period, o, "time()")},
         {
-            "record": "llm_budget:window_period_index",
+            "record": "llm:budget_window_period_index",
             "expr": periods.index_expr(b.period, o, "time() - 1"),
         },
-        {"record": "llm_budget:spend_usd:period", "expr": spend},
-        {"record": "llm_budget:amount_usd", "expr": f"vector({amount})"},
+        {"record": "llm:budget_spend_usd:period", "expr": spend},
+        {"record": "llm:budget_amount_usd", "expr": f"vector({amount})"},
         {
-            "record": "llm_budget:used_percent",
-            "expr": f"sum(llm_budget:spend_usd:period{me}) / {amount} * 100",
+            "record": "llm:budget_used_percent",
+            "expr": f"sum(llm:budget_spend_usd:period{me}) / {amount} * 100",
         },
         *(
             {
-                "record": "llm_budget:warn_percent",
+                "record": "llm:budget_warn_percent",
                 "expr": f"vector({_num(level)})",
                 "labels": {"level": _num(level)},
             }
             for level in sorted(b.warn_levels)
         ),
         {
-            "record": "llm_budget:period_remaining_seconds",
+            "record": "llm:budget_period_remaining_seconds",
             "expr": f"{periods.length_expr(b.period, o, 'time()')}"
             f" - {periods.elapsed_expr(b.period, o, 'time()')}",
         },
         {
-            "record": "llm_budget:exhaustion_seconds",
-            "expr": f"(vector({amount}) - sum(llm_budget:spend_usd:period{me}) > 0)\n"
-            f"/ (sum(llm_budget:cost_usd:rate1h{me}) > 0)",
+            "record": "llm:budget_exhaustion_seconds",
+            "expr": f"(vector({amount}) - sum(llm:budget_spend_usd:period{me}) > 0)\n"
+            f"/ (sum(llm:budget_cost_usd:rate1h{me}) > 0)",
         },
         {
-            "record": "llm_budget:forecast_horizon_seconds",
+            "record": "llm:budget_forecast_horizon_seconds",
             "expr": f"vector({_num(b.forecast_hours * 3600)})",
         },
         {
-            "record": "llm_budget:cost_usd_per_hour:baseline",
-            "expr": f"avg({days_ago}) * 3600\nand on() count({days_ago})"
-            f" >= {b.anomaly_min_days}",
+            "record": "llm:budget_cost_usd_per_hour:baseline",
+            "expr": f"avg({days_ago}) * 3600\nand on() count({days_ago}) >= {b.anomaly_min_days}",
         },
         {
-            "record": "llm_budget:anomaly_threshold_usd_per_hour",
-            "expr": f"clamp_min(sum(llm_budget:cost_usd_per_hour:baseline{me})"
+            "record": "llm:budget_anomaly_threshold_usd_per_hour",
+            "expr": f"clamp_min(sum(llm:budget_cost_usd_per_hour:baseline{me})"
             f" * {_num(b.anomaly_factor)}, {_num(b.anomaly_min_usd_per_hour)})",
         },
     ]
@@ -129,7 +128,10 @@ def budget_group(b: BudgetConfig, at: datetime) -> dict[str, Any]:
         r["labels"] = {**lab, **r.get("labels", {})}
     # the alerts in the same group, after the records: evaluated on this evaluation's values
     for a in ALERTS:
-        rules.append({**a, "expr": a["expr"].replace("{budget}", me)})
+        # the budget label on the rule too: promtool's lint takes rules of one name and
+        # the same labels for duplicates
+        labels = {"budget": b.name, **a["labels"]}
+        rules.append({**a, "expr": a["expr"].replace("{budget}", me), "labels": labels})
     return {"name": group_name(b), "rules": rules}
 
 
@@ -151,8 +153,8 @@ def _alert(
 ALERTS: list[dict[str, Any]] = [
     _alert(
         "LLMBudgetThresholdReached",
-        "llm_budget:used_percent{budget} >= on(budget) group_right()"
-        " (llm_budget:warn_percent{budget} < 100)",
+        "llm:budget_used_percent{budget} >= on(budget) group_right()"
+        " (llm:budget_warn_percent{budget} < 100)",
         "warning",
         "LLM budget {{ $labels.budget }} passed {{ $labels.level }}% of its amount",
         "Spend in the current period of budget {{ $labels.budget }} has reached its "
@@ -160,8 +162,8 @@ ALERTS: list[dict[str, Any]] = [
     ),
     _alert(
         "LLMBudgetExceeded",
-        "llm_budget:used_percent{budget} >= on(budget) group_right()"
-        " (llm_budget:warn_percent{budget} >= 100)",
+        "llm:budget_used_percent{budget} >= on(budget) group_right()"
+        " (llm:budget_warn_percent{budget} >= 100)",
         "critical",
         "LLM budget {{ $labels.budget }} is at {{ $labels.level }}% of its amount",
         "Spend in the current period of budget {{ $labels.budget }} has reached "
@@ -169,10 +171,10 @@ ALERTS: list[dict[str, Any]] = [
     ),
     _alert(
         "LLMBudgetExhaustionForecast",
-        "llm_budget:exhaustion_seconds{budget}"
-        " <= on(budget) llm_budget:forecast_horizon_seconds{budget}\n"
-        "and on(budget) llm_budget:exhaustion_seconds{budget}"
-        " < on(budget) llm_budget:period_remaining_seconds{budget}",
+        "llm:budget_exhaustion_seconds{budget}"
+        " <= on(budget) llm:budget_forecast_horizon_seconds{budget}\n"
+        "and on(budget) llm:budget_exhaustion_seconds{budget}"
+        " < on(budget) llm:budget_period_remaining_seconds{budget}",
         "warning",
         "LLM budget {{ $labels.budget }} runs out before its period ends",
         "At the last hour's burn, budget {{ $labels.budget }} is exhausted within its forecast "
@@ -181,8 +183,8 @@ ALERTS: list[dict[str, Any]] = [
     ),
     _alert(
         "LLMBudgetSpendAnomaly",
-        "llm_budget:cost_usd:rate1h{budget} * 3600"
-        " > on(budget) llm_budget:anomaly_threshold_usd_per_hour{budget}",
+        "llm:budget_cost_usd:rate1h{budget} * 3600"
+        " > on(budget) llm:budget_anomaly_threshold_usd_per_hour{budget}",
         "warning",
         "LLM budget {{ $labels.budget }}: unusual spend this hour",
         "The last hour's spend of budget {{ $labels.budget }} is above its anomaly factor "
