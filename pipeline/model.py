@@ -71,6 +71,8 @@ class LLMCall:
     server_ttft_s: float | None = None
     server_duration_s: float | None = None
     cost_usd: float | None = None
+    # USD the provider's prompt cache saved: (input price - cache-read price) x cache reads
+    cache_savings_usd: float | None = None
     response_id: str = ""  # gen_ai.response.id, for dedupe
     counted: bool = True  # False when a nested LLM span already counted this call
     # The keys on the span that enrich could write (tables' and enrich's own), so enrich never
