@@ -422,8 +422,11 @@ class LLMMetrics:
                 s.value += c
                 s.exemplar = (tid, sid, c, now)
         if (saved := call.cache_savings_usd) is not None:
-            key = (call.service_name, call.provider, call.request_model)
-            self.cache_savings.add(key, saved, (tid, sid, saved, now))
+            self.cache_savings.add(
+                (call.service_name, call.provider, call.request_model),
+                saved,
+                (tid, sid, saved, now),
+            )
         if self.development and not call.server_side:
             self.record_development(call, base, now)
 
