@@ -1035,7 +1035,18 @@ def pipeline_health() -> dict[str, Any]:
     )
 
 
-BOARDS = {"llm-overview.json": llm_overview, "pipeline-health.json": pipeline_health}
+def _cost_explorer() -> dict[str, Any]:
+    import cost_explorer  # type: ignore[import-not-found]  # beside this file
+
+    result: dict[str, Any] = cost_explorer.build()
+    return result
+
+
+BOARDS = {
+    "llm-overview.json": llm_overview,
+    "pipeline-health.json": pipeline_health,
+    "cost-explorer.json": _cost_explorer,
+}
 
 
 def render(name: str) -> str:

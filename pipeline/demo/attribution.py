@@ -1,7 +1,7 @@
 """Who a demo request is for: tenant, user, feature and conversation, with Zipf-like skew.
 
 A few tenants carry most of the traffic (weight 1/rank^1.1), and within a tenant a few users;
-each service has its features. A conversation id lasts a few requests of one user.
+each service has its features, each feature a team. A conversation id lasts a few requests of one user.
 Drawn from a generator of its own, seeded by the service and request number, so the traffic
 the seed decides (scenarios, models, tokens) is the same with or without these attributes.
 """
@@ -31,6 +31,19 @@ FEATURES = {
     "rag-worker": ("search", "ingest", "answer"),
     "support-bot": ("triage", "reply", "escalate"),
 }
+# the team that owns a feature
+TEAMS = {
+    "chat": "assistant",
+    "summarize": "assistant",
+    "translate": "assistant",
+    "autocomplete": "editor",
+    "search": "knowledge",
+    "ingest": "knowledge",
+    "answer": "knowledge",
+    "triage": "support",
+    "reply": "support",
+    "escalate": "support",
+}
 _S = 1.1  # Zipf exponent
 
 
@@ -51,7 +64,12 @@ class Who:
 
     def request_attributes(self) -> dict[str, str]:
         """Set on the request (root) span: the LLM spans below inherit them."""
-        return {"tenant.id": self.tenant, "user.id": self.user, "app.feature": self.feature}
+        return {
+            "tenant.id": self.tenant,
+            "user.id": self.user,
+            "app.feature": self.feature,
+            "app.team": TEAMS.get(self.feature, "platform"),
+        }
 
 
 def draw(service: str, request_number: int) -> Who:
