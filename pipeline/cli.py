@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import re
 import signal
 import sys
 import threading
@@ -112,7 +113,10 @@ def _top(args: argparse.Namespace) -> int:
     if args.sort not in SORT_KEYS:
         print(f"llm-pipeline top: --sort is one of {', '.join(SORT_KEYS)}", file=sys.stderr)
         return 2
-    return run(args.metrics, args.interval, args.sort, args.once)
+    if args.by and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", args.by):
+        print("llm-pipeline top: --by takes a label name (tenant, user, ...)", file=sys.stderr)
+        return 2
+    return run(args.metrics, args.interval, args.sort, args.once, by=args.by)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -190,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sort", default="calls", help="calls tokens cost total ttft latency errors fallbacks"
     )
     t.add_argument("--once", action="store_true", help="print one screen (two scrapes) and exit")
+    t.add_argument(
+        "--by", default="", metavar="DIMENSION", help="rows by service and this label (tenant, ...)"
+    )
     t.set_defaults(func=_top)
     v = sub.add_parser("validate", help="check a config file")
     v.add_argument("--config", required=True)
