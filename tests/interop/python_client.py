@@ -37,6 +37,13 @@ def main(path: str, base_s: int) -> None:
     def at(ms: int) -> int:
         return base_s * 1_000_000_000 + ms * 1_000_000
 
+    # The SDK's own diagnostics (a transient export error, a retry) go to stderr, not through
+    # the root logger's OTLP handler: they would arrive as extra log records beside the
+    # scenario's one, which is all this client is meant to send.
+    sdk_log = logging.getLogger("opentelemetry")
+    sdk_log.propagate = False
+    sdk_log.addHandler(logging.StreamHandler(sys.stderr))
+
     tracer = trace.get_tracer("interop-python")
     r = scenario["root"]
     root = tracer.start_span(

@@ -105,7 +105,8 @@ def test_client_delivers_exact_values(
     # Delivered whole, nothing refused, on the transport the client uses.
     transport = client.transport
     assert value(text, "llm_pipeline_received_items_total", signal="traces") == n_spans
-    assert value(text, "llm_pipeline_received_items_total", signal="logs") == 1
+    bodies = [any_value(r.body) for r in sink.log_records()]
+    assert value(text, "llm_pipeline_received_items_total", signal="logs") == 1, bodies
     assert value(text, "llm_pipeline_received_items_total", transport=transport) == n_spans + 1
     assert value(text, "llm_pipeline_rejected_items_total") == 0
     assert len(sink.spans()) == n_spans and len(sink.log_records()) == 1
