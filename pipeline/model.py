@@ -71,8 +71,6 @@ class LLMCall:
     server_ttft_s: float | None = None
     server_duration_s: float | None = None
     cost_usd: float | None = None
-    # USD the provider's prompt cache saved: (input price - cache-read price) x cache reads
-    cache_savings_usd: float | None = None
     response_id: str = ""  # gen_ai.response.id, for dedupe
     counted: bool = True  # False when a nested LLM span already counted this call
     # The keys on the span that enrich could write (tables' and enrich's own), so enrich never
@@ -85,6 +83,9 @@ class LLMCall:
     # Where the span's message content lies in the received bytes, when normalize read it from
     # them (enrich records its additions there as a byte edit, see TraceBatch.edits).
     wire_span: tuple[int, int] | None = None
+    # USD the provider's prompt cache saved: (input price - cache-read price) x cache reads.
+    # Last: the native reader builds calls from positional fields.
+    cache_savings_usd: float | None = None
 
     @property
     def duration_s(self) -> float:
