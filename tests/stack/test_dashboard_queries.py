@@ -148,6 +148,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         sink.stop()
 
 
+# Budget records rightly empty in a Prometheus a minute old: the anomaly baseline needs days of
+# history (dashboards/rules/tests/llm-budgets-anomaly.test.yml checks them on 3 days).
+NEEDS_HISTORY = {
+    "llm:budget_cost_usd_per_hour:baseline",
+    "llm:budget_anomaly_threshold_usd_per_hour",
+}
+
+
 def _promql_regex_literal(value: str) -> str:
     """A value as a regex matching only itself, inside a PromQL string (as Grafana does)."""
     return "".join("\\\\" + c if c in r"\.^$*+?()[]{}|" else c for c in value)
@@ -169,6 +177,8 @@ def test_every_query_returns_data(live: Live) -> None:
             continue
         if q.kind == "alert":
             continue  # alerts may rightly be empty; they only have to evaluate
+        if q.kind == "record" and q.source.split(" record ")[-1] in NEEDS_HISTORY:
+            continue
         checked += 1
         if not result:
             problems.append(f"{q.source}: EMPTY\n    {q.promql}")
