@@ -282,3 +282,29 @@ def test_pipeline_health_shows_the_healthy_run(live: Live) -> None:
     assert value("sum(llm_pipeline_rejected_items_total) or on() vector(0)") == 0
     assert value("sum(llm_pipeline_dropped_items_total) or on() vector(0)") == 0
     assert value("max(llm_pipeline:queue_utilization:ratio)") == 0
+
+
+@pytest.mark.e2e
+def test_cost_explorer_shows_spend_by_tenant_and_budgets(live: Live) -> None:
+    """The demo's tenants, users and features reach the cost counter with their skew, cost
+    per request is recorded, and every stack budget has its spend and percent used."""
+
+    def by(label: str) -> dict[str, float]:
+        res = live.prom.query(f'sum by ({label}) (gen_ai_client_cost_usd_total{{{label}!=""}})')
+        return {s["metric"][label]: float(s["value"][1]) for s in res}
+
+    tenants = by("tenant")
+    assert len(tenants) >= 5 and "acme" in tenants, tenants
+    ranked = sorted(tenants.values(), reverse=True)
+    assert ranked[0] > 2 * ranked[len(ranked) // 2], tenants  # Zipf-like skew
+    assert len(by("user")) >= 20 and len(by("feature")) >= 5 and len(by("team")) >= 3
+    assert live.prom.query("sum(llm_pipeline_request_cost_usd_count) > 0")
+    cfg = yaml.safe_load(COMPOSE_SIDECAR_CONFIG.read_text())
+    for b in cfg["budgets"]:
+        sel = f'{{budget="{b["name"]}"}}'
+        [spent] = live.prom.query(f"llm:budget_spend_usd:period{sel}")
+        [used] = live.prom.query(f"llm:budget_used_percent{sel}")
+        assert float(spent["value"][1]) > 0, b["name"]
+        assert float(used["value"][1]) == pytest.approx(
+            float(spent["value"][1]) / b["amount_usd"] * 100, rel=1e-3
+        )
