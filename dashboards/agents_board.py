@@ -1,5 +1,5 @@
 """The "Agents" dashboard (agents.json): agent runs, tools, evaluations beside cost, and where a
-call's time goes. Built by build.py (BOARDS); the helpers come from build.py."""
+call's time goes. Built by build.py (BOARDS); the helpers come from panels.py."""
 
 from __future__ import annotations
 

@@ -21,11 +21,12 @@ from pathlib import Path
 from types import ModuleType
 
 import agents_board
+import cost_explorer
 import llm_overview
 import pipeline_health
 
 HERE = Path(__file__).resolve().parent
-BOARDS: tuple[ModuleType, ...] = (llm_overview, pipeline_health, agents_board)
+BOARDS: tuple[ModuleType, ...] = (llm_overview, pipeline_health, agents_board, cost_explorer)
 
 
 def render(board: ModuleType) -> str:

@@ -1,9 +1,10 @@
-"""llm-pipeline run | demo | top | validate | bench."""
+"""llm-pipeline run | demo | top | validate | rules | bench."""
 
 from __future__ import annotations
 
 import argparse
 import gc
+import re
 import signal
 import sys
 import threading
@@ -113,7 +114,10 @@ def _top(args: argparse.Namespace) -> int:
     if args.sort not in SORT_KEYS:
         print(f"llm-pipeline top: --sort is one of {', '.join(SORT_KEYS)}", file=sys.stderr)
         return 2
-    return run(args.metrics, args.interval, args.sort, args.once)
+    if args.by and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", args.by):
+        print("llm-pipeline top: --by takes a label name (tenant, user, ...)", file=sys.stderr)
+        return 2
+    return run(args.metrics, args.interval, args.sort, args.once, by=args.by)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -123,6 +127,30 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"llm-pipeline: invalid config: {e}", file=sys.stderr)
         return 2
     print(f"{args.config}: ok (processors: {', '.join(cfg.processors)})")
+    return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from datetime import datetime
+    from pathlib import Path
+
+    from .budgets import rules as budget_rules
+    from .budgets import write
+
+    try:
+        cfg = load(args.config)
+        at = datetime.fromisoformat(args.at) if args.at else None
+    except (ConfigError, ValueError) as e:
+        print(f"llm-pipeline: invalid config: {e}", file=sys.stderr)
+        return 2
+    if at is not None and at.tzinfo is None:
+        print("llm-pipeline rules: --at needs a UTC offset (…Z or +00:00)", file=sys.stderr)
+        return 2
+    if args.output is None:
+        sys.stdout.write(budget_rules.render(cfg.budgets, args.config, at))
+        return 0
+    for path in write(cfg.budgets, Path(args.output), args.config, at):
+        print(path)
     return 0
 
 
@@ -172,10 +200,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--sort", default="calls", help="calls tokens cost total ttft latency errors fallbacks"
     )
     t.add_argument("--once", action="store_true", help="print one screen (two scrapes) and exit")
+    t.add_argument(
+        "--by", default="", metavar="DIMENSION", help="rows by service and this label (tenant, ...)"
+    )
     t.set_defaults(func=_top)
     v = sub.add_parser("validate", help="check a config file")
     v.add_argument("--config", required=True)
     v.set_defaults(func=_validate)
+    rl = sub.add_parser(
+        "rules", help="write Prometheus rules (and their promtool tests) for the budgets"
+    )
+    rl.add_argument("--config", required=True)
+    rl.add_argument(
+        "-o",
+        "--output",
+        help="rule file; its promtool tests go to tests/ beside it (default: stdout)",
+    )
+    rl.add_argument("--at", help="generate as of this ISO time (default now): the zones' offsets")
+    rl.set_defaults(func=_rules)
     b = sub.add_parser("bench", help="run the benchmark (source checkout)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=_bench)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .budgets.config import BudgetConfig, validate_budgets
 from .processors.cost import PriceOverride
 from .processors.dedupe import DedupeConfig
 from .processors.dimensions import AttributionConfig, DimensionConfig, validate_dimensions
@@ -325,6 +326,21 @@ class Config:
     # limit) new requests get 503/UNAVAILABLE with a retry hint, before they are decoded.
     memory_limit_mib: int = 512
     memory_soft_limit_percent: int = 80
+    # Spend limits for `llm-pipeline rules` (Prometheus rules; the sidecar itself ignores them)
+    budgets: list[BudgetConfig] = field(default_factory=list)
+
+    def dimension_labels(self) -> tuple[str, ...]:
+        """Label names of the configured attribution dimensions (a budget may select on
+        them), whatever shape `dimensions:` has: a mapping by label, or a list of entries
+        with a `name` or `label`."""
+        dims: Any = getattr(self, "dimensions", None) or ()
+        if isinstance(dims, dict):
+            return tuple(str(k) for k in dims)
+        names = []
+        for d in dims:
+            name = d if isinstance(d, str) else getattr(d, "label", None) or getattr(d, "name", "")
+            names.append(str(name))
+        return tuple(names)
 
     def validate(self) -> None:
         for name in ("receivers", "metrics", "exporters", "queue", "file"):
@@ -354,6 +370,10 @@ class Config:
                 getattr(self, name).validate()
             except ValueError as e:
                 raise ConfigError(f"{name}: {e}") from e
+        try:
+            validate_budgets(self.budgets, self.dimension_labels())
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
         self._validate_dimensions()
 
     def _validate_dimensions(self) -> None:

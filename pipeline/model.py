@@ -87,6 +87,9 @@ class LLMCall:
     wire_span: tuple[int, int] | None = None
     # One label per configured attribution dimension, in config order (processors/attribution)
     dimensions: tuple[str, ...] = ()
+    # USD the provider's prompt cache saved: (input price - cache-read price) x cache reads.
+    # Last: the native reader builds calls from positional fields.
+    cache_savings_usd: float | None = None
 
     @property
     def duration_s(self) -> float:

@@ -3,7 +3,9 @@
 Two scrapes make a window (the oldest scrape kept, up to `WINDOW_S` back, and the newest):
 rates are counter deltas over it, p50/p95 come from the histograms' bucket deltas with
 Prometheus' `histogram_quantile` interpolation, error and fallback rates are shares of the calls
-in it; "$ total" is the counter itself. Rows are (service, requested model). Works against any
+in it; "$ total" is the counter itself. Rows are (service, requested model), or with
+`--by DIMENSION` (service, that label's value): an attribution dimension (`tenant`, `user`,
+...) is on the token and cost counters only, so those rows show tokens, $/h and $ total. Works against any
 sidecar's /metrics (text format), also behind the compose stack's port mapping.
 """
 
@@ -71,8 +73,9 @@ class Snapshot:
     version: str = ""
 
 
-def parse(text: str, t: float) -> Snapshot:
-    """One /metrics exposition (Prometheus text format) as the figures `top` shows."""
+def parse(text: str, t: float, by: str = "") -> Snapshot:
+    """One /metrics exposition (Prometheus text format) as the figures `top` shows; rows by
+    (service, requested model), or by (service, label `by`) of the series that have it."""
     groups: dict[Key, Counts] = defaultdict(Counts)
     snap = Snapshot(t, groups)
     queue_size: dict[str, float] = defaultdict(float)
@@ -80,7 +83,9 @@ def parse(text: str, t: float) -> Snapshot:
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             name, lb, v = s.name, s.labels, float(s.value)
-            key = (lb.get("service_name", ""), lb.get("gen_ai_request_model", ""))
+            if by and by not in lb and name.startswith("gen_ai_client_"):
+                continue  # a family without the dimension (latency: by default none)
+            key = (lb.get("service_name", ""), lb.get(by or "gen_ai_request_model", ""))
             if name == DURATION + "_count":
                 groups[key].calls += v
                 if lb.get("error_type"):
@@ -187,7 +192,7 @@ def rows(old: Snapshot, new: Snapshot, keep_idle: bool = False) -> list[Row]:
     dt = max(new.t - old.t, 1e-9)
     out = []
     for key, c in new.groups.items():
-        if c.calls == 0 and not keep_idle:
+        if c.calls == 0 and c.tokens == 0 and c.cost == 0 and not keep_idle:
             continue
         o = old.groups.get(key, Counts())
         calls = c.calls - o.calls
@@ -269,6 +274,7 @@ def render(
     note: str = "",
     all_row: Row | None = None,
     keys_hint: bool = True,
+    by: str = "",
 ) -> RenderableType:
     col = _SORT_COLUMN[sort]
     ordered = sorted(rs, key=lambda r: (-COLUMNS[col][1](r), r.service, r.model))
@@ -279,7 +285,7 @@ def render(
     )
     foot = [f(all_row) for _, _, f in COLUMNS] if all_row else [""] * len(COLUMNS)
     t.add_column("service", footer="all" if all_row else "")
-    t.add_column("model")
+    t.add_column(by or "model")
     for i, (name, _, _) in enumerate(COLUMNS):
         t.add_column(name + (" ▼" if i == col else ""), justify="right", footer=foot[i])
     for r in ordered:
@@ -316,14 +322,16 @@ def scrape(url: str, timeout: float = 3.0) -> str:
 
 
 class Top:
-    def __init__(self, url: str, sort: str = "calls", window_s: float = WINDOW_S) -> None:
-        self.url, self.sort, self.window_s = url, sort, window_s
+    def __init__(
+        self, url: str, sort: str = "calls", window_s: float = WINDOW_S, by: str = ""
+    ) -> None:
+        self.url, self.sort, self.window_s, self.by = url, sort, window_s, by
         self.snaps: deque[Snapshot] = deque()
         self.error = ""
 
     def poll(self) -> None:
         try:
-            snap = parse(scrape(self.url), time.monotonic())
+            snap = parse(scrape(self.url), time.monotonic(), self.by)
         except (OSError, urllib.error.URLError, ValueError) as e:
             reason = getattr(e, "reason", e)
             self.error = f"cannot reach {self.url}: {reason} (retrying)"
@@ -339,7 +347,7 @@ class Top:
             return Text(msg, style="bold red" if self.error else "")
         old, new = self.snaps[0], self.snaps[-1]
         rs, h, everything = rows(old, new), health(old, new), total(old, new)
-        return render(self.url, rs, h, self.sort, self.error, everything, keys_hint)
+        return render(self.url, rs, h, self.sort, self.error, everything, keys_hint, self.by)
 
     def next_sort(self) -> None:
         self.sort = SORT_KEYS[(SORT_KEYS.index(self.sort) + 1) % len(SORT_KEYS)]
@@ -351,11 +359,18 @@ def _keys(timeout: float) -> str:
     return os.read(sys.stdin.fileno(), 32).decode(errors="ignore") if r else ""
 
 
-def run(url: str, interval: float, sort: str, once: bool, console: Console | None = None) -> int:
+def run(
+    url: str,
+    interval: float,
+    sort: str,
+    once: bool,
+    console: Console | None = None,
+    by: str = "",
+) -> int:
     # piped or captured (not a terminal): wide enough for every column instead of 80
     wide = sys.stdout.isatty() or "COLUMNS" in os.environ
     console = console or Console(width=None if wide else 200)
-    top = Top(url, sort)
+    top = Top(url, sort, by=by)
     if once:  # two scrapes `interval` apart, one screen
         top.poll()
         if not top.error:

@@ -12,6 +12,7 @@ from opentelemetry._logs import Logger, LogRecord, SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
+from . import attribution
 from .content import _messages, _output
 from .profiles import ERRORS, DemoStats, ServiceProfile, TokenCounts, error_label
 from .scenarios import SCENARIOS, _Call, _profile, _response_id, _weighted
@@ -26,7 +27,7 @@ _STACK = (
 class _Emitter:
     """Emits the spans and log records of one request into `stats`."""
 
-    __slots__ = ("logger", "profile", "rng", "stats", "tracer")
+    __slots__ = ("conversation", "logger", "profile", "rng", "stats", "tracer")
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class _Emitter:
         self.rng = rng
         self.profile = profile
         self.stats = stats
+        self.conversation = ""  # gen_ai.conversation.id on the request's LLM spans
 
     def log(
         self,
@@ -91,6 +93,8 @@ class _Emitter:
             "server.address": spec.server_address,
             "server.port": 443,
         }
+        if self.conversation:
+            attrs["gen_ai.conversation.id"] = self.conversation
         if call.legacy:
             attrs["gen_ai.system"] = spec.provider
         else:
@@ -266,6 +270,8 @@ def generate_request(
     end = time.time_ns() if end_ns is None else end_ns
     start = end - int(total_s * 1e9)
     em = _Emitter(tracer, logger, rng, profile, stats)
+    who = attribution.draw(profile.name, stats.requests)
+    em.conversation = who.conversation
     method_route = f"POST {profile.route}"
     http = em.span(
         method_route,
@@ -280,6 +286,7 @@ def generate_request(
             "server.address": f"{profile.name}.internal",
             "network.protocol.version": "1.1",
             "user_agent.original": "acme-web/4.2",
+            **who.request_attributes(),
         },
     )
     ctx = trace.set_span_in_context(http)

@@ -204,6 +204,32 @@ class CostProcessor:
                 return self._price_with(rates, call)
         return None
 
+    def savings(self, call: LLMCall) -> float | None:
+        """USD the call's cache reads saved against the input price, by the same source as
+        `price` (an override, else genai-prices' rates); None without cache reads or a
+        cache-read price."""
+        cr = call.cache_read_tokens
+        if not cr:
+            return None
+        resp, req = call.response_model, call.request_model
+        models = (resp, req) if resp and req else (resp,) if resp else (req,) if req else ()
+        overrides = self.config.price_overrides
+        for m in models if overrides else ():
+            o = overrides.get(m)
+            if o is not None:
+                if o.cache_read_per_mtok is None:
+                    return 0.0  # cache reads billed as input: nothing saved
+                return max(0.0, o.input_per_mtok - o.cache_read_per_mtok) * cr / 1e6
+        for m in models:
+            rates = self._resolve(call.provider, m)
+            if rates is not None:
+                t = rates.thresholds
+                _, fin, _, fcr, _ = rates.bands[bisect_left(t, call.input_tokens or 0) if t else 0]
+                if fin is None or fcr is None:
+                    return None
+                return max(0.0, fin - fcr) * cr
+        return None
+
     @staticmethod
     def _price_with(rates: _Rates, call: LLMCall) -> float:
         inp = call.input_tokens or 0
@@ -253,6 +279,8 @@ class CostProcessor:
                 continue
             if price is not None:
                 call.cost_usd = tidy(price)
+                if call.cache_read_tokens and (saved := self.savings(call)) is not None:
+                    call.cache_savings_usd = tidy(saved)
             elif reported is None and self._on_unpriced is not None:
                 self._on_unpriced(call)
         return batch

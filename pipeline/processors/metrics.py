@@ -171,6 +171,14 @@ class LLMMetrics:
             n,
             digits=COST_DIGITS,
         )
+        self.cache_savings = c(
+            "llm_pipeline_cache_savings_usd",
+            "Not a semconv metric: USD saved by prompt-cache reads, (input price - cache-read "
+            "price) x cache-read tokens.",
+            ("service_name", "gen_ai_provider_name", "gen_ai_request_model"),
+            n,
+            digits=COST_DIGITS,
+        )
         self.fallbacks = c(
             "gen_ai_client_fallbacks",
             "Failed calls followed under the same parent by a successful call elsewhere.",
@@ -422,6 +430,12 @@ class LLMMetrics:
             else:
                 c.value += v
                 c.exemplar = (tid, sid, v, now)
+        if (saved := call.cache_savings_usd) is not None:
+            self.cache_savings.add(
+                (call.service_name, call.provider, call.request_model),
+                saved,
+                (tid, sid, saved, now),
+            )
         if self.development and not call.server_side:
             self.record_development(call, base, now)
 

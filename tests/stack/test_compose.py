@@ -425,8 +425,11 @@ def test_sidecar_config_matches_the_brief(sidecar_cfg: dict[str, Any]) -> None:
         "fallback",
         "redact",
         "enrich",
+        "attribution",
         "metrics",
     ]
+    assert [d["name"] for d in sidecar_cfg["dimensions"]] == ["tenant", "user", "team", "feature"]
+    assert sidecar_cfg["attribution"] == {"requests": True}
     for signal in ("traces", "logs"):
         e = sidecar_cfg["exporters"][signal]
         # uncompressed on the local hop (the Collector compresses towards the backends)

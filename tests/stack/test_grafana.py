@@ -165,7 +165,12 @@ def test_dashboards_are_generated_from_build_py() -> None:
 
 
 def test_dashboard_uids_and_links(dashboards: dict[str, dict[str, Any]]) -> None:
-    assert set(dashboards) == {"llm-overview.json", "pipeline-health.json", "agents.json"}
+    assert set(dashboards) == {
+        "llm-overview.json",
+        "pipeline-health.json",
+        "agents.json",
+        "cost-explorer.json",
+    }
     dash_uids = [d["uid"] for d in dashboards.values()]
     assert len(set(dash_uids)) == len(dash_uids)
     for name, d in dashboards.items():
