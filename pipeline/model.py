@@ -16,8 +16,6 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from . import _native
-
 # Canonical fields a convention table maps attribute keys to (see processors/conventions).
 FIELDS = (
     "operation",
@@ -227,6 +225,8 @@ class TraceBatch(_Received):
     def encode(self) -> bytes:
         """What the exporters send: the received bytes, patched with the recorded edits, or
         the request serialized (deferred additions merged first)."""
+        from . import _native  # here: _native reads this module's FIELDS at import
+
         if self._raw is not None and self._edits and _native.patch is not None:
             try:
                 return _native.patch(self._raw, self._edits)

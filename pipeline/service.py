@@ -521,11 +521,6 @@ class Service:
                 self._jobs_cv.wait(left)
         return True
 
-    @staticmethod
-    def _encode_traces(queue: SendingQueue, batch: TraceBatch) -> bytes:
-        """bench.py's name for `batch.encode()` (the queue does not choose the encoding)."""
-        return batch.encode()
-
     def _holds_data(self) -> bool:
         """Admitted requests not yet processed, or items waiting in a sending queue."""
         return (

@@ -208,8 +208,9 @@ def read_span(span: Any, service_name: str, scope: str = "") -> LLMCall | None:
     return call_of(span, raw)
 
 
-# call_of builds LLMCall positionally (keywords cost ~1 µs a call): its fields, in order.
-assert tuple(f.name for f in dataclasses.fields(LLMCall)) == (
+# call_of builds LLMCall positionally (keywords cost ~1 µs a call): its first fields, in order
+# (those after them have defaults, set by later processors).
+_LEADING_FIELDS = (
     "span", "service_name", "convention", "trace_id", "span_id", "parent_span_id", "start_ns",
     "end_ns", "scope", "operation", "provider", "request_model", "response_model",
     "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
@@ -217,6 +218,8 @@ assert tuple(f.name for f in dataclasses.fields(LLMCall)) == (
     "server_side", "server_ttft_s", "server_duration_s", "cost_usd", "response_id", "counted",
     "present", "chunk_ns", "wire_span",
 )  # fmt: skip
+_names = tuple(f.name for f in dataclasses.fields(LLMCall))
+assert _names[: len(_LEADING_FIELDS)] == _LEADING_FIELDS, _names
 
 
 def call_of(span: Any, raw: tuple[Any, ...]) -> LLMCall | None:

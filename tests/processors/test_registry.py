@@ -44,6 +44,7 @@ REQUIREMENTS = {
     ("serving", "dedupe", False),  # rate limits of counted calls
     ("serving", "ttft", False),  # the client side of the TTFT gap
     ("metrics", "attribution", False),  # reads the dimension labels
+    ("attribution", "agents", False),  # an agent span is not a call to label
     ("attribution", "normalize", True),
     ("attribution", "dedupe", False),  # reads `counted`
     ("attribution", "cost", False),  # ranks values by cost, rolls it up
