@@ -38,6 +38,7 @@ from .processors.fallback import FallbackDetector
 from .processors.metrics import LLMMetrics, MetricsConfig
 from .processors.redact import Redactor
 from .processors.registry import Wiring, build_chain
+from .processors.serving import ServingMetrics
 from .receivers.decode import count_items, drop_invalid_spans
 from .telemetry import Telemetry
 
@@ -97,6 +98,9 @@ class Service:
         self.log_chain: list[Callable[[Any], Any]] = (
             [self._redactor] if "redact" in config.processors else []
         )
+        if self._serving is not None:  # gen_ai.evaluation.result events sent as log records
+            self.log_chain.append(self._serving.logs)
+            self._stage_names[id(self.log_chain[-1])] = "serving"
         self.queues = {s: self._build_queue(s) for s in SIGNALS}
         self.pusher = self._build_pusher()
         self.memory = MemoryLimiter(
@@ -132,6 +136,8 @@ class Service:
         self._fallback = fallback if isinstance(fallback, FallbackDetector) else None
         attribution = steps.get("attribution")  # its idle traces too
         self._attribution = attribution if isinstance(attribution, Attribution) else None
+        serving = steps.get("serving")
+        self._serving = serving if isinstance(serving, ServingMetrics) else None
         return list(steps.values())
 
     def _build_queue(self, signal: str) -> SendingQueue:

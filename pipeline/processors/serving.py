@@ -9,9 +9,12 @@
   other in a bounded map. The gap is the network, gateway and client-library overhead.
 - Rate limits: counted calls that failed with a rate-limit error (`RateLimitError`, 429, ...),
   and the `Retry-After` the span carries (`http.response.header.retry-after`, seconds).
-- Evaluations: `gen_ai.evaluation.result` span events (semantic-conventions-genai; the event
-  sits on the evaluated span): a score histogram by evaluation name, model and service, and a
-  counter by score label. Neither OpenInference nor OpenLLMetry writes evaluation results on
+- Evaluations: `gen_ai.evaluation.result` events (semantic-conventions-genai), as span events
+  on the evaluated span or as log records (the Logs API's events: `event_name`, or the older
+  SDKs' `event.name` attribute), which the service's log chain hands to `logs`: a score
+  histogram by evaluation name, model and service, and a counter by score label. A log record
+  names its model only if it carries `gen_ai.request.model` itself: it is not held back
+  waiting for the span it correlates with. Neither OpenInference nor OpenLLMetry writes evaluation results on
   spans (Phoenix keeps them as annotations, Traceloop in its own API), so there is nothing of
   theirs to read.
 
@@ -24,7 +27,7 @@ import time
 from typing import Any
 
 from ..aggregation import DURATION_BUCKETS, SERVER_TTFT_BUCKETS, Aggregation
-from ..model import LLMCall, TraceBatch, any_value, service_name_of
+from ..model import LLMCall, LogBatch, TraceBatch, any_value, service_name_of
 from .conventions._table import to_float
 from .metrics import BASE_LABELS
 
@@ -35,6 +38,7 @@ RETRY_AFTER_KEYS = ("http.response.header.retry-after", "gen_ai.response.retry_a
 _LATENCY_KEYS = frozenset({QUEUE_KEY, PREFILL_KEY, DECODE_KEY})
 
 EVALUATION_EVENT = "gen_ai.evaluation.result"
+_EVALUATION_BYTES = EVALUATION_EVENT.encode()
 # error types (after normalize's tidying) that mean the provider rate limited the call
 RATE_LIMIT_ERRORS = frozenset(
     {
@@ -61,6 +65,14 @@ _Key = tuple[bytes, bytes]
 
 def _str_attrs(span: Any, keys: frozenset[str] | tuple[str, ...]) -> dict[str, Any]:
     return {kv.key: any_value(kv.value) for kv in span.attributes if kv.key in keys}
+
+
+def _named_event(rec: Any) -> bool:
+    """An evaluation log record of an SDK older than `event_name`: the `event.name` attribute."""
+    for kv in rec.attributes:
+        if kv.key == "event.name":
+            return bool(kv.value.string_value == EVALUATION_EVENT)
+    return False
 
 
 def retry_after_s(value: Any) -> float | None:
@@ -254,16 +266,41 @@ class ServingMetrics:
         self, span: Any, ev: Any, service: str, call: LLMCall | None, now: float
     ) -> None:
         a = {kv.key: any_value(kv.value) for kv in ev.attributes}
+        model = call.request_model if call is not None else ""
+        self._evaluated(a, service, model, span.trace_id, span.span_id, now)
+
+    def logs(self, batch: LogBatch) -> LogBatch:
+        """Count the `gen_ai.evaluation.result` log records of a log request; the batch goes
+        on unchanged. Most log requests hold none: one bytes search skips them unparsed."""
+        raw = batch.as_received
+        if raw is not None and _EVALUATION_BYTES not in raw:
+            return batch
+        now = time.time()
+        with self.agg.lock:
+            for rl in batch.request.resource_logs:
+                service = ""
+                for sl in rl.scope_logs:
+                    for rec in sl.log_records:
+                        if rec.event_name != EVALUATION_EVENT and not _named_event(rec):
+                            continue
+                        a = {kv.key: any_value(kv.value) for kv in rec.attributes}
+                        if not service:
+                            service = service_name_of(rl.resource)
+                        self._evaluated(a, service, "", rec.trace_id, rec.span_id, now)
+        return batch
+
+    def _evaluated(
+        self, a: dict[str, Any], service: str, model: str, tid: bytes, sid: bytes, now: float
+    ) -> None:
         name = str(a.get("gen_ai.evaluation.name") or "")
         if not name:
             return
-        model = call.request_model if call is not None else ""
         if not model:
             model = str(a.get("gen_ai.request.model") or "")
         key = (service, name, model)
-        tid, sid = span.trace_id, span.span_id
+        linked = len(tid) == 16 and len(sid) == 8  # a log record may name no span
         score = to_float(a.get("gen_ai.evaluation.score.value"))
         if score is not None:
-            self.score.observe(key, score, (tid, sid, score, now))
+            self.score.observe(key, score, (tid, sid, score, now) if linked else None)
         label = str(a.get("gen_ai.evaluation.score.label") or "")
-        self.evaluations.add((*key, label), 1, (tid, sid, 1, now))
+        self.evaluations.add((*key, label), 1, (tid, sid, 1, now) if linked else None)

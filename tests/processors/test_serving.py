@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from pipeline.aggregation import DURATION_BUCKETS
-from pipeline.model import set_any_value
+from pipeline.model import LogBatch, set_any_value
+from pipeline.processors.serving import SCORE_BUCKETS
 from tests.instrumentation.otlp import Span, build_request, llm
 from tests.processors._chain import Chain
 
@@ -133,3 +135,81 @@ def test_evaluation_events() -> None:
     assert chain.total(ev, gen_ai_evaluation_score_label="fail") == 2
     assert chain.total(ev, gen_ai_evaluation_score_label="pass") == 2
     assert chain.total(ev, gen_ai_evaluation_name="relevance", gen_ai_request_model="") == 1
+
+
+def _eval_record(
+    rl: Any, name: str, score: float | None, label: str, old_sdk: bool = False, **extra: Any
+) -> Any:
+    """A `gen_ai.evaluation.result` log record: `event_name`, or (older SDKs) `event.name`."""
+    rec = rl.scope_logs[0].log_records.add()
+    rec.trace_id, rec.span_id = bytes(range(1, 17)), bytes(range(1, 9))
+    attrs = {
+        "gen_ai.evaluation.name": name,
+        "gen_ai.evaluation.score.value": score,
+        "gen_ai.evaluation.score.label": label,
+        "gen_ai.evaluation.explanation": "judged by a test",
+        **extra,
+    }
+    if old_sdk:
+        attrs["event.name"] = "gen_ai.evaluation.result"
+    else:
+        rec.event_name = "gen_ai.evaluation.result"
+    for k, v in attrs.items():
+        if v is not None:
+            kv = rec.attributes.add()
+            kv.key = k
+            set_any_value(kv.value, v)
+    return rec
+
+
+def _logs_request(service: str) -> ExportLogsServiceRequest:
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    kv = rl.resource.attributes.add()
+    kv.key = "service.name"
+    kv.value.string_value = service
+    rl.scope_logs.add().log_records.add().body.string_value = "an ordinary log line"
+    return req
+
+
+def test_evaluation_log_records() -> None:
+    chain = Chain()
+    req = _logs_request("judge")
+    rl = req.resource_logs[0]
+    _eval_record(rl, "relevance", 0.75, "pass", **{"gen_ai.request.model": "gpt-4o"})
+    _eval_record(rl, "relevance", 0.25, "fail", old_sdk=True)
+    _eval_record(rl, "relevance", None, "fail", **{"error.type": "timeout"})
+    _eval_record(rl, "", 0.5, "pass")  # no evaluation name: not counted
+    raw = req.SerializeToString()
+    batch = LogBatch(req, raw)
+    assert chain.serving.logs(batch) is batch
+    assert batch.encode() is raw  # forwarded as received
+
+    score = "llm_pipeline_evaluation_score"
+    [(labels, s)] = chain.series(score, gen_ai_request_model="gpt-4o")
+    assert labels == {
+        "service_name": "judge",
+        "gen_ai_evaluation_name": "relevance",
+        "gen_ai_request_model": "gpt-4o",
+    }
+    assert (s.count, s.total) == (1, 0.75)
+    assert s.counts[SCORE_BUCKETS.index(0.8)] == 1
+    [(_, s)] = chain.series(score, gen_ai_request_model="")
+    assert (s.count, s.total) == (1, 0.25)
+    ev = "llm_pipeline_evaluations"
+    assert chain.total(ev, gen_ai_evaluation_score_label="fail", gen_ai_request_model="") == 2
+    assert chain.total(ev, gen_ai_evaluation_score_label="pass") == 1
+    assert chain.total(ev, service_name="judge") == 3
+
+
+def test_logs_without_evaluations_are_skipped_unread() -> None:
+    chain = Chain()
+    req = _logs_request("app")
+    raw = req.SerializeToString()
+    # the request object says otherwise: only the bytes are read, and they hold no evaluation
+    _eval_record(req.resource_logs[0], "relevance", 0.5, "pass")
+    chain.serving.logs(LogBatch(req, raw))
+    assert chain.count("llm_pipeline_evaluation_score") == 0
+    # without received bytes (OTLP/JSON) the request is read
+    chain.serving.logs(LogBatch(req))
+    assert chain.count("llm_pipeline_evaluation_score") == 1
