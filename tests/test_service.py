@@ -330,3 +330,48 @@ def test_fallback_windows_closed_early_and_calls_ignored_are_exported(tmp_path: 
     lines = body.decode().splitlines()
     assert "llm_pipeline_fallback_forced_closes_total 1.0" in lines
     assert "llm_pipeline_fallback_dropped_calls_total 2.0" in lines
+
+
+def _evaluation_logs(score: float) -> bytes:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.add(key="service.name").value.string_value = "judge"
+    rec = rl.scope_logs.add().log_records.add(event_name="gen_ai.evaluation.result")
+    rec.attributes.add(key="gen_ai.evaluation.name").value.string_value = "relevance"
+    rec.attributes.add(key="gen_ai.evaluation.score.value").value.double_value = score
+    return bytes(req.SerializeToString())
+
+
+def test_evaluation_log_records_in_the_log_chain(tmp_path: Path) -> None:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    svc = _service(tmp_path)
+    raw = [_evaluation_logs(0.5), _evaluation_logs(0.25)]
+    svc.start()
+    svc.accept("logs", ExportLogsServiceRequest.FromString(raw[0]), raw[0], "grpc")
+    assert svc.wait_processed(10)
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("boom")
+
+    assert svc._serving is not None
+    svc._serving._evaluated = broken  # type: ignore[method-assign]
+    svc.accept("logs", ExportLogsServiceRequest.FromString(raw[1]), raw[1], "grpc")
+    assert svc.wait_processed(10)
+    assert svc.shutdown()["logs"] == 0
+    [(key, s)] = svc._serving.score.series.items()
+    assert key == ("judge", "relevance", "") and (s.count, s.total) == (1, 0.5)
+    failures = {k: s.value for k, s in svc.telemetry.processor_failures.series.items()}
+    assert failures == {("serving", "RuntimeError"): 1.0}
+    lines = (tmp_path / "out" / "logs.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # both forwarded, the failed one too
+
+
+def test_no_serving_no_log_stage(tmp_path: Path) -> None:
+    cfg = Config()
+    cfg.file.directory = str(tmp_path / "out")
+    cfg.processors = ["normalize", "redact", "metrics"]
+    svc = Service(cfg)
+    assert svc.log_chain == [svc._redactor]
