@@ -94,6 +94,10 @@ class Client:
             OTEL_LOGS_EXPORTER="otlp",
             OTEL_METRICS_EXPORTER="none",
             OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED="true",
+            # the SDK's handler above carries the log; opentelemetry-instrumentation-logging
+            # (installed beside it by traceloop-sdk) would only log that it steps aside, and
+            # that warning would travel as a second record
+            OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="logging",
         )
         argv = [str(instrument), sys.executable, str(HERE / "python_client.py")]
         return [*argv, str(SCENARIO), str(base_s)], env

@@ -420,11 +420,13 @@ def test_sidecar_config_matches_the_brief(sidecar_cfg: dict[str, Any]) -> None:
     assert sidecar_cfg["metrics"]["endpoint"] == "0.0.0.0:9464"
     assert sidecar_cfg["processors"] == [
         "normalize",
+        "agents",
         "ttft",
         "cost",
         "fallback",
         "redact",
         "enrich",
+        "serving",
         "attribution",
         "metrics",
     ]
