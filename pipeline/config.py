@@ -8,17 +8,21 @@ Unknown keys are errors (a typo must not silently fall back to a default).
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import json
+import operator
 import re
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+import pydantic
 import yaml
 
 from .budgets.config import BudgetConfig, validate_budgets
-from .processors.cost import PriceOverride
+from .processors.cost import CostConfig, PriceOverride
 from .processors.dedupe import DedupeConfig
 from .processors.dimensions import AttributionConfig, DimensionConfig, validate_dimensions
 from .processors.fallback import FallbackConfig
@@ -26,6 +30,8 @@ from .processors.redact import RedactConfig
 from .processors.registry import NAMES, order_problem
 
 T = TypeVar("T")
+Transport = Literal["auto", "native", "grpcio"]
+Compression = Literal["gzip", "none"]
 
 KNOWN_PROCESSORS = NAMES  # processors/registry.py, in the default order
 DEFAULT_PROCESSORS = list(KNOWN_PROCESSORS)
@@ -64,7 +70,7 @@ class ReceiversConfig:
     http_idle_timeout_s: float = 60.0
     # The OTLP/gRPC transport: "native" (native/src/grpc.rs), "grpcio", or "auto": native
     # when it is built and TLS is off (it speaks plain HTTP/2 only), grpcio otherwise.
-    grpc_transport: str = "auto"
+    grpc_transport: Transport = "auto"
     # Request bytes being read or handled at once by the gRPC receiver, counted once
     # gunzipped (more gets UNAVAILABLE with a retry hint); grpcio counts them once read.
     grpc_max_inflight_bytes: int = 64 * 1024 * 1024
@@ -80,12 +86,7 @@ class ReceiversConfig:
 
     def validate(self) -> None:
         _check_endpoint("receivers.grpc_endpoint", self.grpc_endpoint)
-        if self.grpc_transport not in ("auto", "native", "grpcio"):
-            raise ConfigError("receivers.grpc_transport must be auto, native or grpcio")
-        if self.grpc_transport == "native":
-            if self.tls_cert_file:
-                raise ConfigError("receivers.grpc_transport native has no TLS: use auto or grpcio")
-            _check_native_built("receivers.grpc_transport")
+        _check_transport("receivers.grpc_transport", self.grpc_transport, not self.tls_cert_file)
         _check_endpoint("receivers.http_endpoint", self.http_endpoint)
         if not self.grpc_endpoint and not self.http_endpoint:
             raise ConfigError("receivers: at least one of grpc_endpoint/http_endpoint is needed")
@@ -116,8 +117,7 @@ class ReceiversConfig:
             raise ConfigError(
                 "receivers.grpc_request_timeout_s and grpc_idle_timeout_s must be > 0"
             )
-        if bool(self.tls_cert_file) != bool(self.tls_key_file):
-            raise ConfigError("receivers: tls_cert_file and tls_key_file go together")
+        _check_tls_pair("receivers", self.tls_cert_file, self.tls_key_file)
 
 
 @dataclass
@@ -125,24 +125,20 @@ class PushConfig:
     """`metrics.push`: the derived metrics pushed over OTLP (off without an endpoint)."""
 
     endpoint: str = ""  # grpc: HOST:PORT; http/protobuf: base URL (/v1/metrics is appended)
-    protocol: str = "grpc"  # grpc | http/protobuf
+    protocol: Literal["grpc", "http/protobuf"] = "grpc"
     interval_s: float = 15.0
-    temporality: str = "cumulative"  # cumulative | delta
+    temporality: Literal["cumulative", "delta"] = "cumulative"
     headers: dict[str, str] = field(default_factory=dict)
     insecure: bool = True
     timeout_s: float = 10.0
-    compression: str = "gzip"  # gzip | none
-    grpc_transport: str = "auto"
+    compression: Compression = "gzip"
+    grpc_transport: Transport = "auto"
     self: bool = False  # push the llm_pipeline_* self-metrics too
     service_name: str = "llm-otel-pipeline"  # the sidecar's resource service.name
 
     def validate(self) -> None:
         if not self.endpoint:
             return
-        if self.protocol not in ("grpc", "http/protobuf"):
-            raise ConfigError(
-                f"metrics.push.protocol: expected grpc or http/protobuf, got {self.protocol!r}"
-            )
         ex = ExporterConfig(
             "grpc" if self.protocol == "grpc" else "http",
             self.endpoint,
@@ -155,10 +151,6 @@ class PushConfig:
         ex.validate("metrics.push")
         if not self.interval_s >= 0.1:
             raise ConfigError("metrics.push.interval_s must be >= 0.1")
-        if self.temporality not in ("cumulative", "delta"):
-            raise ConfigError(
-                f"metrics.push.temporality: expected cumulative or delta, got {self.temporality!r}"
-            )
         if not self.service_name:
             raise ConfigError("metrics.push.service_name must not be empty")
 
@@ -169,7 +161,7 @@ class MetricsEndpointConfig:
     max_series: int = 2000
     # GenAI metric names: semantic-conventions v1.41 (default), semantic-conventions-genai's
     # development names (and the proposed gen_ai.usage.cost.* span attributes), or both
-    semconv: str = "v1.41"
+    semconv: Literal["v1.41", "development", "both"] = "v1.41"
     auth_token: str | None = None
     tls_cert_file: str | None = None  # serve /metrics over HTTPS
     tls_key_file: str | None = None
@@ -183,22 +175,26 @@ class MetricsEndpointConfig:
             raise ConfigError("metrics.max_connections must be >= 1")
         if self.max_series < 1:
             raise ConfigError("metrics.max_series must be >= 1")
-        if self.semconv not in ("v1.41", "development", "both"):
-            raise ConfigError(
-                f"metrics.semconv: expected v1.41, development or both, got {self.semconv!r}"
-            )
-        if bool(self.tls_cert_file) != bool(self.tls_key_file):
-            raise ConfigError("metrics: tls_cert_file and tls_key_file go together")
+        _check_tls_pair("metrics", self.tls_cert_file, self.tls_key_file)
 
 
-def _check_native_built(name: str) -> None:
-    """`grpc_transport: native` needs the native helpers where the sidecar runs."""
+def _check_transport(name: str, transport: str, plain: bool) -> None:
+    """`grpc_transport: native` speaks plain HTTP/2 only, with the native helpers built."""
     from . import _native
 
+    if transport != "native":
+        return
+    if not plain:
+        raise ConfigError(f"{name} native has no TLS: use auto or grpcio")
     if _native.GrpcServer is None or _native.GrpcClient is None:
         raise ConfigError(
             f"{name} native: the native helpers are not built (scripts/setup.sh builds them)"
         )
+
+
+def _check_tls_pair(name: str, cert: str | None, key: str | None) -> None:
+    if bool(cert) != bool(key):
+        raise ConfigError(f"{name}: tls_cert_file and tls_key_file go together")
 
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -207,21 +203,17 @@ _HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 @dataclass
 class ExporterConfig:
-    protocol: str = "file"  # grpc | http | file
+    protocol: Literal["grpc", "http", "file"] = "file"
     endpoint: str = ""  # grpc: HOST:PORT; http: base URL (…/v1/traces is appended)
     headers: dict[str, str] = field(default_factory=dict)
     insecure: bool = True
     timeout_s: float = 10.0
-    compression: str = "gzip"  # gzip | none
+    compression: Compression = "gzip"
     # protocol grpc: "native" (native/src/grpc_client.rs), "grpcio", or "auto": native when
     # it is built and the channel is insecure (it speaks plain HTTP/2 only), grpcio otherwise.
-    grpc_transport: str = "auto"
+    grpc_transport: Transport = "auto"
 
     def validate(self, name: str = "exporter") -> None:
-        if self.protocol not in ("grpc", "http", "file"):
-            raise ConfigError(
-                f"{name}.protocol: expected grpc, http or file, got {self.protocol!r}"
-            )
         if self.protocol != "file" and not self.endpoint:
             raise ConfigError(f"{name}.endpoint is required for protocol {self.protocol}")
         if self.protocol == "grpc":
@@ -230,19 +222,12 @@ class ExporterConfig:
             raise ConfigError(f"{name}.endpoint: expected an http(s):// URL")
         if self.timeout_s <= 0:
             raise ConfigError(f"{name}.timeout_s must be > 0")
-        if self.compression not in ("gzip", "none"):
-            raise ConfigError(f"{name}.compression: expected gzip or none")
         for key, value in self.headers.items():
             # an HTTP field name (a token) and a value without control characters: anything
             # else fails every export (grpcio) or the start (the native client)
             if not _HEADER_NAME.fullmatch(str(key)) or _HEADER_VALUE_BAD.search(str(value)):
                 raise ConfigError(f"{name}.headers: {key!r} is not a valid header name and value")
-        if self.grpc_transport not in ("auto", "native", "grpcio"):
-            raise ConfigError(f"{name}.grpc_transport must be auto, native or grpcio")
-        if self.grpc_transport == "native":
-            if not self.insecure:
-                raise ConfigError(f"{name}.grpc_transport native has no TLS: use auto or grpcio")
-            _check_native_built(f"{name}.grpc_transport")
+        _check_transport(f"{name}.grpc_transport", self.grpc_transport, self.insecure)
 
 
 @dataclass
@@ -330,17 +315,8 @@ class Config:
     budgets: list[BudgetConfig] = field(default_factory=list)
 
     def dimension_labels(self) -> tuple[str, ...]:
-        """Label names of the configured attribution dimensions (a budget may select on
-        them), whatever shape `dimensions:` has: a mapping by label, or a list of entries
-        with a `name` or `label`."""
-        dims: Any = getattr(self, "dimensions", None) or ()
-        if isinstance(dims, dict):
-            return tuple(str(k) for k in dims)
-        names = []
-        for d in dims:
-            name = d if isinstance(d, str) else getattr(d, "label", None) or getattr(d, "name", "")
-            names.append(str(name))
-        return tuple(names)
+        """Label names of the configured attribution dimensions (a budget may select on them)."""
+        return tuple(d.name for d in self.dimensions)
 
     def validate(self) -> None:
         for name in ("receivers", "metrics", "exporters", "queue", "file"):
@@ -354,10 +330,6 @@ class Config:
             raise ConfigError("processors: each processor may appear once")
         if problem := order_problem(self.processors):
             raise ConfigError(f"processors: {problem}")
-        for model, o in self.price_overrides.items():
-            for k, v in dataclasses.asdict(o).items():
-                if v is not None and (v != v or v < 0):
-                    raise ConfigError(f"price_overrides.{model}.{k} must be >= 0")
         for tool, price in self.tool_prices.items():
             if price != price or price < 0 or price == float("inf"):
                 raise ConfigError(f"tool_prices.{tool} must be a finite number >= 0")
@@ -371,6 +343,7 @@ class Config:
             except ValueError as e:
                 raise ConfigError(f"{name}: {e}") from e
         try:
+            CostConfig(self.price_overrides).validate()
             validate_budgets(self.budgets, self.dimension_labels())
         except ValueError as e:
             raise ConfigError(str(e)) from e
@@ -388,72 +361,89 @@ class Config:
             )
 
 
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        errors = []
-        for member in non_none:  # the first member the value fits
-            try:
-                return _convert(member, value, path)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(" / ".join(dict.fromkeys(errors)))
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
-        return from_dict(tp, value, path)  # type: ignore[arg-type]
-    if origin is dict:
-        _, vt = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping")
-        return {str(k): _convert(vt, v, f"{path}.{k}") for k, v in value.items()}
-    if origin is list or origin is tuple:
-        (et, *_) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list")
-        items = [_convert(et, v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return items if origin is list else tuple(items)
-    if origin is set or origin is frozenset:
-        (et,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list")
-        return origin(_convert(et, v, path) for v in value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return str(value)
-    return value
+# Strict types and no unknown keys, in every dataclass reachable from Config; the YAML goes
+# through JSON so that strict mode still takes its lists for tuples and sets.
+_STRICT = pydantic.ConfigDict(strict=True, extra="forbid")
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false"}
+_EXPECTED.update(string="a string", dict="a mapping", dataclass="a mapping")
+_EXPECTED.update(dict.fromkeys(("list", "set", "tuple"), "a list"))
+
+
+def _strict(tp: Any) -> None:
+    if is_dataclass(tp) and "__pydantic_config__" not in vars(tp):
+        type.__setattr__(tp, "__pydantic_config__", _STRICT)
+        for hint in typing.get_type_hints(tp).values():
+            _strict(hint)
+    for arg in typing.get_args(tp):
+        _strict(arg)
+
+
+@functools.cache
+def _adapter(cls: type) -> pydantic.TypeAdapter[Any]:
+    _strict(cls)
+    return pydantic.TypeAdapter(cls)
+
+
+def _keys(data: Any, loc: tuple[int | str, ...]) -> list[int | str]:
+    """The keys of an error location found in `data` (a union member's name is not)."""
+    keys = []
+    for part in loc:
+        room = (
+            data if isinstance(data, dict) else range(len(data)) if isinstance(data, list) else ()
+        )
+        if part in room:
+            data = data[part]
+            keys.append(part)
+    return keys
+
+
+def _message(cls: Any, data: Any, err: Any) -> str:
+    """One pydantic error in our words: the key path, what was expected, what was given."""
+    kind, got, keys = err["type"], err.get("input"), _keys(data, err["loc"])
+    if kind.startswith("missing"):  # not in `data`: the key path ends with it
+        keys.append(err["loc"][-1])
+    path = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+    if kind == "unexpected_keyword_argument":
+        for k in keys[:-1]:  # the dataclass holding the key, for a "did you mean"
+            cls = (
+                typing.get_type_hints(cls)[str(k)]
+                if is_dataclass(cls)
+                else typing.get_args(cls)[-1]
+            )
+        names = [f.name for f in dataclasses.fields(cls)] if is_dataclass(cls) else []
+        close = difflib.get_close_matches(str(keys[-1]), names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {sorted(names)}"
+        return f"{path.rpartition('.')[0] or 'config'}: unknown key(s) [{keys[-1]!r}]; {hint}"
+    if kind == "literal_error":
+        return f"{path}: expected {err['ctx']['expected'].replace(chr(39), '')}, got {got!r}"
+    if kind.removesuffix("_type") in _EXPECTED:
+        return f"{path or 'config'}: expected {_EXPECTED[kind[:-5]]}, got {got!r}"
+    return f"{path or 'config'}: {err['msg'].lower()}"
+
+
+def _numbers_as_strings(doc: Any, errors: list[Any]) -> bool:
+    """YAML reads `X-Org: 123` as a number: where a string is expected it is taken as written."""
+    numbers = [e for e in errors if e["type"] == "string_type" and type(e["input"]) in (int, float)]
+    for err in numbers:
+        *parents, key = _keys(doc, err["loc"])
+        node = functools.reduce(operator.getitem, parents, doc)
+        node[key] = str(node[key])
+    return bool(numbers)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = path or "config"
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
-    kwargs = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"{path or 'config'}: {e}") from e
+    """Build dataclass `cls` from a YAML mapping, strictly typed, rejecting unknown keys."""
+    doc = json.loads(json.dumps(data, default=str))
+    while True:
+        try:
+            built: T = _adapter(typing.cast(type, cls)).validate_json(json.dumps(doc))
+            return built
+        except pydantic.ValidationError as e:
+            errors = e.errors(include_url=False)
+            if not _numbers_as_strings(doc, errors):
+                more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+                msg = _message(cls, doc, errors[0]) + more
+                raise ConfigError(f"{path}.{msg}" if path else msg) from e
 
 
 def load(path: str | Path | None) -> Config:

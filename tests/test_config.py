@@ -45,7 +45,10 @@ def test_full_file_loads_typed() -> None:
         ("receivers: {http_max_connections: 0}", "receivers.http_max_connections must be >= 1"),
         ("receivers: {http_read_timeout_s: 0}", "receivers.http_read_*timeout_s must be > 0"),
         ("receivers: {http_min_body_rate: -1}", "http_min_body_rate >= 0"),
-        ("receivers: {grpc_transport: tonic}", "grpc_transport must be auto, native or grpcio"),
+        (
+            "receivers: {grpc_transport: tonic}",
+            "receivers.grpc_transport: expected auto, native or grpcio",
+        ),
         (
             "exporters: {traces: {protocol: grpc, endpoint: 'a:1', headers: {'X Tenant': a}}}",
             "exporters.traces.headers: 'X Tenant' is not a valid header",
@@ -56,7 +59,7 @@ def test_full_file_loads_typed() -> None:
         ),
         (
             "exporters: {traces: {protocol: grpc, endpoint: 'a:1', grpc_transport: x}}",
-            "exporters.traces.grpc_transport must be auto, native or grpcio",
+            "exporters.traces.grpc_transport: expected auto, native or grpcio",
         ),
         (
             "exporters: {logs: {protocol: grpc, endpoint: 'a:1', insecure: false,"
@@ -72,6 +75,16 @@ def test_full_file_loads_typed() -> None:
             "http_max_inflight_bytes must be >= receivers.max_request_bytes",
         ),
         ("price_overrides: {m: {input_per_mtok: -1, output_per_mtok: 1}}", "must be >= 0"),
+        (
+            "exporters: {traces: {protocl: grpc}}",
+            "exporters.traces: unknown key(s) ['protocl']; did you mean 'protocol'?",
+        ),
+        ("dimensions: [{name: t, sorces: []}]", "dimensions[0]: unknown key(s) ['sorces']"),
+        ("queue: {max_items: '5'}", "queue.max_items: expected an integer, got '5'"),
+        ("file: {max_files: true}", "file.max_files: expected an integer, got True"),
+        ("metrics: {push: {insecure: 1}}", "metrics.push.insecure: expected true or false"),
+        ("exporters: {logs: {compression: zstd}}", "exporters.logs.compression: expected gzip or"),
+        ("price_overrides: {m: {input_per_mtok: 1}}", "price_overrides.m.output_per_mtok: "),
         ("- just a list", "the top level must be a mapping"),
         ("receivers: {grpc_endpoint: [", "invalid YAML"),
     ],
@@ -82,6 +95,14 @@ def test_bad_configs_fail_with_the_key_named(tmp_path: Path, yaml_text: str, nee
     with pytest.raises(ConfigError) as e:
         load(p)
     assert needle in str(e.value)
+
+
+def test_a_number_where_a_string_goes_is_taken_as_written(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(
+        "exporters: {logs: {protocol: http, endpoint: 'http://a:1', headers: {X-Org: 42}}}"
+    )
+    assert load(p).exporters.logs.headers == {"X-Org": "42"}
 
 
 def test_validate_command_exit_codes(tmp_path: Path) -> None:
