@@ -12,6 +12,9 @@ process of its own (`run` below starts it):
   tool on the fake server, traced by `openinference-instrumentation-openai-agents`. The fake
   answers every request offering tools with a tool call, so the agent stops on its first tool
   call (`tool_use_behavior="stop_on_first_tool"`): one model call and one tool call.
+- `semconv`: the same agent traced by the OTel contrib instrumentation
+  `opentelemetry-instrumentation-openai-agents-v2` (semantic-conventions GenAI spans:
+  `invoke_agent`, `execute_tool`, `chat`).
 """
 
 from __future__ import annotations
@@ -19,12 +22,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUPS = {
     "openllmetry": ["traceloop.sdk", "opentelemetry.instrumentation.openai", "openai"],
     "openinference": ["agents", "openinference.instrumentation.openai_agents", "openai"],
+    "semconv": ["agents", "opentelemetry.instrumentation.openai_agents", "openai"],
 }
 MODEL = "gpt-4o-mini"
 TOOL = "get_weather"
@@ -78,7 +87,8 @@ def _openllmetry(base_url: str) -> bytes:
     return _encode(list(exporter.get_finished_spans()))
 
 
-def _openinference(base_url: str) -> bytes:
+def _agents_run(base_url: str, instrument: Callable[[TracerProvider], None], service: str) -> bytes:
+    """The OpenAI Agents SDK planner with one function tool, traced by `instrument`."""
     import openai
     from agents import (
         Agent,
@@ -87,16 +97,15 @@ def _openinference(base_url: str) -> bytes:
         function_tool,
         set_tracing_disabled,
     )
-    from openinference.instrumentation.openai_agents import OpenAIAgentsInstrumentor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "agents-openinference"}))
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    OpenAIAgentsInstrumentor().instrument(tracer_provider=provider)
+    instrument(provider)
     set_tracing_disabled(False)
     os.environ.setdefault("OPENAI_API_KEY", "sk-fake")  # the SDK's own trace upload: never sent
 
@@ -116,6 +125,25 @@ def _openinference(base_url: str) -> bytes:
     Runner.run_sync(planner, "plan a trip")
     provider.force_flush()
     return _encode(list(exporter.get_finished_spans()))
+
+
+def _openinference(base_url: str) -> bytes:
+    from openinference.instrumentation.openai_agents import OpenAIAgentsInstrumentor
+
+    def instrument(provider: TracerProvider) -> None:
+        OpenAIAgentsInstrumentor().instrument(tracer_provider=provider)
+
+    return _agents_run(base_url, instrument, "agents-openinference")
+
+
+def _semconv(base_url: str) -> bytes:
+    from opentelemetry.instrumentation.openai_agents import OpenAIAgentsInstrumentor
+
+    def instrument(provider: TracerProvider) -> None:
+        # its spans only: the metrics it would record go to the global (no-op) meter provider
+        OpenAIAgentsInstrumentor().instrument(tracer_provider=provider)
+
+    return _agents_run(base_url, instrument, "agents-semconv")
 
 
 def run(setup: str, base_url: str, out: Path) -> bytes:
@@ -141,7 +169,8 @@ def run(setup: str, base_url: str, out: Path) -> bytes:
 
 def main(argv: list[str]) -> int:
     setup, base_url, out = argv
-    data = {"openllmetry": _openllmetry, "openinference": _openinference}[setup](base_url)
+    runs = {"openllmetry": _openllmetry, "openinference": _openinference, "semconv": _semconv}
+    data = runs[setup](base_url)
     Path(out).write_bytes(data)
     return 0
 

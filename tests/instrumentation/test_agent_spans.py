@@ -2,7 +2,8 @@
 
 The spans come from the libraries themselves (tests/instrumentation/agent_runs.py, one
 subprocess per library, against the fake LLM server): OpenLLMetry's Traceloop SDK decorators
-with its openai instrumentation, and the OpenAI Agents SDK traced by OpenInference.
+with its openai instrumentation, and the OpenAI Agents SDK traced by OpenInference and by the
+OTel contrib `opentelemetry-instrumentation-openai-agents-v2` (semconv GenAI spans).
 """
 
 from __future__ import annotations
@@ -99,3 +100,51 @@ def test_openinference_openai_agents(spans: Callable[[str], ExportTraceServiceRe
     assert (tl["gen_ai_tool_name"], tl["gen_ai_agent_name"]) == (agent_runs.TOOL, agent_runs.AGENT)
     [(_, runs)] = chain.series(TOOL_CALLS)
     assert (runs.count, runs.total) == (1, 1)
+
+
+def test_semconv_openai_agents(spans: Callable[[str], ExportTraceServiceRequest]) -> None:
+    """The OTel contrib `opentelemetry-instrumentation-openai-agents-v2` (0.1.0): semconv GenAI
+    spans `invoke_agent planner`, `execute_tool get_weather`, `chat gpt-4o-mini`, under a root
+    SERVER span named after the SDK's trace ("Agent workflow", `gen_ai.operation.name`
+    invoke_agent, no agent name). It stamps its default agent name ("OpenAI Agent") on the
+    chat and tool spans and marks the SDK's task/turn spans `gen_ai.operation.name` "unknown"."""
+    chain = Chain()
+    batch = chain(spans("semconv"))
+    # one model call, with the fake server's usage for the tool-call reply: prompt = words +
+    # 3 per message ("Plan a trip." + "plan a trip" = 12), completion = 5
+    [call] = batch.calls
+    assert (call.operation, call.request_model, call.counted) == ("chat", agent_runs.MODEL, True)
+    assert (call.input_tokens, call.output_tokens) == (12, 5)
+    # the agent span (with gen_ai.request.model) is not a model call: usage and cost are the
+    # chat call's only
+    assert chain.count("gen_ai_client_operation_duration_seconds") == 1
+    assert chain.total("gen_ai_client_tokens", gen_ai_token_type="input") == 12
+    assert chain.total("gen_ai_client_tokens", gen_ai_token_type="output") == 5
+    assert chain.count("gen_ai_client_token_usage") == 2  # input and output of one call
+    # gpt-4o-mini at $0.15 / $0.60 per 1M tokens
+    assert chain.total("gen_ai_client_cost_usd") == pytest.approx(12 * 0.15e-6 + 5 * 0.6e-6)
+    [(al, a)] = chain.series(AGENT)
+    assert al == {
+        "service_name": "agents-semconv",
+        "gen_ai_agent_name": agent_runs.AGENT,
+        "gen_ai_provider_name": "openai",
+        "gen_ai_request_model": agent_runs.MODEL,
+        "error_type": "",
+    }
+    assert a.count == 1
+    [(tl, t)] = chain.series(TOOL)
+    # the tool span's own gen_ai.agent.name is the library's default, not the planner's
+    assert tl == {
+        "service_name": "agents-semconv",
+        "gen_ai_tool_name": agent_runs.TOOL,
+        "gen_ai_tool_type": "function",
+        "gen_ai_agent_name": "OpenAI Agent",
+        "error_type": "",
+    }
+    assert t.count == 1  # the fake's one tool call
+    assert a.total > t.total > 0
+    [(rl, runs)] = chain.series(TOOL_CALLS)
+    assert rl["gen_ai_agent_name"] == agent_runs.AGENT
+    assert (runs.count, runs.total) == (1, 1)
+    # the root "Agent workflow" span names no agent: neither an agent run nor a workflow
+    assert chain.series(WORKFLOW) == []
