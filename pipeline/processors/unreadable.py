@@ -38,6 +38,9 @@ LLM_SCOPES = (
     "@traceloop/instrumentation-bedrock",
     "litellm",
 )
+# Scopes those prefixes take in by mistake: the OpenAI Agents SDK's instrumentation (agent,
+# tool and task spans; its model calls are read by their keys like any scope's).
+NOT_LLM_SCOPES = ("opentelemetry.instrumentation.openai_agents",)
 # A `gen_ai.*` / `llm.*` attribute key naming a model or a token count, as a KeyValue on the
 # wire (tag 0x0a, a one-byte length, the key): the span may be a model call.
 _LLM_KEY = re.compile(rb"\n[\x01-\x7f](?:gen_ai|llm)\.[\w.]*?(?:model|token)")
@@ -107,7 +110,7 @@ def find_unreadable(
         if read_in[si] == len(spans):
             continue
         name = ss.scope.name
-        known = name.startswith(LLM_SCOPES)
+        known = name.startswith(LLM_SCOPES) and not name.startswith(NOT_LLM_SCOPES)
         if not known and raw is not None and ranges is not None:
             # A scope whose bytes hold no LLM-looking key (most app scopes) is skipped after
             # a literal search of its bytes (C speed); the spans are not walked.

@@ -47,6 +47,14 @@ def mixed_batch() -> list[Span]:
             9, scope="app", name="GET /", attrs={"http.route": "/", "gen_ai.conversation.id": "c"}
         ),
         Span(10, scope="app", attrs={"llm_model": "x"}),  # not a gen_ai./llm. key
+        # the OpenAI Agents SDK's task/turn spans (opentelemetry-instrumentation-openai-agents-v2):
+        # not under the openai instrumentation's scope, whatever the prefix says
+        Span(
+            11,
+            scope="opentelemetry.instrumentation.openai_agents",
+            name="unknown",
+            attrs={"gen_ai.operation.name": "unknown"},
+        ),
     ]
 
 
