@@ -1,7 +1,7 @@
 """What attribution dimensions cost per span: the default chain with and without them, in one
 process, on the bench's demo pool, alternating pass by pass (thread CPU µs per span).
 
-    python bench/attribution.py [--batches 200] [--passes 6] [--requests]
+    python bench/attribution.py [--batches 200] [--passes 10] [--requests] [--on-calls]
 
 The demo's spans carry no user or tenant, so each request's root span gets `user.id` and
 `app.feature` and each resource `tenant.id` (one of 20 users, 5 features, 3 tenants): the LLM
@@ -13,6 +13,7 @@ followed until the root arrives). Configured: tenant (resource:tenant.id), user
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import struct
 import sys
@@ -93,7 +94,9 @@ def one_pass(svc: Any, pool: list[Any], prefix: int) -> tuple[float, int]:
     clock = time.thread_time
     cpu, spans = 0.0, 0
     for i, p in enumerate(pool):
-        data = bench.stamp(p, struct.pack(">Q", prefix * 100_000 + i))
+        # one stamp per pass: a trace cut by a batch boundary keeps its id in the next batch,
+        # as its spans do in real traffic (its root arrives, the held calls are released)
+        data = bench.stamp(p, struct.pack(">Q", prefix))
         t = clock()
         batch = TraceBatch(parse_protobuf("traces", data), raw=data)
         for step in svc.trace_chain:
@@ -109,7 +112,7 @@ def one_pass(svc: Any, pool: list[Any], prefix: int) -> tuple[float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--batches", type=int, default=200)
-    ap.add_argument("--passes", type=int, default=6)
+    ap.add_argument("--passes", type=int, default=10)
     ap.add_argument("--requests", action="store_true", help="attribution.requests: true too")
     ap.add_argument(
         "--on-calls",
@@ -120,6 +123,7 @@ def main() -> None:
     pool, _ = bench.build_pool(args.batches, 42)
     pool = with_attribution_attributes(pool, on_calls=args.on_calls)
     systems = {"without": make_service(False, False), "with": make_service(True, args.requests)}
+    gc.freeze()  # as the sidecar does at start (pipeline/cli.py)
     us: dict[str, list[float]] = {k: [] for k in systems}
     prefix = 1
     for svc in systems.values():  # warm-up
@@ -139,7 +143,14 @@ def main() -> None:
         f"{rise * 100:+.1f}%"
     )
     attribution = systems["with"]._attribution
-    print("open traces at the end:", len(attribution.traces) if attribution else None)
+    if attribution is not None:
+        tracker = attribution.tracker
+        print(
+            "traces holding calls at the end:",
+            len(attribution.held),
+            "followed for requests:",
+            len(tracker.traces) if tracker is not None else None,
+        )
 
 
 if __name__ == "__main__":

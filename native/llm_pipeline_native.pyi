@@ -13,6 +13,19 @@ def patch(data: bytes, edits: list[tuple[int, int, bytes, bool]]) -> bytes: ...
 
 CALL_FIELDS: tuple[str, ...]  # what CallReader.read returns per span, in order
 
+class SpanIndex:
+    def resolve(
+        self, wanted: list[tuple[bytes, bytes]]
+    ) -> list[tuple[tuple[str, ...], bytes] | None]: ...
+    def attribute(
+        self, wanted: list[tuple[bytes, bytes]], weights: list[float], labelled: int
+    ) -> tuple[list[tuple[tuple[str, ...], bytes] | None], list[dict[str, float]]]: ...
+    def present(self, among: Any) -> list[tuple[bytes, bool]]: ...
+
+class DimensionReader:
+    def __init__(self, slots: list[list[tuple[str, str]]]) -> None: ...
+    def index(self, data: bytes) -> SpanIndex: ...
+
 class CallReader:
     def __init__(
         self,

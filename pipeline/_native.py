@@ -19,12 +19,14 @@ from .model import FIELDS
 
 if TYPE_CHECKING:
     from llm_pipeline_native import CallReader as _CallReader
+    from llm_pipeline_native import DimensionReader as _DimensionReader
     from llm_pipeline_native import GrpcClient as _GrpcClient
     from llm_pipeline_native import GrpcServer as _GrpcServer
     from llm_pipeline_native import HintScanner as _HintScanner
     from llm_pipeline_native import JsonEncoder as _JsonEncoder
 
 CallReader: type[_CallReader] | None = None
+DimensionReader: type[_DimensionReader] | None = None
 GrpcClient: type[_GrpcClient] | None = None
 GrpcServer: type[_GrpcServer] | None = None
 HintScanner: type[_HintScanner] | None = None
@@ -86,8 +88,9 @@ if (
             "native call reader off: " + call_reader_off,
             built=getattr(_lib, "CALL_FIELDS", None),
         )
-    # absent from a module built before it: the file sink then encodes in Python
+    # absent from a module built before them: the Python twins do the work
     JsonEncoder = getattr(_lib, "JsonEncoder", None)
+    DimensionReader = getattr(_lib, "DimensionReader", None)
 
 
 _T = TypeVar("_T")

@@ -9,6 +9,8 @@
 //!   case/digit-folded copy), with the `regex` crate's literal-accelerated search.
 //! - `trace_targets`, `patch`, `invalid_spans`, `span_parents`: redaction's targets, edits
 //!   applied to the received bytes, the receivers' id check, dedupe's parent walk.
+//! - `DimensionReader.index` (src/dims.rs): attribution's dimension values of a request's spans,
+//!   inherited through their ancestors.
 //! - `GrpcServer` (src/grpc.rs), `GrpcClient` (src/grpc_client.rs): the OTLP/gRPC receiver's
 //!   and exporter's native transport (`grpc_transport`).
 //!
@@ -21,6 +23,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 use regex::bytes::Regex;
 
 mod calls;
+mod dims;
 mod grpc;
 mod grpc_client;
 mod otlp_json;
@@ -181,6 +184,8 @@ fn llm_pipeline_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<calls::CallReader>()?;
     m.add("CALL_FIELDS", PyTuple::new(m.py(), calls::call_fields())?)?;
     m.add_class::<HintScanner>()?;
+    m.add_class::<dims::DimensionReader>()?;
+    m.add_class::<dims::SpanIndex>()?;
     m.add_class::<otlp_json::JsonEncoder>()?;
     m.add_class::<grpc::GrpcServer>()?;
     m.add_class::<grpc_client::GrpcClient>()?;

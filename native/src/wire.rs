@@ -161,7 +161,7 @@ pub enum Value {
     Complex,
 }
 
-fn any_value(d: &[u8], start: usize, end: usize, nested: bool) -> Result<Value> {
+pub(crate) fn any_value(d: &[u8], start: usize, end: usize, nested: bool) -> Result<Value> {
     let mut out = Value::Unset;
     let mut arrays = 0;
     each_field(d, start, end, |field, wt, v, a, b| {

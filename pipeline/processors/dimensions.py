@@ -142,5 +142,20 @@ class Labeler:
             return verdict
         return self.heavy.add(value, weight)
 
+    def label_all(self, weights: dict[str, float]) -> dict[str, str]:
+        """`label` for each value with its weight; "" -> "" always."""
+        heavy = self.heavy
+        kept, counts = heavy.kept, heavy.counts
+        out = {"": ""}
+        for value, weight in weights.items():
+            if value in kept:  # checked when admitted, never evicted: `add`'s first steps
+                entry = counts[value]
+                entry[0] += weight
+                entry[1] += weight
+                out[value] = value
+            elif value:
+                out[value] = self.label(value, weight)
+        return out
+
 
 __all__ = ["INVALID", "OTHER", "REDACTED", "AttributionConfig", "DimensionConfig", "Labeler"]

@@ -12,17 +12,15 @@ with the totals of the calls that arrived up to it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..aggregation import TOKEN_BUCKETS, Aggregation
-from ..model import LLMCall, TraceBatch
+from ..model import LLMCall, TraceBatch, service_name_of
 from .cost import COST_DIGITS
 from .dimensions import INVALID, MAX_VALUE_LEN
 from .enrich import encode_attribute
-
-if TYPE_CHECKING:
-    from .attribution import _Node, _Trace
 
 CONVERSATION_KEY = "gen_ai.conversation.id"
 AGENT_PREFIXES = ("invoke_agent", "invoke_workflow")
@@ -38,6 +36,26 @@ COST_BUCKETS = (
 CALL_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 # fmt: on
 _MAX_CONVERSATIONS = 100_000  # ids remembered to count each conversation once
+_NODES_PER_TRACE = 20  # the span budget: this many per open trace on average
+
+
+@dataclass(slots=True)
+class _Node:
+    parent: bytes
+    name: str
+    service: str
+    agent: str | None  # the agent's name, for an invoke_agent / invoke_workflow span
+
+
+@dataclass(slots=True)
+class _Trace:
+    last: float
+    nodes: dict[bytes, _Node] = field(default_factory=dict)
+    # counted calls so far: (span id, parent span id, cost, input tokens, output tokens)
+    calls: list[tuple[bytes, bytes, float, int, int]] = field(default_factory=list)
+    root: _Node | None = None
+    root_id: bytes = b""
+    service: str = ""  # the first call's, for a request whose root never came
 
 
 def _label(value: str) -> str:
@@ -148,20 +166,6 @@ class RequestMetrics:
         )
         self._seen: dict[str, None] = {}
 
-    def arrived(
-        self,
-        trace: _Trace,
-        sid: bytes,
-        node: _Node,
-        span: Any,
-        batch: TraceBatch,
-        write: Callable[[TraceBatch, Any, tuple[float, int, int, int]], None],
-    ) -> None:
-        """A root or agent span arrived: roll up what is beneath it onto it."""
-        totals = beneath(trace, None if not node.parent else sid)
-        if totals[3]:
-            write(batch, span, totals)
-
     def conversation(self, call: LLMCall, conversation: str | None, wall: float) -> None:
         if not conversation:
             return
@@ -198,3 +202,112 @@ class RequestMetrics:
                 akey = (node.service, node.agent)
                 self.agent_cost.observe(akey, c, (tid, span_id, c, wall))
                 self.agent_calls.observe(akey, n, (tid, span_id, n, wall))
+
+
+_Arrival = tuple[bytes, _Trace, bytes, _Node, Any]  # trace id, trace, span id, node, span
+
+
+class RequestTracker:
+    """Follows every trace with counted calls until its root span arrives (or `idle_s` passes,
+    or `max_open_traces` is exceeded: the oldest is given up), then observes the request and
+    its agent runs. At most `max_open_traces` traces and `20 * max_open_traces` spans."""
+
+    def __init__(self, metrics: RequestMetrics, idle_s: float, max_open_traces: int) -> None:
+        self.metrics = metrics
+        self.idle_s = idle_s
+        self.max_open_traces = max_open_traces
+        self._max_nodes = max_open_traces * _NODES_PER_TRACE
+        self._node_count = 0
+        self.traces: dict[bytes, _Trace] = {}
+        self.given_up = metrics.agg.counter(
+            "llm_pipeline_requests_given_up",
+            "Requests (traces) observed before their root span arrived, by reason (idle, "
+            "max_open_traces): root_span_name is __unknown__.",
+            ("reason",),
+        )
+
+    def add(self, batch: TraceBatch, calls: list[LLMCall]) -> None:
+        """The batch's counted calls and the spans of the traces followed; roll up onto the
+        root and agent spans that came; observe the traces whose root came."""
+        now = time.monotonic()
+        followed = {c.trace_id for c in calls}
+        if not followed and not self.traces:
+            return
+        arrivals = self._scan(batch, followed, now)
+        traces = self.traces
+        for call in calls:
+            trace = traces.get(call.trace_id)
+            if trace is None:  # its span was not in the request it came in
+                trace = self._open(call.trace_id, now)
+            trace.service = trace.service or call.service_name
+            trace.calls.append(
+                (
+                    call.span_id,
+                    call.parent_span_id,
+                    call.cost_usd or 0.0,
+                    call.input_tokens or 0,
+                    call.output_tokens or 0,
+                )
+            )
+        for _, trace, sid, node, span in arrivals:  # once the batch's calls are in
+            totals = beneath(trace, None if not node.parent else sid)
+            if totals[3]:
+                write_rollup(batch, span, totals)
+        wall = time.time()
+        for tid, _, _, node, _ in arrivals:  # a root came: the request is complete
+            if not node.parent and tid in traces:
+                self._close(tid, wall, None)
+
+    def _scan(self, batch: TraceBatch, followed: set[bytes], now: float) -> list[_Arrival]:
+        """Remember the spans of the traces followed; the root and agent spans that came."""
+        traces = self.traces
+        arrivals: list[_Arrival] = []
+        for rs in batch.request.resource_spans:
+            service = ""
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    tid = span.trace_id
+                    trace = traces.get(tid)
+                    if trace is None:
+                        if tid not in followed:
+                            continue
+                        trace = self._open(tid, now)
+                    trace.last = now
+                    if not service:
+                        service = service_name_of(rs.resource)
+                    name = span.name
+                    node = _Node(span.parent_span_id, name, service, agent_name(span, name))
+                    sid = span.span_id
+                    if sid not in trace.nodes:
+                        self._node_count += 1
+                    trace.nodes[sid] = node
+                    if not node.parent:
+                        trace.root, trace.root_id = node, sid
+                    if node.agent is not None or not node.parent:
+                        arrivals.append((tid, trace, sid, node, span))
+        return arrivals
+
+    def _open(self, tid: bytes, now: float) -> _Trace:
+        traces = self.traces
+        while traces and (
+            len(traces) >= self.max_open_traces or self._node_count >= self._max_nodes
+        ):
+            self._close(next(iter(traces)), time.time(), "max_open_traces")
+        trace = traces[tid] = _Trace(now)
+        return trace
+
+    def _close(self, tid: bytes, wall: float, reason: str | None) -> None:
+        trace = self.traces.pop(tid)
+        self._node_count -= len(trace.nodes)
+        if reason is not None and trace.calls:
+            with self.metrics.agg.lock:
+                self.given_up.add((reason,), 1)
+        self.metrics.observe(tid, trace, wall)
+
+    def flush(self, force: bool = False) -> None:
+        """Observe the traces idle for `idle_s` (all of them with `force`, at shutdown)."""
+        limit = time.monotonic() - self.idle_s
+        wall = time.time()
+        for tid, trace in list(self.traces.items()):
+            if force or trace.last <= limit:
+                self._close(tid, wall, "idle")

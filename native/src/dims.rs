@@ -1,0 +1,482 @@
+//! Attribution's dimension values, read from the received bytes of a traces request and
+//! inherited through each span's ancestors in the same request (the Python twin:
+//! `pipeline.processors.ancestry.PySpanIndex`).
+//!
+//! A slot (one dimension, or the conversation id) has ordered sources, span or resource
+//! attribute keys: its value on a span is the first source with a string, int or bool value
+//! (int in decimal, bool as true/false; an empty string, a double, bytes, an array or a kvlist
+//! is no value). A span's key given twice: the last one counts, as in a dict.
+
+use std::collections::HashMap;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use crate::wire::{self, any_value, each_len_field, Value};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+const MAX_DEPTH: usize = 256; // parent links followed at most: a cycle in bad data must end
+
+#[derive(Clone, Copy)]
+enum Val {
+    Absent,
+    Str(u32, u32),
+    Int(i64),
+    Bool(bool),
+}
+
+impl Val {
+    fn of(v: Value) -> Val {
+        match v {
+            Value::Str(a, b) if b > a => Val::Str(a as u32, b as u32),
+            Value::Int(i) => Val::Int(i),
+            Value::Bool(x) => Val::Bool(x),
+            _ => Val::Absent,
+        }
+    }
+}
+
+/// A KeyValue's value: a value message given twice is merged by the parser, so the last
+/// member set in any of them wins (a message member, array or kvlist, is no value here).
+fn kv_value(d: &[u8], start: usize, end: usize) -> Result<Val, wire::Error> {
+    let mut out = Val::Absent;
+    each_len_field(d, start, end, |field, a, b| {
+        if field == 2 {
+            match any_value(d, a, b, false)? {
+                Value::Unset => {}
+                v => out = Val::of(v),
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// The slots' sources: keys to look for and, per slot, (resource?, key index) in order.
+#[pyclass(module = "llm_pipeline_native", frozen)]
+pub struct DimensionReader {
+    span_keys: Vec<Vec<u8>>,
+    // any span key, as bytes anywhere: a span whose bytes hold none has no span value to read
+    any_span_key: Option<regex::bytes::Regex>,
+    resource_keys: Vec<Vec<u8>>,
+    slots: Vec<Vec<(bool, usize)>>,
+}
+
+fn key_index(keys: &mut Vec<Vec<u8>>, key: &str) -> usize {
+    match keys.iter().position(|k| k == key.as_bytes()) {
+        Some(i) => i,
+        None => {
+            keys.push(key.as_bytes().to_vec());
+            keys.len() - 1
+        }
+    }
+}
+
+/// Where `key` (d[a..b]) is among `keys`.
+#[inline]
+fn find(keys: &[Vec<u8>], key: &[u8]) -> Option<usize> {
+    keys.iter().position(|k| k.as_slice() == key)
+}
+
+/// Which of `keys` the KeyValue d[a..b] has (its last key field, as the parser reads it).
+fn kv_key(d: &[u8], a: usize, b: usize, keys: &[Vec<u8>]) -> Result<Option<usize>, wire::Error> {
+    let mut which = None;
+    each_len_field(d, a, b, |f, c, e| {
+        if f == 1 {
+            which = find(keys, &d[c..e]);
+        }
+        Ok(())
+    })?;
+    Ok(which)
+}
+
+/// Where the keys' bytes were found, as non-overlapping (start, end) in order. Any occurrence
+/// of a key overlaps one of them (a search resumes after each match), so a range that
+/// overlaps none holds no key.
+struct Matches(Vec<(usize, usize)>);
+
+impl Matches {
+    fn overlap(&self, a: usize, b: usize) -> bool {
+        let m = &self.0;
+        let i = m.partition_point(|&(_, end)| end <= a);
+        i < m.len() && m[i].0 < b
+    }
+}
+
+/// The last value of each of `keys` among a resource's attributes, d[start..end].
+fn resource_attrs(
+    d: &[u8],
+    start: usize,
+    end: usize,
+    keys: &[Vec<u8>],
+    out: &mut [Val],
+) -> Result<(), wire::Error> {
+    each_len_field(d, start, end, |f, a, b| {
+        if f == 1 {
+            if let Some(i) = kv_key(d, a, b, keys)? {
+                out[i] = kv_value(d, a, b)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn id(d: &[u8], (a, b): (usize, usize), n: usize) -> Result<u128, wire::Error> {
+    if b - a != n {
+        return Err(wire::Error("an id of another length"));
+    }
+    let mut x = [0u8; 16];
+    x[..n].copy_from_slice(&d[a..b]);
+    Ok(u128::from_le_bytes(x))
+}
+
+#[pymethods]
+impl DimensionReader {
+    /// `slots`: per slot, its sources in order, ("span" | "resource", attribute key).
+    #[new]
+    fn new(slots: Vec<Vec<(String, String)>>) -> PyResult<Self> {
+        let (mut span_keys, mut resource_keys) = (Vec::new(), Vec::new());
+        let mut parsed = Vec::with_capacity(slots.len());
+        for sources in slots {
+            let mut s = Vec::with_capacity(sources.len());
+            for (kind, key) in sources {
+                match kind.as_str() {
+                    "span" => s.push((false, key_index(&mut span_keys, &key))),
+                    "resource" => s.push((true, key_index(&mut resource_keys, &key))),
+                    _ => return Err(PyValueError::new_err(format!("source kind {kind:?}"))),
+                }
+            }
+            parsed.push(s);
+        }
+        let any_span_key = if span_keys.is_empty() {
+            None
+        } else {
+            let alternatives: Vec<String> = span_keys
+                .iter()
+                .map(|k| regex::escape(std::str::from_utf8(k).unwrap_or_default()))
+                .collect();
+            Some(
+                regex::bytes::Regex::new(&alternatives.join("|"))
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?,
+            )
+        };
+        Ok(DimensionReader {
+            span_keys,
+            any_span_key,
+            resource_keys,
+            slots: parsed,
+        })
+    }
+
+    /// The spans of a traces request (bytes the parser accepted, ids checked), indexed.
+    fn index(&self, data: Bound<'_, PyBytes>) -> PyResult<SpanIndex> {
+        self.build(data).map_err(|e| PyValueError::new_err(e.0))
+    }
+}
+
+impl DimensionReader {
+    fn build(&self, data: Bound<'_, PyBytes>) -> Result<SpanIndex, wire::Error> {
+        let d = data.as_bytes();
+        let n = self.slots.len();
+        let (ns, nr) = (self.span_keys.len(), self.resource_keys.len());
+        let mut ix = SpanIndex {
+            data: data.clone().unbind(),
+            n,
+            ids: FastMap::default(),
+            spans: Vec::with_capacity(128),
+            values: Vec::with_capacity(128 * n),
+            traces: Vec::new(),
+        };
+        let mut resource = vec![Val::Absent; nr];
+        let mut own = vec![Val::Absent; ns];
+        let mut bare = vec![Val::Absent; n]; // a span without any span key: its resource's values
+        let matches = Matches(match &self.any_span_key {
+            Some(re) => re.find_iter(d).map(|m| (m.start(), m.end())).collect(),
+            None => Vec::new(),
+        });
+        each_len_field(d, 0, d.len(), |field, rs, re| {
+            if field != 1 {
+                return Ok(());
+            }
+            resource.fill(Val::Absent);
+            each_len_field(d, rs, re, |f, a, b| {
+                if f == 1 && nr > 0 {
+                    resource_attrs(d, a, b, &self.resource_keys, &mut resource)?;
+                }
+                Ok(())
+            })?;
+            self.pick(&[], &resource, &mut bare);
+            each_len_field(d, rs, re, |f, a, b| {
+                if f != 2 {
+                    return Ok(());
+                }
+                each_len_field(d, a, b, |f2, c, e| {
+                    if f2 != 2 {
+                        return Ok(());
+                    }
+                    // one walk of the span's fields: its ids, and its attributes where a key
+                    // was found
+                    let mut ids = [(c, c); 3];
+                    let mut found = false;
+                    own.fill(Val::Absent);
+                    let scan = matches.overlap(c, e);
+                    each_len_field(d, c, e, |f3, x, y| {
+                        match f3 {
+                            1 => ids[0] = (x, y),
+                            2 => ids[1] = (x, y),
+                            4 => ids[2] = (x, y),
+                            9 if scan && matches.overlap(x, y) => {
+                                if let Some(i) = kv_key(d, x, y, &self.span_keys)? {
+                                    own[i] = kv_value(d, x, y)?;
+                                    found = true;
+                                }
+                            }
+                            _ => {}
+                        }
+                        Ok(())
+                    })?;
+                    let tid = id(d, ids[0], 16)?;
+                    let sid = id(d, ids[1], 8)? as u64;
+                    let parent = if ids[2].1 > ids[2].0 {
+                        Some(id(d, ids[2], 8)? as u64)
+                    } else {
+                        None
+                    };
+                    let at = ix.spans.len();
+                    if found {
+                        let mut v = vec![Val::Absent; n];
+                        self.pick(&own, &resource, &mut v);
+                        ix.values.extend_from_slice(&v);
+                    } else {
+                        ix.values.extend_from_slice(&bare);
+                    }
+                    ix.spans.push(Span {
+                        tid,
+                        parent,
+                        tid_at: ids[0].0 as u32,
+                        root: parent.is_none(),
+                    });
+                    ix.ids.insert((tid, sid), at as u32);
+                    Ok(())
+                })
+            })
+        })?;
+        // distinct trace ids, each with whether its root span is here
+        let mut seen: FastMap<u128, usize> = FastMap::default();
+        for s in &ix.spans {
+            match seen.get(&s.tid) {
+                Some(&i) => ix.traces[i].1 |= s.root,
+                None => {
+                    seen.insert(s.tid, ix.traces.len());
+                    ix.traces.push((s.tid_at, s.root));
+                }
+            }
+        }
+        Ok(ix)
+    }
+
+    /// Each slot's value from the span's keys (`own`) or its resource's.
+    fn pick(&self, own: &[Val], resource: &[Val], out: &mut [Val]) {
+        for (slot, sources) in out.iter_mut().zip(&self.slots) {
+            *slot = Val::Absent;
+            for &(is_resource, k) in sources {
+                let v = if is_resource {
+                    resource[k]
+                } else {
+                    own.get(k).copied().unwrap_or(Val::Absent)
+                };
+                if !matches!(v, Val::Absent) {
+                    *slot = v;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+struct Span {
+    tid: u128,
+    parent: Option<u64>,
+    tid_at: u32, // where its trace id lies in the bytes
+    root: bool,
+}
+
+/// One request's spans: each one's own slot values and parent, for `resolve`.
+#[pyclass(module = "llm_pipeline_native")]
+pub struct SpanIndex {
+    data: Py<PyBytes>,
+    n: usize,
+    ids: FastMap<(u128, u64), u32>,
+    spans: Vec<Span>,
+    values: Vec<Val>, // n per span
+    traces: Vec<(u32, bool)>,
+}
+
+impl SpanIndex {
+    /// Fill `vals` (the span at `at`'s own values) from its ancestors: the first one awaited.
+    fn inherit(&self, tid: u128, at: usize, vals: &mut [Val]) -> Option<u64> {
+        let n = self.n;
+        vals.copy_from_slice(&self.values[at * n..at * n + n]);
+        let mut missing = vals.iter().filter(|v| matches!(v, Val::Absent)).count();
+        let mut parent = self.spans[at].parent;
+        let mut depth = 0;
+        while let Some(p) = parent {
+            if missing == 0 || depth >= MAX_DEPTH {
+                break;
+            }
+            let Some(&i) = self.ids.get(&(tid, p)) else {
+                return Some(p); // awaited: not in this request
+            };
+            let i = i as usize;
+            for (v, a) in vals.iter_mut().zip(&self.values[i * n..i * n + n]) {
+                if matches!(v, Val::Absent) && !matches!(a, Val::Absent) {
+                    *v = *a;
+                    missing -= 1;
+                }
+            }
+            parent = self.spans[i].parent;
+            depth += 1;
+        }
+        None
+    }
+
+    fn resolved<'py>(
+        &self,
+        py: Python<'py>,
+        wanted: &[(Bound<'py, PyBytes>, Bound<'py, PyBytes>)],
+        weights: Option<&[f64]>,
+        labelled: usize,
+    ) -> PyResult<(Bound<'py, PyList>, Vec<Bound<'py, PyDict>>)> {
+        let d = self.data.bind(py).as_bytes();
+        let n = self.n;
+        let out = PyList::empty(py);
+        let mut vals = vec![Val::Absent; n];
+        let empty = PyBytes::new(py, b"");
+        let none = PyString::intern(py, "");
+        // one str per distinct value (shared by the tuples and the sums' keys)
+        let mut texts: FastMap<String, Bound<'py, PyString>> = FastMap::default();
+        let mut sums: Vec<Vec<(Bound<'py, PyString>, f64)>> = vec![Vec::new(); labelled];
+        let mut sum_at: Vec<FastMap<String, usize>> = vec![FastMap::default(); labelled];
+        for (k, (t, s)) in wanted.iter().enumerate() {
+            let tid = to_id(t.as_bytes(), 16)?;
+            let sid = to_id(s.as_bytes(), 8)? as u64;
+            let Some(&at) = self.ids.get(&(tid, sid)) else {
+                out.append(py.None())?;
+                continue;
+            };
+            let gap = self.inherit(tid, at as usize, &mut vals);
+            let mut items: Vec<Bound<'py, PyString>> = Vec::with_capacity(n);
+            for (i, v) in vals.iter().enumerate() {
+                let text: std::borrow::Cow<'_, str> = match *v {
+                    Val::Absent => "".into(),
+                    Val::Str(a, b) => std::str::from_utf8(&d[a as usize..b as usize])
+                        .map_err(|_| PyValueError::new_err("not UTF-8"))?
+                        .into(),
+                    Val::Int(x) => x.to_string().into(),
+                    Val::Bool(x) => (if x { "true" } else { "false" }).into(),
+                };
+                let item = if text.is_empty() {
+                    none.clone()
+                } else if let Some(s) = texts.get(text.as_ref()) {
+                    s.clone()
+                } else {
+                    let s = PyString::new(py, &text);
+                    texts.insert(text.to_string(), s.clone());
+                    s
+                };
+                if let (Some(w), true, None) = (weights, i < labelled, gap) {
+                    match sum_at[i].get(text.as_ref()) {
+                        Some(&j) => sums[i][j].1 += w[k],
+                        None => {
+                            sum_at[i].insert(text.to_string(), sums[i].len());
+                            sums[i].push((item.clone(), w[k]));
+                        }
+                    }
+                }
+                items.push(item);
+            }
+            let gap = match gap {
+                Some(g) => PyBytes::new(py, &g.to_le_bytes()),
+                None => empty.clone(),
+            };
+            out.append(PyTuple::new(
+                py,
+                [PyTuple::new(py, items)?.into_any(), gap.into_any()],
+            )?)?;
+        }
+        let mut dicts = Vec::with_capacity(labelled);
+        for slot in sums {
+            let dict = PyDict::new(py);
+            for (k, w) in slot {
+                dict.set_item(k, w)?;
+            }
+            dicts.push(dict);
+        }
+        Ok((out, dicts))
+    }
+}
+
+fn to_id(b: &[u8], n: usize) -> PyResult<u128> {
+    if b.len() != n {
+        return Err(PyValueError::new_err("an id of another length"));
+    }
+    let mut x = [0u8; 16];
+    x[..n].copy_from_slice(b);
+    Ok(u128::from_le_bytes(x))
+}
+
+#[pymethods]
+impl SpanIndex {
+    /// Per (trace id, span id): None when the span is not in the request, else (its slot
+    /// values, "" where none, filled from its nearest ancestors that have them; the span id
+    /// of the first ancestor not in the request while a value is missing, else b"").
+    fn resolve<'py>(
+        &self,
+        py: Python<'py>,
+        wanted: Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        Ok(self.resolved(py, &wanted, None, 0)?.0)
+    }
+
+    /// `resolve`, and per slot below `labelled`: value -> the sum of `weights` (one per
+    /// wanted span, in order) of the spans found with no ancestor awaited.
+    fn attribute<'py>(
+        &self,
+        py: Python<'py>,
+        wanted: Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>,
+        weights: Vec<f64>,
+        labelled: usize,
+    ) -> PyResult<(Bound<'py, PyList>, Vec<Bound<'py, PyDict>>)> {
+        if weights.len() != wanted.len() || labelled > self.n {
+            return Err(PyValueError::new_err(
+                "a weight per span, labelled <= slots",
+            ));
+        }
+        self.resolved(py, &wanted, Some(&weights), labelled)
+    }
+
+    /// Of the traces in `among` (a dict or set keyed by trace id), those with spans in the
+    /// request: (trace id, whether its root span is here) each.
+    fn present<'py>(
+        &self,
+        py: Python<'py>,
+        among: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<(Bound<'py, PyBytes>, bool)>> {
+        let d = self.data.bind(py).as_bytes();
+        let mut out = Vec::new();
+        if let Ok(dict) = among.cast::<PyDict>() {
+            if dict.is_empty() {
+                return Ok(out);
+            }
+        }
+        for &(at, root) in &self.traces {
+            let tid = PyBytes::new(py, &d[at as usize..at as usize + 16]);
+            if among.contains(&tid)? {
+                out.push((tid, root));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,146 @@
+"""ancestry: attribution's dimension values of a request's spans, inherited from ancestors.
+
+A slot (a dimension, or the conversation id) has ordered sources, span or resource attribute
+keys: its value on a span is the first source with a string, int or bool value (an int in
+decimal, a bool as true/false; an empty string, a double, bytes, an array or a kvlist is no
+value, so a label never shows a float's rounding or a list's repr). A span's key given twice:
+the last counts. `SpanIndex.resolve` fills a span's missing values from its nearest ancestors
+in the same request and names the first ancestor not in it while a value is still missing.
+
+`index_of` reads the received bytes with the native `DimensionReader` (native/src/dims.rs)
+when built; `PySpanIndex` here is its twin and the reference (tests hold the two equal), and
+reads the parsed request when there are no bytes (a request that came as JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from .. import _native
+from ..model import TraceBatch
+
+MAX_DEPTH = 256  # parent links followed at most: a cycle in bad data must end
+
+Sources = Sequence[tuple[str, str]]  # per slot: (span | resource, attribute key), in order
+Resolved = tuple[tuple[str, ...], bytes] | None
+
+
+class SpanIndex(Protocol):
+    def resolve(self, wanted: list[tuple[bytes, bytes]]) -> list[Resolved]: ...
+
+    def attribute(
+        self, wanted: list[tuple[bytes, bytes]], weights: list[float], labelled: int
+    ) -> tuple[list[Resolved], list[dict[str, float]]]: ...
+
+    def present(self, among: Any) -> list[tuple[bytes, bool]]: ...
+
+
+def _value(v: Any) -> str | None:
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value or None
+    if kind == "int_value":
+        return str(v.int_value)
+    if kind == "bool_value":
+        return "true" if v.bool_value else "false"
+    return None
+
+
+class PySpanIndex:
+    """The spans of a parsed traces request: each one's own slot values and parent."""
+
+    def __init__(self, request: Any, slots: Sequence[Sources]) -> None:
+        span_keys = {k for s in slots for kind, k in s if kind == "span"}
+        resource_keys = {k for s in slots for kind, k in s if kind == "resource"}
+        self._n = len(slots)
+        self._spans: dict[tuple[bytes, bytes], tuple[bytes, tuple[str | None, ...]]] = {}
+        self._traces: dict[bytes, bool] = {}  # trace id -> its root span is here
+        for rs in request.resource_spans:
+            resource = {
+                kv.key: _value(kv.value) for kv in rs.resource.attributes if kv.key in resource_keys
+            }
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    own = {
+                        kv.key: _value(kv.value) for kv in span.attributes if kv.key in span_keys
+                    }
+                    values = tuple(_first(sources, own, resource) for sources in slots)
+                    tid, parent = span.trace_id, span.parent_span_id
+                    self._spans[(tid, span.span_id)] = (parent, values)
+                    self._traces[tid] = self._traces.get(tid, False) or not parent
+
+    def resolve(self, wanted: list[tuple[bytes, bytes]]) -> list[Resolved]:
+        """Per (trace id, span id): None when the span is not in the request, else (its values,
+        "" where none, filled from its nearest ancestors; the id of the first ancestor not in
+        the request while a value is missing, else b"")."""
+        out: list[Resolved] = []
+        spans = self._spans
+        for tid, sid in wanted:
+            got = spans.get((tid, sid))
+            if got is None:
+                out.append(None)
+                continue
+            parent, own = got
+            values = list(own)
+            gap, depth = b"", 0
+            while parent and None in values and depth < MAX_DEPTH:
+                node = spans.get((tid, parent))
+                if node is None:
+                    gap = parent
+                    break
+                parent, above = node
+                for i, v in enumerate(above):
+                    if values[i] is None and v is not None:
+                        values[i] = v
+                depth += 1
+            out.append((tuple(v or "" for v in values), gap))
+        return out
+
+    def attribute(
+        self, wanted: list[tuple[bytes, bytes]], weights: list[float], labelled: int
+    ) -> tuple[list[Resolved], list[dict[str, float]]]:
+        """`resolve`, and per slot below `labelled`: value -> the sum of `weights` (one per
+        wanted span, in order) of the spans found with no ancestor awaited."""
+        if len(weights) != len(wanted) or labelled > self._n:
+            raise ValueError("a weight per span, labelled <= slots")
+        out = self.resolve(wanted)
+        sums: list[dict[str, float]] = [{} for _ in range(labelled)]
+        for got, weight in zip(out, weights, strict=True):
+            if got is None or got[1]:
+                continue
+            for total, v in zip(sums, got[0], strict=False):
+                total[v] = total.get(v, 0.0) + weight
+        return out, sums
+
+    def present(self, among: Any) -> list[tuple[bytes, bool]]:
+        """Of the trace ids in `among`, those with spans here: (trace id, its root is here)."""
+        return [(tid, root) for tid, root in self._traces.items() if tid in among]
+
+
+def _first(
+    sources: Sources, own: dict[str, str | None], resource: dict[str, str | None]
+) -> str | None:
+    for kind, key in sources:
+        v = (own if kind == "span" else resource).get(key)
+        if v is not None:
+            return v
+    return None
+
+
+class Indexer:
+    """A request's `SpanIndex` for the slots: native over the received bytes when it can."""
+
+    def __init__(self, slots: Sequence[Sources]) -> None:
+        self.slots = [list(s) for s in slots]
+        reader = _native.DimensionReader
+        self._native = reader(self.slots) if reader is not None else None
+
+    def index(self, batch: TraceBatch) -> SpanIndex:
+        raw = batch.as_received
+        if self._native is not None and raw is not None:
+            try:
+                return self._native.index(raw)
+            except ValueError:  # something the walk does not read: the parser's view
+                pass
+        return PySpanIndex(batch.request, self.slots)

@@ -1,0 +1,135 @@
+"""ancestry: the dimension values of a request's spans, inherited through their ancestors; the
+native DimensionReader equals its Python twin (PySpanIndex) on any request."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from pipeline import _native
+from pipeline.processors.ancestry import PySpanIndex
+from tests.helpers.otlp_build import set_value
+from tests.instrumentation.otlp import Span, build_request, span_id, trace_id
+
+SLOTS = [
+    [("resource", "tenant.id"), ("span", "tenant.id")],
+    [("span", "user.id"), ("span", "enduser.id")],
+    [("span", "app.feature")],
+]
+
+
+def _native_index(raw: bytes, slots: list[list[tuple[str, str]]] = SLOTS) -> Any:
+    if _native.DimensionReader is None:
+        if os.environ.get("CI"):
+            pytest.fail("llm_pipeline_native is not built, or without DimensionReader")
+        pytest.skip("llm_pipeline_native is not built")
+    return _native.DimensionReader(slots).index(raw)
+
+
+def _both(req: ExportTraceServiceRequest, wanted: list[tuple[bytes, bytes]]) -> Any:
+    """What the twin resolves, having checked that the native reader agrees."""
+    raw = req.SerializeToString()
+    got = PySpanIndex(ExportTraceServiceRequest.FromString(raw), SLOTS).resolve(wanted)
+    assert _native_index(raw).resolve(wanted) == got
+    return got
+
+
+def test_nearest_ancestor_wins_and_a_missing_one_is_named() -> None:
+    req = build_request(
+        [
+            Span(span=1, name="root", attrs={"user.id": "root-user", "app.feature": "f1"}),
+            Span(span=2, parent=1, name="mid", attrs={"user.id": "mid-user"}),
+            Span(span=3, parent=2, name="call"),
+            Span(span=5, parent=4, name="orphan", attrs={"enduser.id": "e"}),
+            Span(span=6, trace=2, name="other trace", attrs={"user.id": "x"}),
+        ]
+    )
+    kv = req.resource_spans[0].resource.attributes.add()
+    kv.key, kv.value.string_value = "tenant.id", "acme"
+    t = trace_id(1)
+    got = _both(
+        req,
+        [(t, span_id(3)), (t, span_id(5)), (t, span_id(9)), (trace_id(2), span_id(1))],
+    )
+    assert got == [
+        (("acme", "mid-user", "f1"), b""),
+        (("acme", "e", ""), span_id(4)),  # feature missing: span 4 is awaited
+        None,  # not in the request
+        None,  # span ids belong to their trace
+    ]
+
+
+def test_a_cycle_in_bad_data_ends() -> None:
+    req = build_request([Span(span=1, parent=2), Span(span=2, parent=1)])
+    assert _both(req, [(trace_id(1), span_id(1))]) == [(("", "", ""), b"")]
+
+
+def test_present_names_the_traces_here_and_whether_their_root_is() -> None:
+    req = build_request([Span(span=2, parent=1), Span(span=1, trace=2), Span(span=3, trace=3)])
+    raw = req.SerializeToString()
+    among = {trace_id(1): 0, trace_id(2): 0, trace_id(9): 0}
+    want = [(trace_id(1), False), (trace_id(2), True)]
+    assert PySpanIndex(req, SLOTS).present(among) == want
+    assert _native_index(raw).present(among) == want
+    assert _native_index(raw).present({}) == []
+
+
+def _add(attributes: Any, key: str, value: Any) -> None:
+    kv = attributes.add()
+    kv.key = key
+    set_value(kv.value, value)
+
+
+# Attribute values of every type, keys among the sources and not, given twice, on events too.
+_KEYS = st.sampled_from(["user.id", "enduser.id", "tenant.id", "app.feature", "other"])
+_VALUES = st.one_of(
+    st.text(max_size=6),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.binary(max_size=3),
+    st.lists(st.integers(0, 9), max_size=2),
+)
+_ATTRS = st.lists(st.tuples(_KEYS, _VALUES), max_size=4)
+_SPAN = st.tuples(
+    st.integers(1, 3),  # trace
+    st.integers(1, 8),  # span
+    st.integers(0, 8),  # parent (0: a root)
+    _ATTRS,
+    _ATTRS,  # an event's attributes: never read
+    st.integers(0, 1),  # resource
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(spans=st.lists(_SPAN, max_size=12), resources=st.lists(_ATTRS, min_size=2, max_size=2))
+def test_the_native_reader_equals_its_twin(spans: list[Any], resources: list[Any]) -> None:
+    req = ExportTraceServiceRequest()
+    scopes = []
+    for attrs in resources:
+        rs = req.resource_spans.add()
+        for k, v in attrs:
+            _add(rs.resource.attributes, k, v)
+        scopes.append(rs.scope_spans.add())
+    for t, s, p, attrs, event_attrs, r in spans:
+        span = scopes[r].spans.add()
+        span.trace_id, span.span_id = trace_id(t), span_id(s)
+        span.parent_span_id = span_id(p) if p else b""
+        span.name = "s"
+        for k, v in attrs:
+            _add(span.attributes, k, v)
+        ev = span.events.add()
+        for k, v in event_attrs:
+            _add(ev.attributes, k, v)
+    wanted = [(trace_id(t), span_id(s)) for t in range(1, 4) for s in range(1, 9)]
+    raw = req.SerializeToString()
+    twin = PySpanIndex(ExportTraceServiceRequest.FromString(raw), SLOTS)
+    native = _native_index(raw)
+    assert native.resolve(wanted) == twin.resolve(wanted)
+    among = {trace_id(t): None for t in (1, 3)}
+    assert native.present(among) == twin.present(among)
