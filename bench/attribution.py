@@ -3,11 +3,10 @@ process, on the bench's demo pool, alternating pass by pass (thread CPU µs per 
 
     python bench/attribution.py [--batches 200] [--passes 10] [--requests] [--on-calls]
 
-The demo's spans carry no user or tenant, so each request's root span gets `user.id` and
-`app.feature` and each resource `tenant.id` (one of 20 users, 5 features, 3 tenants): the LLM
-calls below inherit user and feature from the root, the harder case (the calls' traces are
-followed until the root arrives). Configured: tenant (resource:tenant.id), user
-(span:user.id, span:enduser.id), feature (span:app.feature).
+The demo sets tenant.id, user.id and app.feature on each request's root span (12 tenants,
+480 users, Zipf-skewed): the LLM calls below inherit them, the harder case (a call whose root
+is in a later batch waits for it). Configured: `benchlib.common.DIMENSIONS`, as the main
+bench's `sidecar-dims`. `--on-calls` also sets user and feature on the LLM spans themselves.
 """
 
 from __future__ import annotations
@@ -24,17 +23,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import load as bench
-
-DIMENSIONS = [
-    {"name": "tenant", "sources": ["resource:tenant.id"]},
-    {"name": "user", "sources": ["span:user.id", "span:enduser.id"]},
-    {"name": "feature", "sources": ["span:app.feature"]},
-]
+from benchlib.common import DIMENSIONS
 
 
-def with_attribution_attributes(
-    pool: list[Any], seed: int = 1, on_calls: bool = False
-) -> list[Any]:
+def on_calls(pool: list[Any], seed: int = 1) -> list[Any]:
+    """The pool with user.id and app.feature on every LLM span too."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
@@ -45,13 +38,10 @@ def with_attribution_attributes(
         req = ExportTraceServiceRequest.FromString(p.data)
         tids = set()
         for rs in req.resource_spans:
-            kv = rs.resource.attributes.add()
-            kv.key, kv.value.string_value = "tenant.id", f"tenant-{rng.randrange(3)}"
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     tids.add(span.trace_id)
-                    is_call = any(kv.key == "gen_ai.request.model" for kv in span.attributes)
-                    if not span.parent_span_id or (on_calls and is_call):
+                    if any(kv.key == "gen_ai.request.model" for kv in span.attributes):
                         for key, value in (
                             ("user.id", f"user-{rng.randrange(20)}"),
                             ("app.feature", f"feature-{rng.randrange(5)}"),
@@ -73,8 +63,8 @@ def make_service(dimensions: bool, requests: bool) -> Any:
     from pipeline.config import Config, from_dict
     from pipeline.service import Service
 
-    # 3 tenants x 20 users x 5 features x the demo's models and token types exceed the
-    # default 2000 series per family: the overflow path would be what is measured
+    # tenants x users x features x the demo's models and token types exceed the default
+    # 2000 series per family: the overflow path would be what is measured
     data: dict[str, Any] = {"metrics": {"max_series": 50_000}}
     if dimensions:
         data["dimensions"] = DIMENSIONS
@@ -121,7 +111,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     pool, _ = bench.build_pool(args.batches, 42)
-    pool = with_attribution_attributes(pool, on_calls=args.on_calls)
+    if args.on_calls:
+        pool = on_calls(pool)
     systems = {"without": make_service(False, False), "with": make_service(True, args.requests)}
     gc.freeze()  # as the sidecar does at start (pipeline/cli.py)
     us: dict[str, list[float]] = {k: [] for k in systems}

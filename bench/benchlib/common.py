@@ -43,6 +43,7 @@ SIDECAR_PROCESSORS: dict[str, list[str] | None] = {
     "sidecar-gzip": None,  # the default chain, forwarding with gzip
     "sidecar-grpcio": None,  # the default chain on grpcio's transports (not native/'s)
     "sidecar-file": None,  # the default chain into the embedded default's OTLP/JSON files
+    "sidecar-dims": None,  # the default chain with three attribution dimensions (DIMENSIONS)
 }
 # No destination: traces go to OTLP/JSON-lines files (what `llm-pipeline run` does out of the
 # box), in a temporary directory; the counting sink sees nothing, the sidecar counts them.
@@ -52,5 +53,14 @@ WITHOUT_NATIVE = {"sidecar-python"}
 # Collector beside it; `sidecar-gzip` shows what gzip on that hop would cost.
 WITH_GZIP = {"sidecar-gzip"}
 WITH_GRPCIO = {"sidecar-grpcio"}
+# Who spent it (#18): tenant, user and feature, which the demo sets on each request's root
+# span (the LLM spans below inherit them), and series room for their combinations, so the
+# labels are measured rather than the overflow series.
+DIMENSIONS = [
+    {"name": "tenant", "sources": ["resource:tenant.id", "span:tenant.id"]},
+    {"name": "user", "sources": ["span:user.id", "span:enduser.id"]},
+    {"name": "feature", "sources": ["span:app.feature"]},
+]
+WITH_DIMENSIONS = {"sidecar-dims"}
 GZIP_STAGE = "gzip (export with compression: gzip only, approx.)"
 SYSTEMS = (*SIDECAR_PROCESSORS, "collector")

@@ -19,10 +19,12 @@ from typing import Any
 
 from .common import (
     COLLECTOR_CONFIG,
+    DIMENSIONS,
     FILE_SINK,
     OUT_DIR,
     REPO,
     SIDECAR_PROCESSORS,
+    WITH_DIMENSIONS,
     WITH_GRPCIO,
     WITH_GZIP,
     WITHOUT_NATIVE,
@@ -127,6 +129,9 @@ def start_sidecar(
         cfg["queue"] = {"max_items": queue_items}
     if name in WITH_GRPCIO:
         cfg["receivers"] = {"grpc_transport": "grpcio"}
+    if name in WITH_DIMENSIONS:
+        cfg["dimensions"] = DIMENSIONS
+        cfg["metrics"] = {"max_series": 50_000}
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     cfg_path = OUT_DIR / f"{name}-{tag}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
