@@ -21,9 +21,22 @@ class SpanIndex:
         self, wanted: list[tuple[bytes, bytes]], weights: list[float], labelled: int
     ) -> tuple[list[tuple[tuple[str, ...], bytes] | None], list[dict[str, float]]]: ...
     def present(self, among: Any) -> list[tuple[bytes, bool]]: ...
+    def nodes(
+        self, among: Any
+    ) -> list[
+        tuple[
+            bytes,
+            bytes,
+            bytes,
+            str | None,
+            str | None,
+            tuple[int, int] | None,
+            tuple[int, int, int],
+        ]
+    ]: ...
 
 class DimensionReader:
-    def __init__(self, slots: list[list[tuple[str, str]]]) -> None: ...
+    def __init__(self, slots: list[list[tuple[str, str]]], agents: bool = False) -> None: ...
     def index(self, data: bytes) -> SpanIndex: ...
 
 class CallReader:

@@ -8,7 +8,7 @@ only into spans it changed, so the exporters can forward the request as it is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -145,6 +145,17 @@ class _Received:
         return bytes(self.request.SerializeToString())
 
 
+class SpanRef(Protocol):
+    """A span of a batch: where it lies in the received bytes (None: unknown), and the
+    parsed span."""
+
+    @property
+    def wire_span(self) -> tuple[int, int] | None: ...
+
+    @property
+    def span(self) -> Any: ...
+
+
 class TraceBatch(_Received):
     """One OTLP trace request on its way through the processor chain.
 
@@ -169,7 +180,7 @@ class TraceBatch(_Received):
         self._edits: list[Edit] | None = [] if raw is not None else None
         # Additions recorded in `_edits` but not merged into the parsed spans yet (a upb merge
         # per span cost ~a third of enrich): merged when something reads `request`.
-        self._unmerged: list[tuple[LLMCall, bytes]] = []
+        self._unmerged: list[tuple[SpanRef, bytes]] = []
 
     @property
     def request(self) -> ExportTraceServiceRequest:
@@ -177,6 +188,10 @@ class TraceBatch(_Received):
         if self._unmerged:
             self._merge()
         return self._request  # type: ignore[no-any-return]
+
+    def resource(self, i: int) -> Any:
+        """The i-th resource, without merging the deferred additions (they are to spans)."""
+        return self._request.resource_spans[i].resource
 
     def _merge(self) -> None:
         unmerged, self._unmerged = self._unmerged, []
@@ -210,10 +225,11 @@ class TraceBatch(_Received):
         self._modified = True
         self._edits.append((start, end, data, append))
 
-    def append_to_spans(self, call: LLMCall, added: bytes) -> None:
-        """Add `added` (encoded Span fields) to the call's span: as a byte edit appended to the
-        span's received bytes, merged into the parsed span only when `request` is read; or,
-        when that cannot be recorded, merged now."""
+    def append_to_spans(self, call: SpanRef, added: bytes) -> None:
+        """Add `added` (encoded Span fields) to the call's span (or another span's: anything
+        with its `wire_span` and `span`): as a byte edit appended to the span's received bytes,
+        merged into the parsed span only when `request` is read; or, when that cannot be
+        recorded, merged now."""
         if self._edits is not None and call.wire_span is not None:
             self._modified = True
             self._edits.append((*call.wire_span, added, True))

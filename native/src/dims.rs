@@ -17,7 +17,12 @@ use crate::wire::{self, any_value, each_len_field, Value};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-const MAX_DEPTH: usize = 256; // parent links followed at most: a cycle in bad data must end
+const MAX_DEPTH: usize = 256;
+// An agent or workflow run: its name starts with one, or its gen_ai.operation.name is one
+// (pipeline.processors.rollup.agent_name, which this follows).
+const AGENT_PREFIXES: [&str; 2] = ["invoke_agent", "invoke_workflow"];
+const OPERATION_KEY: &[u8] = b"gen_ai.operation.name";
+const AGENT_NAME_KEY: &[u8] = b"gen_ai.agent.name"; // parent links followed at most: a cycle in bad data must end
 
 #[derive(Clone, Copy)]
 enum Val {
@@ -60,6 +65,8 @@ pub struct DimensionReader {
     span_keys: Vec<Vec<u8>>,
     // any span key, as bytes anywhere: a span whose bytes hold none has no span value to read
     any_span_key: Option<regex::bytes::Regex>,
+    // with `agents`: the agent run markers (a span whose bytes hold none is no agent run)
+    agent_marks: Option<regex::bytes::Regex>,
     resource_keys: Vec<Vec<u8>>,
     slots: Vec<Vec<(bool, usize)>>,
 }
@@ -134,9 +141,11 @@ fn id(d: &[u8], (a, b): (usize, usize), n: usize) -> Result<u128, wire::Error> {
 
 #[pymethods]
 impl DimensionReader {
-    /// `slots`: per slot, its sources in order, ("span" | "resource", attribute key).
+    /// `slots`: per slot, its sources in order, ("span" | "resource", attribute key);
+    /// `agents`: read each span's agent run name too (`SpanIndex.nodes`).
     #[new]
-    fn new(slots: Vec<Vec<(String, String)>>) -> PyResult<Self> {
+    #[pyo3(signature = (slots, agents = false))]
+    fn new(slots: Vec<Vec<(String, String)>>, agents: bool) -> PyResult<Self> {
         let (mut span_keys, mut resource_keys) = (Vec::new(), Vec::new());
         let mut parsed = Vec::with_capacity(slots.len());
         for sources in slots {
@@ -162,9 +171,18 @@ impl DimensionReader {
                     .map_err(|e| PyValueError::new_err(e.to_string()))?,
             )
         };
+        let agent_marks = if agents {
+            Some(
+                regex::bytes::Regex::new(&AGENT_PREFIXES.join("|"))
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?,
+            )
+        } else {
+            None
+        };
         Ok(DimensionReader {
             span_keys,
             any_span_key,
+            agent_marks,
             resource_keys,
             slots: parsed,
         })
@@ -196,10 +214,17 @@ impl DimensionReader {
             Some(re) => re.find_iter(d).map(|m| (m.start(), m.end())).collect(),
             None => Vec::new(),
         });
+        let marks = Matches(match &self.agent_marks {
+            Some(re) => re.find_iter(d).map(|m| (m.start(), m.end())).collect(),
+            None => Vec::new(),
+        });
+        let mut r = 0u32;
         each_len_field(d, 0, d.len(), |field, rs, re| {
             if field != 1 {
                 return Ok(());
             }
+            r += 1;
+            let mut sc = 0u32;
             resource.fill(Val::Absent);
             each_len_field(d, rs, re, |f, a, b| {
                 if f == 1 && nr > 0 {
@@ -212,13 +237,17 @@ impl DimensionReader {
                 if f != 2 {
                     return Ok(());
                 }
+                sc += 1;
+                let mut item = 0u32;
                 each_len_field(d, a, b, |f2, c, e| {
                     if f2 != 2 {
                         return Ok(());
                     }
+                    item += 1;
                     // one walk of the span's fields: its ids, and its attributes where a key
                     // was found
                     let mut ids = [(c, c); 3];
+                    let mut name = (c, c);
                     let mut found = false;
                     own.fill(Val::Absent);
                     let scan = matches.overlap(c, e);
@@ -227,6 +256,7 @@ impl DimensionReader {
                             1 => ids[0] = (x, y),
                             2 => ids[1] = (x, y),
                             4 => ids[2] = (x, y),
+                            5 => name = (x, y),
                             9 if scan && matches.overlap(x, y) => {
                                 if let Some(i) = kv_key(d, x, y, &self.span_keys)? {
                                     own[i] = kv_value(d, x, y)?;
@@ -252,11 +282,21 @@ impl DimensionReader {
                     } else {
                         ix.values.extend_from_slice(&bare);
                     }
+                    let agent = if marks.overlap(c, e) {
+                        agent_name(d, c, e, name)?
+                    } else {
+                        None
+                    };
                     ix.spans.push(Span {
                         tid,
                         parent,
                         tid_at: ids[0].0 as u32,
+                        sid_at: ids[1].0 as u32,
                         root: parent.is_none(),
+                        name: (name.0 as u32, name.1 as u32),
+                        range: (c as u32, e as u32),
+                        at: (r - 1, sc - 1, item - 1),
+                        agent,
                     });
                     ix.ids.insert((tid, sid), at as u32);
                     Ok(())
@@ -300,7 +340,61 @@ struct Span {
     tid: u128,
     parent: Option<u64>,
     tid_at: u32, // where its trace id lies in the bytes
+    sid_at: u32,
     root: bool,
+    name: (u32, u32),
+    range: (u32, u32),
+    at: (u32, u32, u32), // resource, scope and span index in the parsed request
+    agent: Option<(u32, u32)>, // an agent run's name (empty: unnamed), as bytes
+}
+
+/// The agent run name of the span d[c..e] (name at `name`), as `rollup.agent_name` reads
+/// it: None when it is no agent run. Keys given twice: the last counts; a value that is not
+/// a string is "".
+fn agent_name(
+    d: &[u8],
+    c: usize,
+    e: usize,
+    name: (usize, usize),
+) -> Result<Option<(u32, u32)>, wire::Error> {
+    let (mut operation, mut named) = ((0, 0), (0, 0));
+    each_len_field(d, c, e, |f, x, y| {
+        if f == 9 {
+            let key = kv_key(d, x, y, &[OPERATION_KEY.to_vec(), AGENT_NAME_KEY.to_vec()])?;
+            if let Some(k) = key {
+                let v = match kv_value(d, x, y)? {
+                    Val::Str(a, b) => (a as usize, b as usize),
+                    _ => (0, 0),
+                };
+                if k == 0 {
+                    operation = v;
+                } else {
+                    named = v;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let text = &d[name.0..name.1];
+    let op = &d[operation.0..operation.1];
+    let range = |r: (usize, usize)| Some((r.0 as u32, r.1 as u32));
+    if AGENT_PREFIXES
+        .iter()
+        .any(|p| text.starts_with(p.as_bytes()))
+    {
+        if named.1 > named.0 {
+            return Ok(range(named));
+        }
+        // the name's words after the first
+        return Ok(match text.iter().position(|&b| b == b' ') {
+            Some(i) => range((name.0 + i + 1, name.1)),
+            None => range((name.0, name.0)),
+        });
+    }
+    if AGENT_PREFIXES.iter().any(|p| op == p.as_bytes()) {
+        return Ok(range(named));
+    }
+    Ok(None)
 }
 
 /// One request's spans: each one's own slot values and parent, for `resolve`.
@@ -455,6 +549,67 @@ impl SpanIndex {
             ));
         }
         self.resolved(py, &wanted, Some(&weights), labelled)
+    }
+
+    /// The spans of the traces in `among` (a dict or set keyed by trace id), in order: (trace
+    /// id, span id, parent span id (b"" for a root), name (roots and agent runs only, else
+    /// None), agent run name (None: not one), (start, end) in the bytes, (resource, scope,
+    /// span) index in the parsed request). Agent names need `agents` on the reader.
+    #[allow(clippy::type_complexity)]
+    fn nodes<'py>(
+        &self,
+        py: Python<'py>,
+        among: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let d = self.data.bind(py).as_bytes();
+        let out = PyList::empty(py);
+        let mut followed: FastMap<u128, (bool, Bound<'py, PyBytes>)> = FastMap::default();
+        let empty = PyBytes::new(py, b"");
+        let text = |(a, b): (u32, u32)| -> PyResult<Bound<'py, PyString>> {
+            let s = std::str::from_utf8(&d[a as usize..b as usize])
+                .map_err(|_| PyValueError::new_err("not UTF-8"))?;
+            Ok(PyString::new(py, s))
+        };
+        for s in &self.spans {
+            let (is_in, tid) = match followed.get(&s.tid) {
+                Some((x, t)) => (*x, t.clone()),
+                None => {
+                    let at = s.tid_at as usize;
+                    let t = PyBytes::new(py, &d[at..at + 16]);
+                    let x = among.contains(&t)?;
+                    followed.insert(s.tid, (x, t.clone()));
+                    (x, t)
+                }
+            };
+            if !is_in {
+                continue;
+            }
+            let sid = PyBytes::new(py, &d[s.sid_at as usize..s.sid_at as usize + 8]);
+            let parent = match s.parent {
+                Some(p) => PyBytes::new(py, &p.to_le_bytes()),
+                None => empty.clone(),
+            };
+            let name = if s.root || s.agent.is_some() {
+                text(s.name)?.into_any()
+            } else {
+                py.None().into_bound(py)
+            };
+            let agent = match s.agent {
+                Some(a) => text(a)?.into_any(),
+                None => py.None().into_bound(py),
+            };
+            let items: [Bound<'py, PyAny>; 7] = [
+                tid.into_any(),
+                sid.into_any(),
+                parent.into_any(),
+                name,
+                agent,
+                (s.range.0, s.range.1).into_pyobject(py)?.into_any(),
+                (s.at.0, s.at.1, s.at.2).into_pyobject(py)?.into_any(),
+            ];
+            out.append(PyTuple::new(py, items)?)?;
+        }
+        Ok(out)
     }
 
     /// Of the traces in `among` (a dict or set keyed by trace id), those with spans in the

@@ -19,11 +19,21 @@ from typing import Any, Protocol
 
 from .. import _native
 from ..model import TraceBatch
+from ._wire import py_item_ranges
+from .rollup import agent_name
 
 MAX_DEPTH = 256  # parent links followed at most: a cycle in bad data must end
 
 Sources = Sequence[tuple[str, str]]  # per slot: (span | resource, attribute key), in order
 Resolved = tuple[tuple[str, ...], bytes] | None
+
+
+# A span of a followed trace: (trace id, span id, parent span id, name (roots and agent runs
+# only), agent run name (None: not one), (start, end) in the received bytes (None without
+# them), (resource, scope, span) index in the parsed request).
+Node = tuple[
+    bytes, bytes, bytes, str | None, str | None, tuple[int, int] | None, tuple[int, int, int]
+]
 
 
 class SpanIndex(Protocol):
@@ -34,6 +44,8 @@ class SpanIndex(Protocol):
     ) -> tuple[list[Resolved], list[dict[str, float]]]: ...
 
     def present(self, among: Any) -> list[tuple[bytes, bool]]: ...
+
+    def nodes(self, among: Any) -> list[Node]: ...
 
 
 def _value(v: Any) -> str | None:
@@ -50,7 +62,13 @@ def _value(v: Any) -> str | None:
 class PySpanIndex:
     """The spans of a parsed traces request: each one's own slot values and parent."""
 
-    def __init__(self, request: Any, slots: Sequence[Sources]) -> None:
+    def __init__(self, request: Any, slots: Sequence[Sources], raw: bytes | None = None) -> None:
+        self._request = request
+        self._ranges = (
+            {(r, s, i): (a, b) for a, b, r, s, i in py_item_ranges(raw)}
+            if raw is not None
+            else None
+        )
         span_keys = {k for s in slots for kind, k in s if kind == "span"}
         resource_keys = {k for s in slots for kind, k in s if kind == "resource"}
         self._n = len(slots)
@@ -117,6 +135,24 @@ class PySpanIndex:
         """Of the trace ids in `among`, those with spans here: (trace id, its root is here)."""
         return [(tid, root) for tid, root in self._traces.items() if tid in among]
 
+    def nodes(self, among: Any) -> list[Node]:
+        """The spans of the traces in `among`, in order (see `Node`)."""
+        out: list[Node] = []
+        ranges = self._ranges
+        for r, rs in enumerate(self._request.resource_spans):
+            for s, ss in enumerate(rs.scope_spans):
+                for i, span in enumerate(ss.spans):
+                    if span.trace_id not in among:
+                        continue
+                    name = span.name
+                    agent = agent_name(span, name)
+                    parent = span.parent_span_id
+                    shown = name if agent is not None or not parent else None
+                    at = (r, s, i)
+                    wire = ranges[at] if ranges is not None else None
+                    out.append((span.trace_id, span.span_id, parent, shown, agent, wire, at))
+        return out
+
 
 def _first(
     sources: Sources, own: dict[str, str | None], resource: dict[str, str | None]
@@ -131,10 +167,10 @@ def _first(
 class Indexer:
     """A request's `SpanIndex` for the slots: native over the received bytes when it can."""
 
-    def __init__(self, slots: Sequence[Sources]) -> None:
+    def __init__(self, slots: Sequence[Sources], agents: bool = False) -> None:
         self.slots = [list(s) for s in slots]
         reader = _native.DimensionReader
-        self._native = reader(self.slots) if reader is not None else None
+        self._native = reader(self.slots, agents) if reader is not None else None
 
     def index(self, batch: TraceBatch) -> SpanIndex:
         raw = batch.as_received
@@ -143,4 +179,4 @@ class Indexer:
                 return self._native.index(raw)
             except ValueError:  # something the walk does not read: the parser's view
                 pass
-        return PySpanIndex(batch.request, self.slots)
+        return PySpanIndex(batch.request, self.slots)  # no bytes: no byte positions

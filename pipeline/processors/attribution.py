@@ -69,7 +69,7 @@ class Attribution:
         if config.requests:
             slots.append([("span", CONVERSATION_KEY)])
         self._none = ("",) * len(slots)
-        self._indexer = Indexer(slots)
+        self._indexer = Indexer(slots, agents=config.requests)
         self.active = bool(slots)
         self.held: dict[bytes, _Held] = {}  # trace id -> its calls waiting for ancestors
         self._held_calls = 0
@@ -99,12 +99,14 @@ class Attribution:
         if not self.active:
             return batch
         calls = [c for c in batch.calls if c.counted]
-        if self.tracker is not None:  # before any is held: the request counts them all
-            self.tracker.add(batch, calls)
-        if not calls and not self.held:
+        tracker = self.tracker
+        following = tracker is not None and (calls or tracker.traces)
+        if not calls and not self.held and not following:
             return batch
-        now, wall = time.monotonic(), time.time()
         index = self._indexer.index(batch)
+        if following:  # before any is held: the request counts them all
+            tracker.add(batch, calls, index)  # type: ignore[union-attr]
+        now, wall = time.monotonic(), time.time()
         if calls:
             self._attribute(index, calls, now, wall)
         if self.held:

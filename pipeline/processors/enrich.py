@@ -69,6 +69,13 @@ _KEY_FIELD = {k: _field(0x0A, k.encode()) for k in _KEYS}
 _encoded: dict[tuple[str, Any], bytes] = {}  # (key, str value) -> the attribute's bytes
 
 
+def register_keys(*keys: str) -> None:
+    """Keys another processor writes numbers under: encoded by hand as these are."""
+    for k in keys:
+        _DOUBLE_HEAD[k] = _field(0x4A, _field(0x0A, k.encode()) + b"\x12\x09\x21" + bytes(8))[:-8]
+        _KEY_FIELD[k] = _field(0x0A, k.encode())
+
+
 def encode_attribute(key: str, value: Any) -> bytes:
     """The span attribute `key` = `value` as Span field-9 wire bytes (what upb writes)."""
     t = type(value)

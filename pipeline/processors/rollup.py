@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..aggregation import TOKEN_BUCKETS, Aggregation
 from ..model import LLMCall, TraceBatch, service_name_of
 from .cost import COST_DIGITS
 from .dimensions import INVALID, MAX_VALUE_LEN
-from .enrich import encode_attribute
+from .enrich import encode_attribute, register_keys
+
+if TYPE_CHECKING:
+    from .ancestry import SpanIndex
 
 CONVERSATION_KEY = "gen_ai.conversation.id"
 AGENT_PREFIXES = ("invoke_agent", "invoke_workflow")
@@ -28,6 +31,10 @@ AGENT_NAME_KEY = "gen_ai.agent.name"
 OPERATION_KEY = "gen_ai.operation.name"
 UNKNOWN_ROOT = "__unknown__"
 ROLLUP_PREFIX = "llm_pipeline.rollup."
+ROLLUP_KEYS = tuple(
+    ROLLUP_PREFIX + k for k in ("cost_usd", "input_tokens", "output_tokens", "llm_calls")
+)
+register_keys(*ROLLUP_KEYS)
 # fmt: off
 COST_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -41,6 +48,8 @@ _NODES_PER_TRACE = 20  # the span budget: this many per open trace on average
 
 @dataclass(slots=True)
 class _Node:
+    """A root or agent run span."""
+
     parent: bytes
     name: str
     service: str
@@ -50,7 +59,8 @@ class _Node:
 @dataclass(slots=True)
 class _Trace:
     last: float
-    nodes: dict[bytes, _Node] = field(default_factory=dict)
+    nodes: dict[bytes, bytes] = field(default_factory=dict)  # span id -> parent span id
+    agents: dict[bytes, _Node] = field(default_factory=dict)
     # counted calls so far: (span id, parent span id, cost, input tokens, output tokens)
     calls: list[tuple[bytes, bytes, float, int, int]] = field(default_factory=list)
     root: _Node | None = None
@@ -64,7 +74,8 @@ def _label(value: str) -> str:
 
 def agent_name(span: Any, name: str) -> str | None:
     """The agent's name when `span` is an agent or workflow run (by span name, as the GenAI
-    conventions name them, or by `gen_ai.operation.name`), else None."""
+    conventions name them, or by `gen_ai.operation.name`), else None; not yet a label (the
+    native reader, native/src/dims.rs, reads the same from the bytes)."""
     operation = named = ""
     for kv in span.attributes:
         if kv.key == OPERATION_KEY:
@@ -77,29 +88,37 @@ def agent_name(span: Any, name: str) -> str | None:
         agent = named
     else:
         agent = None
-    return None if agent is None else _label(agent)
+    return agent
 
 
-def write_attributes(batch: TraceBatch, span: Any, attributes: dict[str, Any]) -> None:
-    """Add attributes to a span of the batch, as enrich does for a span it has no byte
-    position of: merged into the parsed span (after enrich's deferred additions), and the
-    request re-serialized on export."""
-    data = b"".join(encode_attribute(k, v) for k, v in attributes.items())
-    batch.touch()  # merges enrich's deferred additions; the request is re-serialized
-    span.MergeFromString(data)
+@dataclass(slots=True)
+class _SpanAt:
+    """A span of the batch by its place: found in the parsed request only when merged."""
+
+    batch: TraceBatch
+    at: tuple[int, int, int]  # resource, scope, span index
+    wire_span: tuple[int, int] | None
+
+    @property
+    def span(self) -> Any:
+        r, s, i = self.at
+        return self.batch.request.resource_spans[r].scope_spans[s].spans[i]
 
 
-def write_rollup(batch: TraceBatch, span: Any, totals: tuple[float, int, int, int]) -> None:
+def write_rollup(batch: TraceBatch, span: _SpanAt, totals: tuple[float, int, int, int]) -> None:
+    """The totals as `llm_pipeline.rollup.*` attributes of the span, appended as enrich's
+    are (a byte edit of the received bytes when they are kept)."""
     cost, n_in, n_out, n_calls = totals
-    write_attributes(
-        batch,
+    batch.append_to_spans(
         span,
-        {
-            ROLLUP_PREFIX + "cost_usd": float(cost),
-            ROLLUP_PREFIX + "input_tokens": n_in,
-            ROLLUP_PREFIX + "output_tokens": n_out,
-            ROLLUP_PREFIX + "llm_calls": n_calls,
-        },
+        b"".join(
+            (
+                encode_attribute(ROLLUP_KEYS[0], float(cost)),
+                encode_attribute(ROLLUP_KEYS[1], n_in),
+                encode_attribute(ROLLUP_KEYS[2], n_out),
+                encode_attribute(ROLLUP_KEYS[3], n_calls),
+            )
+        ),
     )
 
 
@@ -112,8 +131,7 @@ def beneath(trace: _Trace, sid: bytes | None) -> tuple[float, int, int, int]:
         if sid is not None:
             p, depth = parent, 0
             while p and p != sid and depth < 256:
-                node = nodes.get(p)
-                p = node.parent if node is not None else b""
+                p = nodes.get(p, b"")
                 depth += 1
             if p != sid or span_id == sid:
                 continue
@@ -195,16 +213,13 @@ class RequestMetrics:
         with self.agg.lock:
             self.request_cost.observe(key, cost, (tid, sid, cost, wall))
             self.request_tokens.observe(key, n_in + n_out, (tid, sid, n_in + n_out, wall))
-            for span_id, node in trace.nodes.items():
+            for span_id, node in trace.agents.items():
                 if node.agent is None:
                     continue
                 c, _, _, n = beneath(trace, span_id)
                 akey = (node.service, node.agent)
                 self.agent_cost.observe(akey, c, (tid, span_id, c, wall))
                 self.agent_calls.observe(akey, n, (tid, span_id, n, wall))
-
-
-_Arrival = tuple[bytes, _Trace, bytes, _Node, Any]  # trace id, trace, span id, node, span
 
 
 class RequestTracker:
@@ -226,21 +241,41 @@ class RequestTracker:
             ("reason",),
         )
 
-    def add(self, batch: TraceBatch, calls: list[LLMCall]) -> None:
+    def add(self, batch: TraceBatch, calls: list[LLMCall], index: SpanIndex) -> None:
         """The batch's counted calls and the spans of the traces followed; roll up onto the
         root and agent spans that came; observe the traces whose root came."""
         now = time.monotonic()
-        followed = {c.trace_id for c in calls}
-        if not followed and not self.traces:
-            return
-        arrivals = self._scan(batch, followed, now)
         traces = self.traces
         for call in calls:
-            trace = traces.get(call.trace_id)
-            if trace is None:  # its span was not in the request it came in
-                trace = self._open(call.trace_id, now)
-            trace.service = trace.service or call.service_name
-            trace.calls.append(
+            if call.trace_id not in traces:
+                self._open(call.trace_id, now)
+        if not traces:
+            return
+        arrivals: list[tuple[bytes, _Trace, bytes, _Node, _SpanAt]] = []
+        services: dict[int, str] = {}
+        for tid, sid, parent, name, agent, wire, at in index.nodes(traces):
+            trace = traces[tid]
+            trace.last = now
+            if sid not in trace.nodes:
+                self._node_count += 1
+            trace.nodes[sid] = parent
+            if agent is None and parent:
+                continue
+            service = services.get(at[0])
+            if service is None:
+                service = services[at[0]] = service_name_of(batch.resource(at[0]))
+            node = _Node(parent, name or "", service, None if agent is None else _label(agent))
+            if node.agent is not None:
+                trace.agents[sid] = node
+            if not parent:
+                trace.root, trace.root_id = node, sid
+            arrivals.append((tid, trace, sid, node, _SpanAt(batch, at, wire)))
+        for call in calls:
+            followed = traces.get(call.trace_id)
+            if followed is None:  # given up (max_open_traces) while this batch's opened
+                continue
+            followed.service = followed.service or call.service_name
+            followed.calls.append(
                 (
                     call.span_id,
                     call.parent_span_id,
@@ -257,35 +292,6 @@ class RequestTracker:
         for tid, _, _, node, _ in arrivals:  # a root came: the request is complete
             if not node.parent and tid in traces:
                 self._close(tid, wall, None)
-
-    def _scan(self, batch: TraceBatch, followed: set[bytes], now: float) -> list[_Arrival]:
-        """Remember the spans of the traces followed; the root and agent spans that came."""
-        traces = self.traces
-        arrivals: list[_Arrival] = []
-        for rs in batch.request.resource_spans:
-            service = ""
-            for ss in rs.scope_spans:
-                for span in ss.spans:
-                    tid = span.trace_id
-                    trace = traces.get(tid)
-                    if trace is None:
-                        if tid not in followed:
-                            continue
-                        trace = self._open(tid, now)
-                    trace.last = now
-                    if not service:
-                        service = service_name_of(rs.resource)
-                    name = span.name
-                    node = _Node(span.parent_span_id, name, service, agent_name(span, name))
-                    sid = span.span_id
-                    if sid not in trace.nodes:
-                        self._node_count += 1
-                    trace.nodes[sid] = node
-                    if not node.parent:
-                        trace.root, trace.root_id = node, sid
-                    if node.agent is not None or not node.parent:
-                        arrivals.append((tid, trace, sid, node, span))
-        return arrivals
 
     def _open(self, tid: bytes, now: float) -> _Trace:
         traces = self.traces

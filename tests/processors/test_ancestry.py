@@ -28,7 +28,7 @@ def _native_index(raw: bytes, slots: list[list[tuple[str, str]]] = SLOTS) -> Any
         if os.environ.get("CI"):
             pytest.fail("llm_pipeline_native is not built, or without DimensionReader")
         pytest.skip("llm_pipeline_native is not built")
-    return _native.DimensionReader(slots).index(raw)
+    return _native.DimensionReader(slots, agents=True).index(raw)
 
 
 def _both(req: ExportTraceServiceRequest, wanted: list[tuple[bytes, bytes]]) -> Any:
@@ -85,10 +85,48 @@ def _add(attributes: Any, key: str, value: Any) -> None:
     set_value(kv.value, value)
 
 
+def test_nodes_name_roots_and_agent_runs_and_where_they_lie() -> None:
+    req = build_request(
+        [
+            Span(span=1, name="POST /ask"),
+            Span(span=2, parent=1, name="invoke_agent planner"),
+            Span(span=3, parent=2, name="tool", attrs={"gen_ai.operation.name": "execute_tool"}),
+            Span(span=4, parent=2, name="wf", attrs={"gen_ai.operation.name": "invoke_workflow"}),
+            Span(span=5, parent=2, name="invoke_agent", attrs={"gen_ai.agent.name": "named"}),
+            Span(span=6, trace=2, name="other trace"),
+        ]
+    )
+    raw = req.SerializeToString()
+    twin = PySpanIndex(ExportTraceServiceRequest.FromString(raw), SLOTS, raw)
+    got = _native_index(raw).nodes({trace_id(1): None})
+    assert got == twin.nodes({trace_id(1): None})
+    assert [(n[1], n[2], n[3], n[4], n[6]) for n in got] == [
+        (span_id(1), b"", "POST /ask", None, (0, 0, 0)),
+        (span_id(2), span_id(1), "invoke_agent planner", "planner", (0, 0, 1)),
+        (span_id(3), span_id(2), None, None, (0, 0, 2)),
+        (span_id(4), span_id(2), "wf", "", (0, 0, 3)),
+        (span_id(5), span_id(2), "invoke_agent", "named", (0, 0, 4)),
+    ]
+    start, end = got[1][5]
+    assert raw[start:end] == req.resource_spans[0].scope_spans[0].spans[1].SerializeToString()
+
+
 # Attribute values of every type, keys among the sources and not, given twice, on events too.
-_KEYS = st.sampled_from(["user.id", "enduser.id", "tenant.id", "app.feature", "other"])
+_KEYS = st.sampled_from(
+    [
+        "user.id",
+        "enduser.id",
+        "tenant.id",
+        "app.feature",
+        "gen_ai.operation.name",
+        "gen_ai.agent.name",
+        "other",
+    ]
+)
+_NAMES = st.sampled_from(["s", "invoke_agent", "invoke_agent a b", "invoke_workflow", "x y"])
 _VALUES = st.one_of(
     st.text(max_size=6),
+    st.sampled_from(["invoke_agent", "invoke_workflow", "chat"]),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.booleans(),
     st.floats(allow_nan=False),
@@ -103,6 +141,7 @@ _SPAN = st.tuples(
     _ATTRS,
     _ATTRS,  # an event's attributes: never read
     st.integers(0, 1),  # resource
+    _NAMES,
 )
 
 
@@ -116,11 +155,11 @@ def test_the_native_reader_equals_its_twin(spans: list[Any], resources: list[Any
         for k, v in attrs:
             _add(rs.resource.attributes, k, v)
         scopes.append(rs.scope_spans.add())
-    for t, s, p, attrs, event_attrs, r in spans:
+    for t, s, p, attrs, event_attrs, r, name in spans:
         span = scopes[r].spans.add()
         span.trace_id, span.span_id = trace_id(t), span_id(s)
         span.parent_span_id = span_id(p) if p else b""
-        span.name = "s"
+        span.name = name
         for k, v in attrs:
             _add(span.attributes, k, v)
         ev = span.events.add()
@@ -128,8 +167,11 @@ def test_the_native_reader_equals_its_twin(spans: list[Any], resources: list[Any
             _add(ev.attributes, k, v)
     wanted = [(trace_id(t), span_id(s)) for t in range(1, 4) for s in range(1, 9)]
     raw = req.SerializeToString()
-    twin = PySpanIndex(ExportTraceServiceRequest.FromString(raw), SLOTS)
+    twin = PySpanIndex(ExportTraceServiceRequest.FromString(raw), SLOTS, raw)
     native = _native_index(raw)
     assert native.resolve(wanted) == twin.resolve(wanted)
+    weights = [float(i) for i in range(len(wanted))]
+    assert native.attribute(wanted, weights, 2) == twin.attribute(wanted, weights, 2)
     among = {trace_id(t): None for t in (1, 3)}
     assert native.present(among) == twin.present(among)
+    assert native.nodes(among) == twin.nodes(among)

@@ -177,7 +177,9 @@ def test_dimensions_on_chosen_families_only() -> None:
 
 
 def _attrs(batch: TraceBatch, sid: int) -> dict[str, Any]:
-    for rs in batch.request.resource_spans:
+    """The span's attributes as the exporters send them (the received bytes patched)."""
+    sent = type(batch.request).FromString(batch.encode())
+    for rs in sent.resource_spans:
         for ss in rs.scope_spans:
             for sp in ss.spans:
                 if sp.span_id == span_id(sid):
@@ -206,6 +208,7 @@ def test_requests_agent_runs_and_rollup_attributes() -> None:
         "llm_pipeline.rollup.llm_calls": 2,
     }
     assert {k: v for k, v in _attrs(first, 3).items() if k.startswith("llm_pipeline")} == rollup
+    assert first.patchable  # appended to the received bytes, not serialized again
     assert _hist(c, "llm_pipeline_request_cost_usd") == {}  # no root yet
     last = c.send(
         [
