@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
-from .model import FIELDS
+from .fields import FIELDS
 
 if TYPE_CHECKING:
     from llm_pipeline_native import CallReader as _CallReader

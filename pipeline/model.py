@@ -16,26 +16,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-# Canonical fields a convention table maps attribute keys to (see processors/conventions).
-FIELDS = (
-    "operation",
-    "provider",
-    "request_model",
-    "response_model",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-    "reasoning_tokens",
-    "ttft_s",
-    "streaming",
-    "error_type",
-    "server_ttft_s",
-    "server_duration_s",
-    "span_kind_hint",
-    "cost_usd",
-)
+from . import _native
 
 
 @dataclass(slots=True)
@@ -241,8 +222,6 @@ class TraceBatch(_Received):
     def encode(self) -> bytes:
         """What the exporters send: the received bytes, patched with the recorded edits, or
         the request serialized (deferred additions merged first)."""
-        from . import _native  # here: _native reads this module's FIELDS at import
-
         if self._raw is not None and self._edits and _native.patch is not None:
             try:
                 return _native.patch(self._raw, self._edits)

@@ -168,7 +168,21 @@ class Service:
             f = cfg.file
             sender = FileSink(f.directory, signal, f.max_bytes, f.max_files, deleted)
             name = f"file/{signal}"
-        tel = self.telemetry
+        spool = None
+        q = cfg.queue
+        if q.spool_directory:  # one directory per queue: its payloads are in its wire format
+            spool = Spool(
+                Path(q.spool_directory) / name.replace("/", "_"),
+                q.spool_max_bytes,
+                fsync_interval_s=q.spool_fsync_interval_s,
+            )
+        return self._queue(signal, name, sender, spool)
+
+    def _queue(
+        self, signal: str, name: str, sender: Callable[[bytes], None], spool: Spool | None
+    ) -> SendingQueue:
+        """A sending queue on `config.queue`'s bounds and retry, counted under (signal, name)."""
+        tel, q = self.telemetry, self.config.queue
 
         def exported(n: int) -> None:
             tel.inc(tel.exported, (signal, name), n)
@@ -179,14 +193,6 @@ class Service:
         def dropped(n: int, reason: str) -> None:
             tel.inc(tel.dropped, (signal, name, reason), n)
 
-        q = cfg.queue
-        spool = None
-        if q.spool_directory:  # one directory per queue: its payloads are in its wire format
-            spool = Spool(
-                Path(q.spool_directory) / name.replace("/", "_"),
-                q.spool_max_bytes,
-                fsync_interval_s=q.spool_fsync_interval_s,
-            )
         return SendingQueue(
             name,
             sender,
@@ -200,25 +206,20 @@ class Service:
         )
 
     def _build_pusher(self) -> MetricsPusher | None:
-        """`metrics.push`: the derived metrics over OTLP, through a queue of its own."""
-        p, q = self.config.metrics.push, self.config.queue
+        """`metrics.push`: the derived metrics over OTLP, through a queue of its own (no spool:
+        a push carries the totals, the next one replaces a lost one)."""
+        p = self.config.metrics.push
         if not p.endpoint:
             return None
         name, sender = sender_for(p)
         return MetricsPusher(
             self.agg,
             self.telemetry,
-            name,
-            sender,
+            self._queue("metrics", name, sender, None),
             interval_s=p.interval_s,
             temporality=p.temporality,
             include_self=p.self,
             service_name=p.service_name,
-            max_items=q.max_items,
-            max_bytes=q.max_bytes,
-            retry_initial_s=q.retry_initial_s,
-            retry_max_s=q.retry_max_s,
-            max_elapsed_s=q.max_elapsed_s,
         )
 
     def _register_gauges(self) -> None:

@@ -32,7 +32,7 @@ from ..config import PushConfig
 from ..telemetry import Telemetry
 from .otlp import GrpcSender, HttpSender
 from .otlp_metrics import MetricsEncoder, resource_attributes
-from .queue import QueueFull, QueueStats, Sender, SendingQueue
+from .queue import QueueFull, Sender, SendingQueue
 from .snapshot import Snapshot, take
 
 log = structlog.get_logger("pipeline.exporters.push")
@@ -98,22 +98,19 @@ class QueueMetricExporter(MetricExporter):
 
 
 class MetricsPusher:
+    """Pushes the aggregation every `interval_s` through `queue` (the service builds it, as
+    the exporters' queues, counted under the metrics signal and the queue's name)."""
+
     def __init__(
         self,
         agg: Aggregation,
         telemetry: Telemetry,
-        name: str,
-        sender: Sender,
+        queue: SendingQueue,
         *,
         interval_s: float = 15.0,
         temporality: str = "cumulative",
         include_self: bool = False,
         service_name: str = "llm-otel-pipeline",
-        max_items: int = 200_000,
-        max_bytes: int = 0,
-        retry_initial_s: float = 0.5,
-        retry_max_s: float = 30.0,
-        max_elapsed_s: float = 300.0,
     ) -> None:
         self.agg = agg
         self.telemetry = telemetry
@@ -122,28 +119,7 @@ class MetricsPusher:
         self.encoder = MetricsEncoder(
             resource_attributes(service_name), time.time_ns(), temporality
         )
-        tel = telemetry
-
-        def exported(n: int) -> None:
-            tel.inc(tel.exported, (SIGNAL, name), n)
-
-        def failed() -> None:
-            tel.inc(tel.export_failures, (SIGNAL, name))
-
-        def dropped(n: int, reason: str) -> None:
-            tel.inc(tel.dropped, (SIGNAL, name, reason), n)
-
-        self.queue = SendingQueue(
-            name,
-            sender,
-            max_items,
-            retry_initial_s,
-            retry_max_s,
-            max_elapsed_s,
-            QueueStats(exported, failed, dropped),
-            None,
-            max_bytes,
-        )
+        self.queue = queue
         self.pushes = 0  # requests queued
         self.skipped = 0  # snapshots not queued (queue full)
         self._stop = threading.Event()

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import structlog
 
 from .._native import CALL_FIELDS, CallReader
-from ..model import FIELDS, LLMCall, TraceBatch, any_value, service_name_of
+from ..fields import FIELDS
+from ..model import LLMCall, TraceBatch, any_value, service_name_of
 from .conventions import (
     CHUNK_EVENTS,
     COST_ATTRIBUTE,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.model import FIELDS
+from pipeline.fields import FIELDS
 from pipeline.processors.conventions import CHUNK_EVENTS, CONVENTIONS, LOOKUP
 from pipeline.processors.conventions.litellm import provider_prefix
 from pipeline.processors.conventions.openinference import invocation_model
