@@ -245,6 +245,7 @@ def test_a_root_that_arrives_first_gets_no_rollup_and_the_request_is_counted_at_
     assert "llm_pipeline.rollup.llm_calls" not in _attrs(later, 2)
     c.attribution.flush(force=True)
     assert _hist(c, "llm_pipeline_request_cost_usd") == {("svc", "__unknown__"): (1, CALL_COST)}
+    assert c.counter("llm_pipeline_requests_given_up") == {("idle",): 1}
     assert c.cost() == {("", ""): CALL_COST}
 
 
@@ -255,6 +256,17 @@ def test_open_traces_are_bounded() -> None:
     assert len(c.attribution.held) == 3
     assert c.counter("llm_pipeline_attribution_given_up") == {("max_open_traces",): 2}
     assert c.cost() == {("", "u1"): CALL_COST, ("", "u2"): CALL_COST}
+
+
+def test_traces_followed_for_requests_are_bounded() -> None:
+    c = Chain(attribution={"requests": True, "max_open_traces": 2})
+    for t in range(1, 5):
+        c.send([llm(2, parent=1, trace=t, attrs={"user.id": "u", "tenant.id": "t"})])
+    assert c.attribution.tracker is not None and len(c.attribution.tracker.traces) == 2
+    assert c.counter("llm_pipeline_requests_given_up") == {("max_open_traces",): 2}
+    assert _hist(c, "llm_pipeline_request_cost_usd") == {
+        ("svc", "__unknown__"): (2, round(2 * CALL_COST, 12))
+    }
 
 
 @pytest.mark.parametrize(
