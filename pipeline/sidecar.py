@@ -108,7 +108,18 @@ class Sidecar:
             **{f"{s}_to": d for s, d in self.service.destinations().items()},
             processors=",".join(self.config.processors),
             **({"grpc_transport": self.grpc.transport} if self.grpc else {}),
+            **self._push_destination(),
         )
+
+    def _push_destination(self) -> dict[str, str]:
+        """Where `metrics.push` sends the derived metrics, for the start-up line."""
+        push = self.config.metrics.push
+        if not push.endpoint:
+            return {}
+        return {
+            "metrics_pushed_to": f"{push.protocol}:{push.endpoint}",
+            "metrics_push_interval_s": f"{push.interval_s:g}",
+        }
 
     def shutdown(self) -> dict[str, int]:
         """Stop receiving, flush what is queued (bounded by queue.shutdown_timeout_s)."""

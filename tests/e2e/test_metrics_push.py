@@ -119,6 +119,8 @@ def test_push_and_scrape_agree_and_a_collector_outage_loses_nothing(
     ).start()
     collector = _collector(otelcol_binary, tmp_path, ports, prom).start()
     try:
+        # the start-up line says where the metrics go
+        assert f"metrics_pushed_to=grpc:127.0.0.1:{ports.otlp_grpc}" in sc.logs()
         start = time.time() - 5
         ids = [emit_scenario(_grpc_exporter(sc), SERVICE) for _ in range(2)]
         tokens, cost = _agree(prom, sc)
