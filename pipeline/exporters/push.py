@@ -64,14 +64,13 @@ def sender_for(cfg: PushConfig) -> tuple[str, Sender]:
 
 
 class QueueMetricExporter(MetricExporter):
-    """The SDK's exporter for `metrics.push.self`: its requests go into the push queue."""
+    """The SDK's exporter for `metrics.push.self`: its requests go into the push queue.
 
-    def __init__(self, pusher: MetricsPusher, temporality: str) -> None:
-        t = (
-            AggregationTemporality.DELTA
-            if temporality == "delta"
-            else AggregationTemporality.CUMULATIVE
-        )
+    Always cumulative, whatever `temporality`: the SDK forgets a delta once exported, so a
+    request a full queue refused would lose it; the next cumulative one carries the totals."""
+
+    def __init__(self, pusher: MetricsPusher) -> None:
+        t = AggregationTemporality.CUMULATIVE
         super().__init__(preferred_temporality={ObservableCounter: t, Counter: t, Histogram: t})
         self._pusher = pusher
 
@@ -129,7 +128,7 @@ class MetricsPusher:
         self._self_reader: PeriodicExportingMetricReader | None = None
         if include_self:
             self._self_reader = PeriodicExportingMetricReader(
-                QueueMetricExporter(self, temporality), export_interval_millis=interval_s * 1000
+                QueueMetricExporter(self), export_interval_millis=interval_s * 1000
             )
             telemetry.add_reader(self._self_reader)
 

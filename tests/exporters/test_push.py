@@ -102,10 +102,19 @@ def test_names_units_buckets_exemplars_match_the_scrape(tmp_path: Path) -> None:
     assert not any(n.startswith("llm_pipeline_") for n in m if "time_per_output" not in n)
 
 
-def test_self_metrics_go_through_the_sdk_into_the_same_queue(tmp_path: Path) -> None:
+@pytest.mark.parametrize("temporality", ["cumulative", "delta"])
+def test_self_metrics_go_through_the_sdk_into_the_same_queue(
+    tmp_path: Path, temporality: str
+) -> None:
     sink = OtlpSink().start()
     try:
-        svc = _service(tmp_path, endpoint=f"127.0.0.1:{sink.grpc_port}", interval_s=0.3, self=True)
+        svc = _service(
+            tmp_path,
+            endpoint=f"127.0.0.1:{sink.grpc_port}",
+            interval_s=0.3,
+            self=True,
+            temporality=temporality,
+        )
         svc.start()
         svc.accept("traces", spans_request(0, 2), None, "http")
         assert svc.wait_processed()
@@ -130,7 +139,10 @@ def test_self_metrics_go_through_the_sdk_into_the_same_queue(tmp_path: Path) -> 
                         by_name[m.name] = m
         # one sidecar: the SDK's requests carry the same resource as the derived ones
         assert len(resources) == 1
-        assert by_name["llm_pipeline_received_items"].sum.is_monotonic
+        received = by_name["llm_pipeline_received_items"].sum
+        assert received.is_monotonic
+        # the SDK's own always cumulative: a refused delta would be lost
+        assert received.aggregation_temporality == CUMULATIVE
         assert "gen_ai_client_tokens" in by_name  # the derived ones, same destination
         q = by_name["llm_pipeline_queue_size"].gauge.data_points
         assert {_attrs(d)["exporter"] for d in q} >= {"otlp_grpc/push", "file/traces"}
