@@ -7,7 +7,7 @@ value, so a label never shows a float's rounding or a list's repr). A span's key
 the last counts. `SpanIndex.resolve` fills a span's missing values from its nearest ancestors
 in the same request and names the first ancestor not in it while a value is still missing.
 
-`index_of` reads the received bytes with the native `DimensionReader` (native/src/dims.rs)
+`Indexer.index` reads the received bytes with the native `DimensionReader` (native/src/dims.rs)
 when built; `PySpanIndex` here is its twin and the reference (tests hold the two equal), and
 reads the parsed request when there are no bytes (a request that came as JSON).
 """

@@ -190,7 +190,9 @@ class Attribution:
                 else:
                     self._record(call, values, wall, None)
             held.calls = waiting
-            if root or not waiting:
+            if not waiting:
+                del self.held[tid]
+            elif root:
                 self._give_up(tid, wall, "ancestor_missing")
 
     def _record(self, call: LLMCall, values: Values, wall: float, reason: str | None) -> None:
