@@ -49,13 +49,7 @@ def on_calls(pool: list[Any], seed: int = 1) -> list[Any]:
                             kv = span.attributes.add()
                             kv.key, kv.value.string_value = key, value
         data = req.SerializeToString()
-        offsets = []
-        for tid in tids:
-            at = data.find(tid)
-            while at >= 0:
-                offsets.append(at)
-                at = data.find(tid, at + 16)
-        out.append(bench.Payload(data, sorted(offsets), p.spans))
+        out.append(bench.Payload(data, bench.trace_id_offsets(data, tids), p.spans))
     return out
 
 

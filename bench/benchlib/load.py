@@ -29,6 +29,17 @@ class Payload:
     spans: int
 
 
+def trace_id_offsets(data: bytes, trace_ids: set[bytes]) -> list[int]:
+    """Where each of the trace ids starts in `data`, every occurrence, sorted."""
+    offsets: list[int] = []
+    for tid in trace_ids:
+        at = data.find(tid)
+        while at >= 0:
+            offsets.append(at)
+            at = data.find(tid, at + 16)
+    return sorted(offsets)
+
+
 def build_pool(batches: int, seed: int) -> tuple[list[Payload], dict[str, Any]]:
     """`batches` serialized 100-span requests of the demo's traffic mix."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -50,13 +61,8 @@ def build_pool(batches: int, seed: int) -> tuple[list[Payload], dict[str, Any]]:
     for i in range(0, len(spans), SPANS_PER_BATCH):
         part = spans[i : i + SPANS_PER_BATCH]
         data = encode_spans(part).SerializeToString()
-        offsets: list[int] = []
-        for tid in {s.context.trace_id.to_bytes(16, "big") for s in part}:
-            at = data.find(tid)
-            while at >= 0:
-                offsets.append(at)
-                at = data.find(tid, at + 16)
-        pool.append(Payload(data, sorted(offsets), len(part)))
+        tids = {s.context.trace_id.to_bytes(16, "big") for s in part}
+        pool.append(Payload(data, trace_id_offsets(data, tids), len(part)))
     kinds = Counter(s.kind.name for s in spans)
     llm = sum(
         1
