@@ -105,6 +105,27 @@ def test_ratios_pair_the_rounds_of_a_repeated_rate(bench: SimpleNamespace) -> No
     assert got["common moderate rate"].sidecar_rate == 10000
 
 
+def test_a_variant_is_paired_with_the_default_sidecar(bench: SimpleNamespace) -> None:
+    def step(system: str, rate: float, us: float, ok: bool = True) -> Any:
+        return bench.StepResult(
+            system, rate, rate, rate, rate, 0, {}, 1.0, 0.3, us, 1.0, 1.0, 2.0, 3.0, 50.0,
+            0.0, 0.5, 0.5, 0.0, 6.0, ok, "ok" if ok else "accepted 90% of offered",
+        )  # fmt: skip
+
+    side, dims = bench.SystemResult("sidecar"), bench.SystemResult("sidecar-dims")
+    for s_us, d_us in ((30.0, 33.0), (20.0, 24.0), (25.0, 26.0)):
+        side.steps.append(step("sidecar", 10000, s_us))
+        dims.steps.append(step("sidecar-dims", 10000, d_us))
+    side.steps.append(step("sidecar", 20000, 20.0))
+    dims.steps.append(step("sidecar-dims", 20000, 30.0, ok=False))  # not sustained: no pair
+    got = bench.ratios([side, dims])
+    assert [(q.label, q.sidecar_system, q.baseline) for q in got] == [
+        ("at 10000 spans/s", "sidecar-dims", "sidecar")
+    ]
+    assert got[0].rounds == pytest.approx([1.1, 1.2, 1.04])
+    assert got[0].ratio == pytest.approx(1.1)
+
+
 def test_the_gate_judges_the_median_of_paired_rounds(bench: SimpleNamespace) -> None:
     def step(system: str, us: float, verdict: str = "ok") -> Any:
         return bench.StepResult(

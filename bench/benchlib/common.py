@@ -62,5 +62,12 @@ DIMENSIONS = [
     {"name": "feature", "sources": ["span:app.feature"]},
 ]
 WITH_DIMENSIONS = {"sidecar-dims"}
+# The variants compared with the default sidecar in the same run (paired rounds), and what
+# each may cost at most: the file sink's CPU per span <= 1.5x forwarding's (#12); three
+# attribution dimensions <= +10% (#18).
+VARIANT_TARGETS = {
+    "sidecar-file": (1.5, "the embedded default's file sink vs forwarding"),
+    "sidecar-dims": (1.10, "three attribution dimensions vs none"),
+}
 GZIP_STAGE = "gzip (export with compression: gzip only, approx.)"
 SYSTEMS = (*SIDECAR_PROCESSORS, "collector")

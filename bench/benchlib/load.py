@@ -125,8 +125,11 @@ def sender_main(conn: Connection, idx: int, target: str, pool_path: str, core: i
         pool = [Payload(*t) for t in pickle.load(f)]
     channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", -1)])
     call = channel.unary_unary(EXPORT_METHOD)
-    rng = random.Random(idx)
-    counter = 0
+    # Each sender walks the pool in order from its own place, one trace-id stamp per pass: a
+    # trace cut by a payload boundary keeps its id in the next payload, as an SDK's batches
+    # do, so the sidecar sees its root arrive (a random pick would cut it for good).
+    at = random.Random(idx).randrange(len(pool))
+    passes = 0
     backpressure = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
     while True:
         msg = conn.recv()
@@ -144,9 +147,11 @@ def sender_main(conn: Connection, idx: int, target: str, pool_path: str, core: i
             if now >= end:
                 break
             due += interval
-            counter += 1
-            p = pool[rng.randrange(len(pool))]
-            data = stamp(p, struct.pack(">HHI", 0xBE, idx + 1, counter))
+            p = pool[at]
+            data = stamp(p, struct.pack(">HHI", 0xBE, idx + 1, passes))
+            at += 1
+            if at == len(pool):
+                at, passes = 0, passes + 1
             t0 = time.monotonic()
             measured = measure_from <= t0 < end
             try:

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import SPANS_PER_BATCH
+from .common import SPANS_PER_BATCH, VARIANT_TARGETS
 from .load import Senders, Sink
 from .procfs import core_util, cores_busy, percentile, proc_cpu_s, proc_status_kb
 from .report import print_step
@@ -289,16 +289,18 @@ def _paired(
 def ratios(results: list[SystemResult]) -> list[Ratio]:
     """Sidecar CPU us/span / Collector CPU us/span: at every rate both sustained, at a common
     moderate rate (the highest where the sidecar used <= 70% of its core), and each at its
-    highest sustained rate (saturation). And the file sink's CPU us/span / the forwarding
-    sidecar's at every rate both sustained, when both ran."""
+    highest sustained rate (saturation). And a variant's CPU us/span / the default sidecar's
+    (`VARIANT_TARGETS`: the file sink, the attribution dimensions) at every rate both
+    sustained, when both ran."""
     by_name = {r.system: r for r in results}
     out = []
-    fwd, fil = by_name.get("sidecar"), by_name.get("sidecar-file")
-    if fwd is not None and fil is not None:
-        ppass, fpass = _passed_by_rate(fwd), _passed_by_rate(fil)
-        for rate in sorted(set(ppass) & set(fpass)):
+    fwd = by_name.get("sidecar")
+    for variant in (r for r in results if r.system in VARIANT_TARGETS and fwd is not None):
+        assert fwd is not None
+        ppass, vpass = _passed_by_rate(fwd), _passed_by_rate(variant)
+        for rate in sorted(set(ppass) & set(vpass)):
             label = f"at {rate:.0f} spans/s"
-            out.append(_paired(label, fil.system, fpass[rate], ppass[rate], baseline="sidecar"))
+            out.append(_paired(label, variant.system, vpass[rate], ppass[rate], baseline="sidecar"))
     col = by_name.get("collector")
     if col is None:
         return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import GZIP_STAGE
+from .common import GZIP_STAGE, VARIANT_TARGETS
 from .results import BenchResults, StepResult
 
 STEP_HEADER = (
@@ -62,18 +62,18 @@ def print_report(res: BenchResults, args: argparse.Namespace) -> None:
             )
             for n in r.notes:
                 print(f"{'':<20} {n}")
-    file_ratios = [q for q in res.ratios if q.baseline == "sidecar"]
-    if file_ratios:
+    variant_ratios = [q for q in res.ratios if q.baseline == "sidecar"]
+    for name in dict.fromkeys(q.sidecar_system for q in variant_ratios):
+        target, what = VARIANT_TARGETS[name]
         print()
         print(
-            "file sink = sidecar-file CPU us/span / forwarding sidecar CPU us/span, same rate, "
-            "same run (target <= 1.5)"
+            f"{name} / sidecar: CPU us/span, same rate, same run ({what}; target <= {target:.2f})"
         )
-        for q in file_ratios:
+        for q in (q for q in variant_ratios if q.sidecar_system == name):
             rounds = "/".join(f"{x:.2f}" for x in q.rounds)
             print(
-                f"  {q.sidecar_rate / 1000:>4.0f}k  file {q.sidecar_cpu_us_per_span:6.1f} us, "
-                f"forward {q.collector_cpu_us_per_span:6.1f} us -> {q.ratio:.2f}"
+                f"  {q.sidecar_rate / 1000:>4.0f}k  {q.sidecar_cpu_us_per_span:6.1f} us vs "
+                f"{q.collector_cpu_us_per_span:6.1f} us -> {q.ratio:.3f}"
                 + (f"  (rounds {rounds})" if rounds else "")
             )
     col_ratios = [q for q in res.ratios if q.baseline == "collector"]
