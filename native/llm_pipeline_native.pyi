@@ -10,6 +10,12 @@ def trace_targets(
     data: bytes, hits: list[tuple[int, int]]
 ) -> list[tuple[int, int, int, int, int, int, int, int]]: ...
 def patch(data: bytes, edits: list[tuple[int, int, bytes, bool]]) -> bytes: ...
+def label_calls(
+    calls: list[Any],
+    results: list[tuple[tuple[str, ...], bytes] | None],
+    labels: list[dict[str, str]],
+    other: str,
+) -> tuple[list[int], list[int]]: ...
 
 CALL_FIELDS: tuple[str, ...]  # what CallReader.read returns per span, in order
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -39,6 +39,13 @@ trace_targets: (
     | None
 ) = None
 patch: Callable[[bytes, list[tuple[int, int, bytes, bool]]], bytes] | None = None
+label_calls: (
+    Callable[
+        [list[Any], list[tuple[tuple[str, ...], bytes] | None], list[dict[str, str]], str],
+        tuple[list[int], list[int]],
+    ]
+    | None
+) = None
 
 # What `CallReader.read` returns per span, in order (normalize applies the rules to them): the
 # span's head, what the reader found beside the attributes (the exception event's type of a
@@ -91,6 +98,7 @@ if (
     # absent from a module built before them: the Python twins do the work
     JsonEncoder = getattr(_lib, "JsonEncoder", None)
     DimensionReader = getattr(_lib, "DimensionReader", None)
+    label_calls = getattr(_lib, "label_calls", None)
 
 
 _T = TypeVar("_T")

@@ -7,7 +7,8 @@ only into spans it changed, so the exporters can forward the request as it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -74,9 +75,19 @@ class LLMCall:
     def duration_s(self) -> float:
         return max(0, self.end_ns - self.start_ns) / 1e9
 
+    def detached(self) -> LLMCall:
+        """A copy without its span, to keep beyond its batch (the span would keep the whole
+        request alive). Positional: dataclasses.replace costs ~4x as much."""
+        copy = LLMCall(*_call_fields(self))
+        copy.span = None
+        return copy
+
     @property
     def failed(self) -> bool:
         return bool(self.error_type)
+
+
+_call_fields = operator.attrgetter(*(f.name for f in fields(LLMCall)))
 
 
 Edit = tuple[int, int, bytes, bool]  # (start, end, bytes, append) in the received bytes

@@ -143,3 +143,17 @@ def test_a_touched_log_batch_is_serialized() -> None:
     assert batch.received is None
     assert ExportLogsServiceRequest.FromString(batch.encode()) == batch.request
     assert batch.encode() != data
+
+
+def test_a_detached_call_keeps_every_field_but_its_span() -> None:
+    from dataclasses import fields
+
+    from pipeline.model import LLMCall
+
+    # a distinct value in every field, so a field the copy dropped or shifted shows
+    values = {f.name: (f.name, i) for i, f in enumerate(fields(LLMCall))}
+    call = LLMCall(**values)  # type: ignore[arg-type]
+    copy = call.detached()
+    assert copy is not call and copy.span is None and call.span == ("span", 0)
+    for f in fields(LLMCall)[1:]:
+        assert getattr(copy, f.name) == values[f.name], f.name

@@ -24,7 +24,7 @@ const AGENT_PREFIXES: [&str; 2] = ["invoke_agent", "invoke_workflow"];
 const OPERATION_KEY: &[u8] = b"gen_ai.operation.name";
 const AGENT_NAME_KEY: &[u8] = b"gen_ai.agent.name"; // parent links followed at most: a cycle in bad data must end
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Val {
     Absent,
     Str(u32, u32),
@@ -436,6 +436,18 @@ impl SpanIndex {
         None
     }
 
+    /// The text of a value ("" for none).
+    fn text<'a>(d: &'a [u8], v: Val) -> PyResult<std::borrow::Cow<'a, str>> {
+        Ok(match v {
+            Val::Absent => "".into(),
+            Val::Str(a, b) => std::str::from_utf8(&d[a as usize..b as usize])
+                .map_err(|_| PyValueError::new_err("not UTF-8"))?
+                .into(),
+            Val::Int(x) => x.to_string().into(),
+            Val::Bool(x) => (if x { "true" } else { "false" }).into(),
+        })
+    }
+
     fn resolved<'py>(
         &self,
         py: Python<'py>,
@@ -449,10 +461,14 @@ impl SpanIndex {
         let mut vals = vec![Val::Absent; n];
         let empty = PyBytes::new(py, b"");
         let none = PyString::intern(py, "");
-        // one str per distinct value (shared by the tuples and the sums' keys)
+        // One str per distinct text, and one values tuple per distinct combination of the
+        // slots' values (calls under one request share theirs): what a combination's calls
+        // weigh is summed first, then added to each of its values' sums.
         let mut texts: FastMap<String, Bound<'py, PyString>> = FastMap::default();
-        let mut sums: Vec<Vec<(Bound<'py, PyString>, f64)>> = vec![Vec::new(); labelled];
-        let mut sum_at: Vec<FastMap<String, usize>> = vec![FastMap::default(); labelled];
+        let mut combo_at: FastMap<Vec<Val>, usize> = FastMap::default();
+        let mut by_texts: FastMap<Vec<usize>, usize> = FastMap::default(); // by the strs' addresses
+        let mut combos: Vec<Combo<'py>> = Vec::new();
+        let mut weighed: Vec<usize> = Vec::new(); // combos with weight, in the order they got it
         for (k, (t, s)) in wanted.iter().enumerate() {
             let tid = to_id(t.as_bytes(), 16)?;
             let sid = to_id(s.as_bytes(), 8)? as u64;
@@ -461,55 +477,102 @@ impl SpanIndex {
                 continue;
             };
             let gap = self.inherit(tid, at as usize, &mut vals);
-            let mut items: Vec<Bound<'py, PyString>> = Vec::with_capacity(n);
-            for (i, v) in vals.iter().enumerate() {
-                let text: std::borrow::Cow<'_, str> = match *v {
-                    Val::Absent => "".into(),
-                    Val::Str(a, b) => std::str::from_utf8(&d[a as usize..b as usize])
-                        .map_err(|_| PyValueError::new_err("not UTF-8"))?
-                        .into(),
-                    Val::Int(x) => x.to_string().into(),
-                    Val::Bool(x) => (if x { "true" } else { "false" }).into(),
-                };
-                let item = if text.is_empty() {
-                    none.clone()
-                } else if let Some(s) = texts.get(text.as_ref()) {
-                    s.clone()
-                } else {
-                    let s = PyString::new(py, &text);
-                    texts.insert(text.to_string(), s.clone());
-                    s
-                };
-                if let (Some(w), true, None) = (weights, i < labelled, gap) {
-                    match sum_at[i].get(text.as_ref()) {
-                        Some(&j) => sums[i][j].1 += w[k],
+            let c = match combo_at.get(vals.as_slice()) {
+                Some(&c) => c,
+                None => {
+                    let mut items = Vec::with_capacity(n);
+                    for &v in &vals {
+                        let text = Self::text(d, v)?;
+                        items.push(if text.is_empty() {
+                            none.clone()
+                        } else if let Some(s) = texts.get(text.as_ref()) {
+                            s.clone()
+                        } else {
+                            let s = PyString::new(py, &text);
+                            texts.insert(text.into_owned(), s.clone());
+                            s
+                        });
+                    }
+                    // the same texts read elsewhere in the bytes: the same combination
+                    let key: Vec<usize> = items.iter().map(|s| s.as_ptr() as usize).collect();
+                    let c = match by_texts.get(&key) {
+                        Some(&c) => c,
                         None => {
-                            sum_at[i].insert(text.to_string(), sums[i].len());
-                            sums[i].push((item.clone(), w[k]));
+                            let values = PyTuple::new(py, &items)?;
+                            let pair = PyTuple::new(
+                                py,
+                                [values.clone().into_any(), empty.clone().into_any()],
+                            )?;
+                            by_texts.insert(key, combos.len());
+                            combos.push(Combo {
+                                items,
+                                values,
+                                pair,
+                                weight: None,
+                            });
+                            combos.len() - 1
+                        }
+                    };
+                    combo_at.insert(vals.clone(), c);
+                    c
+                }
+            };
+            let combo = &mut combos[c];
+            match gap {
+                None => {
+                    out.append(&combo.pair)?;
+                    if let Some(w) = weights {
+                        match combo.weight.as_mut() {
+                            Some(sum) => *sum += w[k],
+                            None => {
+                                combo.weight = Some(w[k]);
+                                weighed.push(c);
+                            }
                         }
                     }
                 }
-                items.push(item);
+                Some(g) => {
+                    let gap = PyBytes::new(py, &g.to_le_bytes());
+                    let values = combo.values.clone().into_any();
+                    out.append(PyTuple::new(py, [values, gap.into_any()])?)?;
+                }
             }
-            let gap = match gap {
-                Some(g) => PyBytes::new(py, &g.to_le_bytes()),
-                None => empty.clone(),
-            };
-            out.append(PyTuple::new(
-                py,
-                [PyTuple::new(py, items)?.into_any(), gap.into_any()],
-            )?)?;
         }
         let mut dicts = Vec::with_capacity(labelled);
-        for slot in sums {
+        for slot in 0..labelled {
+            // by the str's address: one str per distinct text (`texts`)
+            let mut at: FastMap<usize, usize> = FastMap::default();
+            let mut sums: Vec<(&Bound<'py, PyString>, f64)> = Vec::new();
+            for &c in &weighed {
+                let combo = &combos[c];
+                if let Some(w) = combo.weight {
+                    let key = &combo.items[slot];
+                    match at.get(&(key.as_ptr() as usize)) {
+                        Some(&j) => sums[j].1 += w,
+                        None => {
+                            at.insert(key.as_ptr() as usize, sums.len());
+                            sums.push((key, w));
+                        }
+                    }
+                }
+            }
             let dict = PyDict::new(py);
-            for (k, w) in slot {
-                dict.set_item(k, w)?;
+            for (key, w) in sums {
+                dict.set_item(key, w)?;
             }
             dicts.push(dict);
         }
         Ok((out, dicts))
     }
+}
+
+/// One combination of slot values in a request: its str per slot, its values tuple, the
+/// (values, b"") pair of its calls with no ancestor awaited, and what those weigh (None: none).
+struct Combo<'py> {
+    items: Vec<Bound<'py, PyString>>,
+    values: Bound<'py, PyTuple>,
+    pair: Bound<'py, PyTuple>,
+    weight: Option<f64>,
 }
 
 fn to_id(b: &[u8], n: usize) -> PyResult<u128> {
@@ -634,4 +697,70 @@ impl SpanIndex {
         }
         Ok(out)
     }
+}
+
+/// Set each call's `dimensions` from its `SpanIndex.resolve` result (`results`, in order) and
+/// `labels` (per labelled slot, value -> label): a call not in the request gets each slot's
+/// label of "" (its values are unknown), a call with an ancestor awaited is left alone (its
+/// index is returned: the caller holds it). Per slot: the calls whose label is `other`.
+/// The Python twin: `pipeline.processors.ancestry.py_label_calls`.
+#[pyfunction]
+pub fn label_calls<'py>(
+    py: Python<'py>,
+    calls: &Bound<'py, PyList>,
+    results: &Bound<'py, PyList>,
+    labels: Vec<Bound<'py, PyDict>>,
+    other: &Bound<'py, PyString>,
+) -> PyResult<(Vec<usize>, Vec<usize>)> {
+    if calls.len() != results.len() {
+        return Err(PyValueError::new_err("a result per call"));
+    }
+    let field = pyo3::intern!(py, "dimensions");
+    let mut held = Vec::new();
+    let mut folds = vec![0usize; labels.len()];
+    // per values tuple (the calls of one combination share it): the labels, which fold
+    let mut memo: FastMap<usize, (Bound<'py, PyTuple>, Vec<bool>)> = FastMap::default();
+    let label = |values: &Bound<'py, PyTuple>| -> PyResult<(Bound<'py, PyTuple>, Vec<bool>)> {
+        let mut out = Vec::with_capacity(labels.len());
+        let mut folded = Vec::with_capacity(labels.len());
+        for (slot, lab) in labels.iter().enumerate() {
+            let value = values.get_item(slot)?;
+            let got = lab
+                .get_item(&value)?
+                .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(value.unbind()))?;
+            folded.push(got.eq(other)?);
+            out.push(got);
+        }
+        Ok((PyTuple::new(py, out)?, folded))
+    };
+    let mut unknown: Option<(Bound<'py, PyTuple>, Vec<bool>)> = None;
+    for (i, (call, got)) in calls.iter().zip(results.iter()).enumerate() {
+        let entry = if got.is_none() {
+            if unknown.is_none() {
+                let blank = PyString::intern(py, "");
+                let none = PyTuple::new(py, std::iter::repeat_n(blank, labels.len()))?;
+                unknown = Some(label(&none)?);
+            }
+            unknown.as_ref().expect("set above")
+        } else {
+            let got = got.cast::<PyTuple>()?;
+            let gap = got.get_item(1)?;
+            if !gap.cast::<PyBytes>()?.as_bytes().is_empty() {
+                held.push(i);
+                continue;
+            }
+            let values = got.get_item(0)?.cast_into::<PyTuple>()?;
+            let key = values.as_ptr() as usize;
+            if !memo.contains_key(&key) {
+                let labelled = label(&values)?;
+                memo.insert(key, labelled);
+            }
+            &memo[&key]
+        };
+        call.setattr(field, &entry.0)?;
+        for (n, &f) in folds.iter_mut().zip(&entry.1) {
+            *n += f as usize;
+        }
+    }
+    Ok((held, folds))
 }

@@ -186,6 +186,7 @@ fn llm_pipeline_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<HintScanner>()?;
     m.add_class::<dims::DimensionReader>()?;
     m.add_class::<dims::SpanIndex>()?;
+    m.add_function(wrap_pyfunction!(dims::label_calls, m)?)?;
     m.add_class::<otlp_json::JsonEncoder>()?;
     m.add_class::<grpc::GrpcServer>()?;
     m.add_class::<grpc_client::GrpcClient>()?;

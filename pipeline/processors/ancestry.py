@@ -123,11 +123,15 @@ class PySpanIndex:
         if len(weights) != len(wanted) or labelled > self._n:
             raise ValueError("a weight per span, labelled <= slots")
         out = self.resolve(wanted)
-        sums: list[dict[str, float]] = [{} for _ in range(labelled)]
+        # summed per combination of values first, then per value (the native order: equal
+        # floats)
+        combos: dict[tuple[str, ...], float] = {}
         for got, weight in zip(out, weights, strict=True):
-            if got is None or got[1]:
-                continue
-            for total, v in zip(sums, got[0], strict=False):
+            if got is not None and not got[1]:
+                combos[got[0]] = combos.get(got[0], 0.0) + weight
+        sums: list[dict[str, float]] = [{} for _ in range(labelled)]
+        for values, weight in combos.items():
+            for total, v in zip(sums, values, strict=False):
                 total[v] = total.get(v, 0.0) + weight
         return out, sums
 
@@ -162,6 +166,39 @@ def _first(
         if v is not None:
             return v
     return None
+
+
+def py_label_calls(
+    calls: Sequence[Any],
+    results: Sequence[Resolved],
+    labels: Sequence[dict[str, str]],
+    other: str,
+) -> tuple[list[int], list[int]]:
+    """Set each call's `dimensions` from its `resolve` result and `labels` (per labelled slot,
+    value -> label): a call not in the request gets each slot's label of "", a call with an
+    ancestor awaited is left alone (its index is returned: the caller holds it). Per slot: the
+    calls whose label is `other`. The twin of the native `label_calls`."""
+    if len(calls) != len(results):
+        raise ValueError("a result per call")
+    held: list[int] = []
+    folds = [0] * len(labels)
+    label = dict.__getitem__
+    memo: dict[tuple[str, ...], tuple[str, ...]] = {}  # the calls of a combination share it
+    unknown = tuple(lab[""] for lab in labels)
+    for i, (call, got) in enumerate(zip(calls, results, strict=True)):
+        if got is None:
+            dims = unknown
+        else:
+            values, gap = got
+            if gap:
+                held.append(i)
+                continue
+            dims = memo.get(values) or memo.setdefault(values, tuple(map(label, labels, values)))
+        call.dimensions = dims
+        for slot, got_label in enumerate(dims):
+            if got_label == other:
+                folds[slot] += 1
+    return held, folds
 
 
 class Indexer:

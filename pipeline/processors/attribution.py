@@ -21,14 +21,14 @@ what is known.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .. import _native
 from ..model import LLMCall, TraceBatch
-from .ancestry import Indexer, Resolved, SpanIndex
+from .ancestry import Indexer, SpanIndex, py_label_calls
 from .dimensions import OTHER, AttributionConfig, DimensionConfig, Labeler
 from .rollup import CONVERSATION_KEY, RequestMetrics, RequestTracker
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 _CALLS_PER_TRACE = 20  # the held-call budget: this many per open trace on average
 _WEIGHT_FLOOR = 1e-9  # an unpriced call still ranks its value (by number of calls)
+_label_calls = _native.label_calls or py_label_calls
 
 Values = Sequence[str]  # per slot: a dimension's value ("": none found yet)
 
@@ -68,7 +69,6 @@ class Attribution:
         slots = [d.parsed_sources() for d in dimensions]
         if config.requests:
             slots.append([("span", CONVERSATION_KEY)])
-        self._none = ("",) * len(slots)
         self._indexer = Indexer(slots, agents=config.requests)
         self.active = bool(slots)
         self.held: dict[bytes, _Held] = {}  # trace id -> its calls waiting for ancestors
@@ -123,38 +123,25 @@ class Attribution:
             [(c.cost_usd or 0.0) + floor for c in calls],
             len(self.labelers),
         )
-        labels = [
-            self._labels(lab, i, w, results)
-            for i, (lab, w) in enumerate(zip(self.labelers, sums, strict=True))
-        ]
-        label = dict.__getitem__
-        none, requests = self._none, self.requests
-        for call, got in zip(calls, results, strict=True):
-            if got is None:  # not in the request as received: its own values unknown
-                values: Values = none
-            else:
-                values, gap = got
-                if gap:
-                    self._hold(call, list(values), gap, now)
-                    call.counted = False  # recorded when released
-                    continue
-            call.dimensions = tuple(map(label, labels, values))
-            if requests is not None:
-                requests.conversation(call, values[-1], wall)
-
-    @staticmethod
-    def _labels(
-        lab: Labeler, slot: int, weights: dict[str, float], results: list[Resolved]
-    ) -> dict[str, str]:
-        """Value -> label for one dimension; folds count calls (one per folded value so far,
-        the others with that value here)."""
-        folds = lab.heavy.folds
-        labels = lab.label_all(weights)
-        if lab.heavy.folds != folds:
-            folded = {v for v, g in labels.items() if g == OTHER}
-            n = sum(1 for r in results if r is not None and not r[1] and r[0][slot] in folded)
-            lab.heavy.folds += n - len(folded)
-        return labels
+        heavy = [lab.heavy for lab in self.labelers]
+        before = [h.folds for h in heavy]
+        labels = [lab.label_all(w) for lab, w in zip(self.labelers, sums, strict=True)]
+        held, folded = _label_calls(calls, results, labels, OTHER)
+        # a fold is counted per call: label_all counted one per value that folded here
+        for h, n, was in zip(heavy, folded, before, strict=True):
+            h.folds = was + n
+        for i in held:
+            call = calls[i]
+            values, gap = results[i]  # type: ignore[misc]
+            self._hold(call, list(values), gap, now)
+            call.counted = False  # recorded when released
+        if self.requests is not None:  # the conversation id: the last, unlabelled slot
+            conversation = self.requests.conversation
+            for call, got in zip(calls, results, strict=True):
+                if got is None:
+                    conversation(call, "", wall)
+                elif not got[1]:
+                    conversation(call, got[0][-1], wall)
 
     def _hold(self, call: LLMCall, values: list[str], gap: bytes, now: float) -> None:
         held = self.held.get(call.trace_id)
@@ -165,7 +152,7 @@ class Attribution:
             ):
                 self._give_up(next(iter(self.held)), time.time(), "max_open_traces")
             held = self.held[call.trace_id] = _Held(now)
-        held.calls.append((dataclasses.replace(call, span=None), values, gap))
+        held.calls.append((call.detached(), values, gap))
         self._held_calls += 1
 
     def _settle(self, index: SpanIndex, now: float, wall: float) -> None:

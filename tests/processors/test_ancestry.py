@@ -4,6 +4,7 @@ native DimensionReader equals its Python twin (PySpanIndex) on any request."""
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from pipeline import _native
-from pipeline.processors.ancestry import PySpanIndex
+from pipeline.processors.ancestry import PySpanIndex, py_label_calls
+from pipeline.processors.heavy import OTHER
 from tests.helpers.otlp_build import set_value
 from tests.instrumentation.otlp import Span, build_request, span_id, trace_id
 
@@ -170,8 +172,37 @@ def test_the_native_reader_equals_its_twin(spans: list[Any], resources: list[Any
     twin = PySpanIndex(ExportTraceServiceRequest.FromString(raw), SLOTS, raw)
     native = _native_index(raw)
     assert native.resolve(wanted) == twin.resolve(wanted)
-    weights = [float(i) for i in range(len(wanted))]
+    # fractions: sums in another order would differ in the last bits
+    weights = [0.1 * i + 1e-9 for i in range(len(wanted))]
     assert native.attribute(wanted, weights, 2) == twin.attribute(wanted, weights, 2)
     among = {trace_id(t): None for t in (1, 3)}
     assert native.present(among) == twin.present(among)
     assert native.nodes(among) == twin.nodes(among)
+    # labelling the calls: per value a label (some fold), the same on both sides
+    results, _ = native.attribute(wanted, weights, 2)
+    labels: list[dict[str, str]] = [{"": ""}, {"": ""}]
+    for got in results:
+        for slot, value in enumerate(got[0][:2] if got else ()):
+            labels[slot][value] = OTHER if len(value) % 2 else value
+    assert _native.label_calls is not None
+    calls = [SimpleNamespace(dimensions=None) for _ in wanted]
+    twin_calls = [SimpleNamespace(dimensions=None) for _ in wanted]
+    done = _native.label_calls(calls, results, labels, OTHER)
+    assert done == py_label_calls(twin_calls, results, labels, OTHER)
+    assert [c.dimensions for c in calls] == [c.dimensions for c in twin_calls]
+
+
+def test_labelling_holds_calls_awaiting_an_ancestor_and_counts_folds() -> None:
+    results: list[Any] = [
+        (("t1", "u1"), b""),
+        None,  # not in the request: the labels of no value
+        (("t1", "u2"), b"\x01" * 8),  # an ancestor awaited: held
+        (("t2", "u2"), b""),
+    ]
+    labels = [{"": "", "t1": "t1", "t2": OTHER}, {"": "", "u1": "u1", "u2": OTHER}]
+    for label_calls in filter(None, (_native.label_calls, py_label_calls)):
+        calls = [SimpleNamespace(dimensions=None) for _ in results]
+        held, folds = label_calls(calls, results, labels, OTHER)
+        assert (held, folds) == ([2], [1, 1])
+        got = [c.dimensions for c in calls]
+        assert got == [("t1", "u1"), ("", ""), None, (OTHER, OTHER)]
