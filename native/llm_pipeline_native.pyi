@@ -1,6 +1,6 @@
 """Type stubs of the native helpers (src/lib.rs)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 def item_ranges(data: bytes) -> list[tuple[int, int, int, int, int]]: ...
@@ -44,6 +44,21 @@ class SpanIndex:
 class DimensionReader:
     def __init__(self, slots: list[list[tuple[str, str]]], agents: bool = False) -> None: ...
     def index(self, data: bytes) -> SpanIndex: ...
+
+class HeavyHitters:
+    k: int
+    capacity: int
+    folds: int
+    def __init__(self, k: int = 100, capacity: int | None = None) -> None: ...
+    def add(self, value: str, weight: float) -> str: ...
+    def label_all(
+        self, weights: Mapping[str, float], checked: Mapping[str, str], check: Callable[[str], str]
+    ) -> dict[str, str]: ...
+    def top(self, n: int | None = None) -> list[tuple[str, float]]: ...
+    @property
+    def kept(self) -> set[str]: ...
+    @property
+    def counts(self) -> dict[str, list[float]]: ...
 
 class CallReader:
     def __init__(

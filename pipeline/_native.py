@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from llm_pipeline_native import DimensionReader as _DimensionReader
     from llm_pipeline_native import GrpcClient as _GrpcClient
     from llm_pipeline_native import GrpcServer as _GrpcServer
+    from llm_pipeline_native import HeavyHitters as _HeavyHitters
     from llm_pipeline_native import HintScanner as _HintScanner
     from llm_pipeline_native import JsonEncoder as _JsonEncoder
 
@@ -29,6 +30,7 @@ CallReader: type[_CallReader] | None = None
 DimensionReader: type[_DimensionReader] | None = None
 GrpcClient: type[_GrpcClient] | None = None
 GrpcServer: type[_GrpcServer] | None = None
+HeavyHitters: type[_HeavyHitters] | None = None
 HintScanner: type[_HintScanner] | None = None
 JsonEncoder: type[_JsonEncoder] | None = None
 item_ranges: Callable[[bytes], list[tuple[int, int, int, int, int]]] | None = None
@@ -99,6 +101,7 @@ if (
     JsonEncoder = getattr(_lib, "JsonEncoder", None)
     DimensionReader = getattr(_lib, "DimensionReader", None)
     label_calls = getattr(_lib, "label_calls", None)
+    HeavyHitters = getattr(_lib, "HeavyHitters", None)
 
 
 _T = TypeVar("_T")

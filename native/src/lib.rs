@@ -10,7 +10,8 @@
 //! - `trace_targets`, `patch`, `invalid_spans`, `span_parents`: redaction's targets, edits
 //!   applied to the received bytes, the receivers' id check, dedupe's parent walk.
 //! - `DimensionReader.index` (src/dims.rs): attribution's dimension values of a request's spans,
-//!   inherited through their ancestors.
+//!   inherited through their ancestors; `label_calls`, the calls' labels from them.
+//! - `HeavyHitters` (src/heavy.rs): a dimension's space-saving top-k of values by cost.
 //! - `GrpcServer` (src/grpc.rs), `GrpcClient` (src/grpc_client.rs): the OTLP/gRPC receiver's
 //!   and exporter's native transport (`grpc_transport`).
 //!
@@ -26,6 +27,7 @@ mod calls;
 mod dims;
 mod grpc;
 mod grpc_client;
+mod heavy;
 mod otlp_json;
 mod wire;
 
@@ -187,6 +189,7 @@ fn llm_pipeline_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dims::DimensionReader>()?;
     m.add_class::<dims::SpanIndex>()?;
     m.add_function(wrap_pyfunction!(dims::label_calls, m)?)?;
+    m.add_class::<heavy::HeavyHitters>()?;
     m.add_class::<otlp_json::JsonEncoder>()?;
     m.add_class::<grpc::GrpcServer>()?;
     m.add_class::<grpc_client::GrpcClient>()?;

@@ -144,18 +144,7 @@ class Labeler:
 
     def label_all(self, weights: dict[str, float]) -> dict[str, str]:
         """`label` for each value with its weight; "" -> "" always."""
-        heavy = self.heavy
-        kept, counts = heavy.kept, heavy.counts
-        out = {"": ""}
-        for value, weight in weights.items():
-            if value in kept:  # checked when admitted, never evicted: `add`'s first steps
-                entry = counts[value]
-                entry[0] += weight
-                entry[1] += weight
-                out[value] = value
-            elif value:
-                out[value] = self.label(value, weight)
-        return out
+        return self.heavy.label_all(weights, self._checked, self._check)
 
 
 __all__ = ["INVALID", "OTHER", "REDACTED", "AttributionConfig", "DimensionConfig", "Labeler"]

@@ -12,16 +12,24 @@ exceeds the estimated weight of the smallest kept value, which then gives up its
 series stays, frozen: exposed series are never removed). A flood of one-off values never
 passes that test once the kept values have real weight, so admissions, and with them new
 series, stay few; memory is `capacity` entries whatever the number of distinct values.
+
+`PyHeavyHitters` is the reference; `HeavyHitters` is the native twin when it is built
+(native/src/heavy.rs: the same steps on unboxed floats), held equal by the tests. Ties are
+broken by value (the smallest kept value by (count, value); `top` by (-count, value)), so the
+two agree whatever order their sets and maps iterate in.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Mapping
+
+from .. import _native
 
 OTHER = "__other__"
 
 
-class HeavyHitters:
+class PyHeavyHitters:
     """Space-saving top-k of one dimension's values by weight (cost)."""
 
     def __init__(self, k: int = 100, capacity: int | None = None) -> None:
@@ -39,7 +47,9 @@ class HeavyHitters:
         # never evicted, so its count stays known, and a kept value that gives up its place
         # is filed again.
         self._heap: list[tuple[float, str]] = []
-        self.kept: set[str] = set()
+        # the kept values, each mapped to itself: the str object its labels share, so a label
+        # set's comparisons downstream (metrics' series lookups) are identity checks
+        self.kept: dict[str, str] = {}
         self.folds = 0
         # The smallest kept value's count when last worked out: kept values are never evicted
         # from the sketch and their counts only grow, so a guaranteed weight at or below it
@@ -71,26 +81,49 @@ class HeavyHitters:
             entry = self.counts[value] = [floor + weight, weight]
             heapq.heappush(self._heap, (entry[0], value))
         kept = self.kept
-        if value in kept:
-            return value
+        if (canonical := kept.get(value)) is not None:
+            return canonical
         if len(kept) < self.k:
-            kept.add(value)
+            kept[value] = value
             return value
         guaranteed = entry[1]
         if guaranteed > self._bar:
             counts = self.counts
-            weakest = min(kept, key=lambda v: counts[v][0])
+            weakest = min(kept, key=lambda v: (counts[v][0], v))
             self._bar = counts[weakest][0]
             if guaranteed > self._bar:
-                kept.discard(weakest)
+                del kept[weakest]
                 heapq.heappush(self._heap, (counts[weakest][0], weakest))
-                kept.add(value)
+                kept[value] = value
                 self._bar = 0.0  # the new minimum is worked out when next needed
                 return value
         self.folds += 1
         return OTHER
 
+    def label_all(
+        self, weights: Mapping[str, float], checked: Mapping[str, str], check: Callable[[str], str]
+    ) -> dict[str, str]:
+        """Per value of `weights` (value -> weight): its label. "" -> ""; a value whose verdict
+        (`checked`, else `check(value)`) is not "" -> the verdict, uncounted; else `add`."""
+        kept = self.kept
+        out = {"": ""}
+        for value, weight in weights.items():
+            if not value:
+                continue
+            if value not in kept:  # kept values were checked when admitted
+                verdict = checked.get(value)
+                if verdict is None:
+                    verdict = check(value)
+                if verdict:
+                    out[value] = verdict
+                    continue
+            out[value] = self.add(value, weight)
+        return out
+
     def top(self, n: int | None = None) -> list[tuple[str, float]]:
-        """The monitored values by estimated weight, largest first."""
-        ranked = sorted(((v, c[0]) for v, c in self.counts.items()), key=lambda x: -x[1])
+        """The monitored values by estimated weight, largest first (ties by value)."""
+        ranked = sorted(((v, c[0]) for v, c in self.counts.items()), key=lambda x: (-x[1], x[0]))
         return ranked[:n] if n is not None else ranked
+
+
+HeavyHitters: type[PyHeavyHitters] = _native.HeavyHitters or PyHeavyHitters  # type: ignore[assignment]

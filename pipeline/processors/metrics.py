@@ -199,6 +199,11 @@ class LLMMetrics:
             n,
         )
         self._slots: dict[tuple[tuple[str, ...], str], _Slots] = {}
+        # with dimensions, per (base, error type) the slots of each label set seen: the label
+        # sets' tuples hold the labelers' own str objects, so the inner lookup compares by
+        # identity and touches little besides its slots (a flat key read several cold objects)
+        self._dim_slots: dict[tuple[tuple[str, ...], str], dict[tuple[str, ...], _Slots]] = {}
+        self._n_dim_slots = 0
         self._max_slots = 4 * n
         self.server_duration = h(
             "gen_ai_server_request_duration_seconds",
@@ -349,20 +354,18 @@ class LLMMetrics:
             call.request_model,
             call.response_model,
         )
-        if self.dimension_names:  # attribution's labels: slots per label set with them
-            dims = call.dimensions or self._no_dims
-            slot_key: tuple[Any, ...] = (base, error_type, dims)
-        else:
-            slot_key = (base, error_type)
         # The series a call with these labels updates, found once per label set (see _Slots);
         # after them, the label-value prefixes of the duration, token-usage, tokens and cost
         # families (the base labels and the dimensions each carries), built once per set.
-        slots = self._slots.get(slot_key)
-        if slots is None:
+        if self.dimension_names:  # attribution's labels: slots per label set with them
+            slots = self._dimension_slots(base, error_type, call.dimensions or self._no_dims)
+        elif (found := self._slots.get((base, error_type))) is not None:
+            slots = found
+        else:
             if len(self._slots) >= self._max_slots:
                 self._slots.clear()
-            slots = self._slots[slot_key] = [None] * _N_SLOTS
-            slots += self._bases(base, dims) if self.dimension_names else (base,) * 4
+            slots = self._slots[(base, error_type)] = [None] * _N_SLOTS
+            slots += (base,) * 4
         b_dur, b_use, b_tok, b_cost = slots[_N_SLOTS:]
         hist, add = self._hist, self._add
         v141 = self.v141
@@ -438,6 +441,23 @@ class LLMMetrics:
             )
         if self.development and not call.server_side:
             self.record_development(call, base, now)
+
+    def _dimension_slots(
+        self, base: tuple[str, ...], error_type: str, dims: tuple[str, ...]
+    ) -> _Slots:
+        by_dims = self._dim_slots.get((base, error_type))
+        if by_dims is None:
+            by_dims = self._dim_slots[(base, error_type)] = {}
+        slots = by_dims.get(dims)
+        if slots is None:
+            if self._n_dim_slots >= self._max_slots:
+                self._dim_slots.clear()
+                self._n_dim_slots = 0
+                by_dims = self._dim_slots[(base, error_type)] = {}
+            slots = by_dims[dims] = [None] * _N_SLOTS
+            slots += self._bases(base, dims)
+            self._n_dim_slots += 1
+        return slots
 
     def record_development(self, call: LLMCall, base: tuple[str, ...], now: float) -> None:
         """The semantic-conventions-genai families (through the families: not the default)."""

@@ -35,6 +35,8 @@ def _reference_record(m: LLMMetrics, call: LLMCall, now: float) -> None:
     base = (call.service_name, call.operation, call.provider, call.request_model)
     base = (*base, call.response_model)
     err = (*base, call.error_type)
+    # the attribution labels the token and cost families carry (by default), none unlabelled
+    dims = (call.dimensions or ("",) * len(m.dimension_names)) if m.dimension_names else ()
     if call.server_side:
         st = call.server_ttft_s
         if st is not None:
@@ -62,16 +64,16 @@ def _reference_record(m: LLMMetrics, call: LLMCall, now: float) -> None:
             if m.v141:
                 m.token_usage.observe((*base, token_type), n, (tid, sid, n, now))
             if n:
-                m.tokens.add((*base, token_type), n, (tid, sid, n, now))
+                m.tokens.add((*base, *dims, token_type), n, (tid, sid, n, now))
     for token_type, value in (
         ("cache_read", call.cache_read_tokens),
         ("cache_creation", call.cache_creation_tokens),
         ("reasoning", call.reasoning_tokens),
     ):
         if value:
-            m.tokens.add((*base, token_type), value, (tid, sid, value, now))
+            m.tokens.add((*base, *dims, token_type), value, (tid, sid, value, now))
     if (c := call.cost_usd) is not None:
-        m.cost.add(base, c, (tid, sid, c, now))
+        m.cost.add((*base, *dims), c, (tid, sid, c, now))
     if not m.development or call.server_side:
         return
     d = call.duration_s
@@ -161,18 +163,27 @@ _call = st.builds(
 )
 
 
+_DIMS = st.sampled_from([(), ("u1", "t1"), ("u2", "t1"), ("u3", "t2"), ("__other__", "t1")])
+
+
 @settings(max_examples=200, deadline=None)
 @given(
-    calls=st.lists(_call, max_size=40),
+    calls=st.lists(st.tuples(_call, _DIMS), max_size=40),
     max_series=st.sampled_from([2, 5, 2000]),
     semconv=st.sampled_from(["v1.41", "development", "both"]),
+    labelled=st.booleans(),
 )
 def test_recording_equals_observing_through_the_families(
-    calls: list[LLMCall], max_series: int, semconv: str
+    calls: list[tuple[LLMCall, tuple[str, ...]]], max_series: int, semconv: str, labelled: bool
 ) -> None:
-    fast = LLMMetrics(Aggregation(), MetricsConfig(max_series, semconv))
-    slow = LLMMetrics(Aggregation(), MetricsConfig(max_series, semconv))
-    for n, call in enumerate(calls):
+    """With attribution labels too (user and team on tokens and cost): the series cache per
+    label set, emptied when it holds 4 * max_series sets, changes nothing."""
+    names = ("user", "team") if labelled else ()
+    by_family = {"tokens": names, "cost": names} if labelled else {}
+    fast = LLMMetrics(Aggregation(), MetricsConfig(max_series, semconv, names, by_family))
+    slow = LLMMetrics(Aggregation(), MetricsConfig(max_series, semconv, names, by_family))
+    for n, (call, dims) in enumerate(calls):
+        call.dimensions = dims if labelled else ()
         fast.record(call, 1000.0 + n)
         _reference_record(slow, call, 1000.0 + n)
     assert _state(fast) == _state(slow)
