@@ -106,6 +106,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--stages", action="store_true", help="in-process CPU per Service.accept stage")
     g.add_argument("--stages-passes", type=int, default=5)
     g.add_argument(
+        "--stages-system",
+        default="sidecar",
+        choices=["sidecar", "sidecar-dims"],
+        help="the chain timed by --stages",
+    )
+    g.add_argument(
         "--stages-gap-ms", type=float, default=0.0, help="idle ms between batches in --stages"
     )
     o = p.add_argument_group("outage")
@@ -201,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             res.ratios = ratios(res.systems)
         if args.stages:
             print("\nstages: timing Service.accept in-process ...", flush=True)
-            res.stages = run_stages(pool, args.stages_passes, args.stages_gap_ms / 1000)
+            res.stages = run_stages(
+                pool, args.stages_passes, args.stages_gap_ms / 1000, args.stages_system
+            )
         if args.profile:
             print(
                 f"\nprofile: {args.profile_system} at {args.profile_rate:.0f} spans/s ...",
