@@ -26,6 +26,9 @@ class SpanIndex:
     def attribute(
         self, wanted: list[tuple[bytes, bytes]], weights: list[float], labelled: int
     ) -> tuple[list[tuple[tuple[str, ...], bytes] | None], list[dict[str, float]]]: ...
+    def attribute_calls(
+        self, calls: list[Any], floor: float, labelled: int
+    ) -> tuple[list[tuple[tuple[str, ...], bytes] | None], list[dict[str, float]]]: ...
     def present(self, among: Any) -> list[tuple[bytes, bool]]: ...
     def nodes(
         self, among: Any

@@ -202,7 +202,7 @@ impl DimensionReader {
         let mut ix = SpanIndex {
             data: data.clone().unbind(),
             n,
-            ids: FastMap::default(),
+            ids: FastMap::with_capacity_and_hasher(128, Default::default()),
             spans: Vec::with_capacity(128),
             values: Vec::with_capacity(128 * n),
             traces: Vec::new(),
@@ -304,7 +304,8 @@ impl DimensionReader {
             })
         })?;
         // distinct trace ids, each with whether its root span is here
-        let mut seen: FastMap<u128, usize> = FastMap::default();
+        let mut seen: FastMap<u128, usize> =
+            FastMap::with_capacity_and_hasher(32, Default::default());
         for s in &ix.spans {
             match seen.get(&s.tid) {
                 Some(&i) => ix.traces[i].1 |= s.root,
@@ -436,6 +437,17 @@ impl SpanIndex {
         None
     }
 
+    /// What a value's text is made from: equal keys, equal texts (a Str by its bytes, wherever
+    /// in the request they lie), so each distinct text is checked and made a str once.
+    fn text_key<'a>(d: &'a [u8], v: Val) -> TextKey<'a> {
+        match v {
+            Val::Absent => TextKey::Absent,
+            Val::Str(a, b) => TextKey::Str(&d[a as usize..b as usize]),
+            Val::Int(x) => TextKey::Int(x),
+            Val::Bool(x) => TextKey::Bool(x),
+        }
+    }
+
     /// The text of a value ("" for none).
     fn text<'a>(d: &'a [u8], v: Val) -> PyResult<std::borrow::Cow<'a, str>> {
         Ok(match v {
@@ -464,10 +476,17 @@ impl SpanIndex {
         // One str per distinct text, and one values tuple per distinct combination of the
         // slots' values (calls under one request share theirs): what a combination's calls
         // weigh is summed first, then added to each of its values' sums.
-        let mut texts: FastMap<String, Bound<'py, PyString>> = FastMap::default();
-        let mut combo_at: FastMap<Vec<Val>, usize> = FastMap::default();
-        let mut by_texts: FastMap<Vec<usize>, usize> = FastMap::default(); // by the strs' addresses
-        let mut combos: Vec<Combo<'py>> = Vec::new();
+        let room = wanted.len().min(64);
+        let mut texts: FastMap<TextKey<'_>, Bound<'py, PyString>> =
+            FastMap::with_capacity_and_hasher(room, Default::default());
+        let mut by_text: FastMap<String, Bound<'py, PyString>> =
+            FastMap::with_capacity_and_hasher(room, Default::default());
+        let mut combo_at: FastMap<Vec<Val>, usize> =
+            FastMap::with_capacity_and_hasher(room, Default::default());
+        // by the strs' addresses
+        let mut by_texts: FastMap<Vec<usize>, usize> =
+            FastMap::with_capacity_and_hasher(room, Default::default());
+        let mut combos: Vec<Combo<'py>> = Vec::with_capacity(room);
         let mut weighed: Vec<usize> = Vec::new(); // combos with weight, in the order they got it
         for (k, (t, s)) in wanted.iter().enumerate() {
             let tid = to_id(t.as_bytes(), 16)?;
@@ -482,14 +501,23 @@ impl SpanIndex {
                 None => {
                     let mut items = Vec::with_capacity(n);
                     for &v in &vals {
-                        let text = Self::text(d, v)?;
-                        items.push(if text.is_empty() {
+                        let key = Self::text_key(d, v);
+                        items.push(if matches!(key, TextKey::Absent) {
                             none.clone()
-                        } else if let Some(s) = texts.get(text.as_ref()) {
+                        } else if let Some(s) = texts.get(&key) {
                             s.clone()
                         } else {
-                            let s = PyString::new(py, &text);
-                            texts.insert(text.into_owned(), s.clone());
+                            // one str per text: an int and a string of the same digits too
+                            let text = Self::text(d, v)?;
+                            let s = match by_text.get(text.as_ref()) {
+                                Some(s) => s.clone(),
+                                None => {
+                                    let s = PyString::new(py, &text);
+                                    by_text.insert(text.into_owned(), s.clone());
+                                    s
+                                }
+                            };
+                            texts.insert(key, s.clone());
                             s
                         });
                     }
@@ -566,6 +594,14 @@ impl SpanIndex {
     }
 }
 
+#[derive(PartialEq, Eq, Hash)]
+enum TextKey<'a> {
+    Absent,
+    Str(&'a [u8]),
+    Int(i64),
+    Bool(bool),
+}
+
 /// One combination of slot values in a request: its str per slot, its values tuple, the
 /// (values, b"") pair of its calls with no ancestor awaited, and what those weigh (None: none).
 struct Combo<'py> {
@@ -610,6 +646,34 @@ impl SpanIndex {
             return Err(PyValueError::new_err(
                 "a weight per span, labelled <= slots",
             ));
+        }
+        self.resolved(py, &wanted, Some(&weights), labelled)
+    }
+
+    /// `attribute` for `calls` (objects with `trace_id`, `span_id` and `cost_usd`): each
+    /// weighs its cost (0 when None) plus `floor`, read here rather than in two Python lists.
+    fn attribute_calls<'py>(
+        &self,
+        py: Python<'py>,
+        calls: &Bound<'py, PyList>,
+        floor: f64,
+        labelled: usize,
+    ) -> PyResult<(Bound<'py, PyList>, Vec<Bound<'py, PyDict>>)> {
+        if labelled > self.n {
+            return Err(PyValueError::new_err("labelled <= slots"));
+        }
+        let (tid_key, sid_key) = (pyo3::intern!(py, "trace_id"), pyo3::intern!(py, "span_id"));
+        let cost_key = pyo3::intern!(py, "cost_usd");
+        let mut wanted = Vec::with_capacity(calls.len());
+        let mut weights = Vec::with_capacity(calls.len());
+        for call in calls.iter() {
+            let tid = call.getattr(tid_key)?.cast_into::<PyBytes>()?;
+            let sid = call.getattr(sid_key)?.cast_into::<PyBytes>()?;
+            wanted.push((tid, sid));
+            let cost = call.getattr(cost_key)?;
+            let cost: f64 = if cost.is_none() { 0.0 } else { cost.extract()? };
+            // as Python's `(cost or 0.0) + floor`: -0.0 is falsy there
+            weights.push(if cost == 0.0 { 0.0 } else { cost } + floor);
         }
         self.resolved(py, &wanted, Some(&weights), labelled)
     }

@@ -43,6 +43,10 @@ class SpanIndex(Protocol):
         self, wanted: list[tuple[bytes, bytes]], weights: list[float], labelled: int
     ) -> tuple[list[Resolved], list[dict[str, float]]]: ...
 
+    def attribute_calls(
+        self, calls: list[Any], floor: float, labelled: int
+    ) -> tuple[list[Resolved], list[dict[str, float]]]: ...
+
     def present(self, among: Any) -> list[tuple[bytes, bool]]: ...
 
     def nodes(self, among: Any) -> list[Node]: ...
@@ -134,6 +138,14 @@ class PySpanIndex:
             for total, v in zip(sums, values, strict=False):
                 total[v] = total.get(v, 0.0) + weight
         return out, sums
+
+    def attribute_calls(
+        self, calls: list[Any], floor: float, labelled: int
+    ) -> tuple[list[Resolved], list[dict[str, float]]]:
+        """`attribute` for `calls` (objects with `trace_id`, `span_id` and `cost_usd`): each
+        weighs its cost (0 when None) plus `floor`."""
+        wanted = [(c.trace_id, c.span_id) for c in calls]
+        return self.attribute(wanted, [(c.cost_usd or 0.0) + floor for c in calls], labelled)
 
     def present(self, among: Any) -> list[tuple[bytes, bool]]:
         """Of the trace ids in `among`, those with spans here: (trace id, its root is here)."""

@@ -117,12 +117,7 @@ class Attribution:
     def _attribute(self, index: SpanIndex, calls: list[LLMCall], now: float, wall: float) -> None:
         """Label the calls whose values are known; hold the others. Each distinct value is
         ranked once with the batch's cost for it (the index sums it)."""
-        floor = _WEIGHT_FLOOR
-        results, sums = index.attribute(
-            [(c.trace_id, c.span_id) for c in calls],
-            [(c.cost_usd or 0.0) + floor for c in calls],
-            len(self.labelers),
-        )
+        results, sums = index.attribute_calls(calls, _WEIGHT_FLOOR, len(self.labelers))
         heavy = [lab.heavy for lab in self.labelers]
         before = [h.folds for h in heavy]
         labels = [lab.label_all(w) for lab, w in zip(self.labelers, sums, strict=True)]

@@ -129,6 +129,9 @@ _NAMES = st.sampled_from(["s", "invoke_agent", "invoke_agent a b", "invoke_workf
 _VALUES = st.one_of(
     st.text(max_size=6),
     st.sampled_from(["invoke_agent", "invoke_workflow", "chat"]),
+    # a string and an int (or bool) with the same text: one value
+    st.sampled_from(["7", "true"]),
+    st.integers(6, 8),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.booleans(),
     st.floats(allow_nan=False),
@@ -175,6 +178,15 @@ def test_the_native_reader_equals_its_twin(spans: list[Any], resources: list[Any
     # fractions: sums in another order would differ in the last bits
     weights = [0.1 * i + 1e-9 for i in range(len(wanted))]
     assert native.attribute(wanted, weights, 2) == twin.attribute(wanted, weights, 2)
+    # the same read from call objects: cost None weighs the floor alone
+    costs = [None if i % 3 == 0 else 0.1 * i for i in range(len(wanted))]
+    objs = [
+        SimpleNamespace(trace_id=t, span_id=s, cost_usd=c)
+        for (t, s), c in zip(wanted, costs, strict=True)
+    ]
+    floored = [(c or 0.0) + 1e-9 for c in costs]
+    want = twin.attribute(wanted, floored, 2)
+    assert native.attribute_calls(objs, 1e-9, 2) == twin.attribute_calls(objs, 1e-9, 2) == want
     among = {trace_id(t): None for t in (1, 3)}
     assert native.present(among) == twin.present(among)
     assert native.nodes(among) == twin.nodes(among)
