@@ -44,6 +44,18 @@ TIME_PER_TOKEN_BUCKETS = (  # gen_ai.server.time_per_output_token
 # renders the few that are kept (one per bucket).
 Exemplar = tuple[bytes, bytes, float, float]
 
+# A counter family with an exemplar window keeps, per series, the exemplar of the largest
+# amount added within the window (a new window starts with the first amount after it): the
+# heaviest call of the last half minute, rather than whichever came last. A scrape sees one
+# exemplar per series anyway; and a series updated once in a while no longer frees its previous
+# exemplar (cold memory by then) on every update.
+EXEMPLAR_WINDOW_S = 30.0
+
+
+def keeps_new(old: Exemplar | None, new: Exemplar, window_s: float) -> bool:
+    """Whether a series with exemplar `old` takes `new` (see EXEMPLAR_WINDOW_S)."""
+    return old is None or new[2] > old[2] or new[3] - old[3] >= window_s
+
 
 @dataclass(slots=True)
 class HistogramSeries:
@@ -125,6 +137,8 @@ class CounterFamily(_Family):
     # Significant digits the exposition keeps (None: all): a sum of float amounts (USD)
     # carries the arithmetic's last-bit noise, which is not part of the value.
     digits: int | None = None
+    # None: each add's exemplar replaces the last; else the window of `keeps_new`
+    exemplar_window_s: float | None = None
 
     def exposed(self, value: float) -> float:
         """The value as exposed: rounded to `digits` significant digits when set."""
@@ -140,7 +154,9 @@ class CounterFamily(_Family):
                 s = self.series[key] = CounterSeries()
         s.value += amount
         if exemplar is not None:
-            s.exemplar = exemplar
+            window = self.exemplar_window_s
+            if window is None or keeps_new(s.exemplar, exemplar, window):
+                s.exemplar = exemplar
 
 
 class Aggregation:
@@ -173,9 +189,16 @@ class Aggregation:
         max_series: int = 2000,
         keep_on_overflow: tuple[str, ...] = (),
         digits: int | None = None,
+        exemplar_window_s: float | None = None,
     ) -> CounterFamily:
         fam = CounterFamily(
-            name, documentation, label_names, max_series, keep_on_overflow, digits=digits
+            name,
+            documentation,
+            label_names,
+            max_series,
+            keep_on_overflow,
+            digits=digits,
+            exemplar_window_s=exemplar_window_s,
         )
         self.families.append(fam)
         return fam

@@ -80,3 +80,28 @@ def test_cost_is_exposed_without_float_noise() -> None:
     m.tokens.add(("svc", "chat", "openai", "gpt-4o", "gpt-4o", "input"), 1234567890123456)
     text = render(AggregationCollector(agg), "text/plain")[0].decode()
     assert "1.234567890123456e+15" in text  # counts keep every digit
+
+
+def test_a_windowed_counter_keeps_the_largest_exemplar_of_its_window() -> None:
+    """The exemplar is the largest amount's until the window has passed since it was taken;
+    then the next amount's, whatever its size. The value counts every amount."""
+    c = Aggregation().counter("c", "doc", ("m",), exemplar_window_s=30.0)
+
+    def add(amount: float, at: float, tid: int) -> bytes:
+        c.add(("x",), amount, (bytes([tid]) * 16, b"\x11" * 8, amount, at))
+        ex = c.series[("x",)].exemplar
+        assert ex is not None
+        return ex[0][:1]
+
+    assert add(5, 100.0, 1) == b"\x01"
+    assert add(2, 110.0, 2) == b"\x01"  # smaller, within the window
+    assert add(5, 120.0, 3) == b"\x01"  # equal: the one taken first stays
+    assert add(9, 125.0, 4) == b"\x04"  # larger
+    assert add(1, 150.0, 5) == b"\x04"  # 25 s after the 9: still its window
+    assert add(1, 155.0, 6) == b"\x06"  # 30 s after: the window starts again
+    assert c.series[("x",)].value == 23
+    # without a window, the last exemplar wins
+    plain = Aggregation().counter("p", "doc", ("m",))
+    plain.add(("x",), 9, (b"\x01" * 16, b"\x11" * 8, 9, 100.0))
+    plain.add(("x",), 1, (b"\x02" * 16, b"\x11" * 8, 1, 101.0))
+    assert plain.series[("x",)].exemplar == (b"\x02" * 16, b"\x11" * 8, 1, 101.0)

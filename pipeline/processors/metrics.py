@@ -24,6 +24,7 @@ from typing import Any
 
 from ..aggregation import (
     DURATION_BUCKETS,
+    EXEMPLAR_WINDOW_S,
     SERVER_TTFT_BUCKETS,
     TIME_PER_CHUNK_BUCKETS,
     TIME_PER_TOKEN_BUCKETS,
@@ -33,6 +34,7 @@ from ..aggregation import (
     CounterFamily,
     Exemplar,
     HistogramFamily,
+    keeps_new,
 )
 from ..model import LLMCall, TraceBatch
 from .cost import COST_DIGITS
@@ -163,6 +165,7 @@ class LLMMetrics:
             (*BASE_LABELS, *dims["tokens"], "gen_ai_token_type"),
             n,
             _KEEP,
+            exemplar_window_s=EXEMPLAR_WINDOW_S,
         )
         self.cost = c(
             "gen_ai_client_cost_usd",
@@ -170,6 +173,7 @@ class LLMMetrics:
             (*BASE_LABELS, *dims["cost"]),
             n,
             digits=COST_DIGITS,
+            exemplar_window_s=EXEMPLAR_WINDOW_S,
         )
         self.cache_savings = c(
             "llm_pipeline_cache_savings_usd",
@@ -358,7 +362,11 @@ class LLMMetrics:
         # after them, the label-value prefixes of the duration, token-usage, tokens and cost
         # families (the base labels and the dimensions each carries), built once per set.
         if self.dimension_names:  # attribution's labels: slots per label set with them
-            slots = self._dimension_slots(base, error_type, call.dimensions or self._no_dims)
+            dims = call.dimensions or self._no_dims
+            by_dims = self._dim_slots.get((base, error_type))
+            slots = by_dims.get(dims) if by_dims is not None else None
+            if slots is None:
+                slots = self._dimension_slots(base, error_type, dims)
         elif (found := self._slots.get((base, error_type))) is not None:
             slots = found
         else:
@@ -369,6 +377,7 @@ class LLMMetrics:
         b_dur, b_use, b_tok, b_cost = slots[_N_SLOTS:]
         hist, add = self._hist, self._add
         v141 = self.v141
+        window = EXEMPLAR_WINDOW_S  # the tokens and cost families' (keeps_new)
         # Each update goes to the series kept in the slot; the key (`base` plus one label, or
         # `base`) is built only for a slot without its series (tests/processors/test_metrics.py
         # holds this equal to observing through the families).
@@ -417,9 +426,10 @@ class LLMMetrics:
             if n:  # CounterFamily.add's update, inline as in _add (one call less per call)
                 if (c := slots[tokens_slot]) is None:
                     add(slots, tokens_slot, self.tokens, b_tok, token_type, n, ex)
-                else:
+                else:  # keeps_new, inline
                     c.value += n
-                    c.exemplar = ex
+                    if (old := c.exemplar) is None or n > old[2] or now - old[3] >= window:
+                        c.exemplar = ex
         if n := call.cache_read_tokens:
             add(slots, _CACHE_READ, self.tokens, b_tok, "cache_read", n, (tid, sid, n, now))
         if n := call.cache_creation_tokens:
@@ -432,7 +442,8 @@ class LLMMetrics:
                 add(slots, _COST, self.cost, b_cost, None, v, (tid, sid, v, now))
             else:
                 c.value += v
-                c.exemplar = (tid, sid, v, now)
+                if (old := c.exemplar) is None or v > old[2] or now - old[3] >= window:
+                    c.exemplar = (tid, sid, v, now)
         if (saved := call.cache_savings_usd) is not None:
             self.cache_savings.add(
                 (call.service_name, call.provider, call.request_model),
@@ -445,18 +456,15 @@ class LLMMetrics:
     def _dimension_slots(
         self, base: tuple[str, ...], error_type: str, dims: tuple[str, ...]
     ) -> _Slots:
-        by_dims = self._dim_slots.get((base, error_type))
-        if by_dims is None:
-            by_dims = self._dim_slots[(base, error_type)] = {}
-        slots = by_dims.get(dims)
-        if slots is None:
-            if self._n_dim_slots >= self._max_slots:
-                self._dim_slots.clear()
-                self._n_dim_slots = 0
-                by_dims = self._dim_slots[(base, error_type)] = {}
-            slots = by_dims[dims] = [None] * _N_SLOTS
-            slots += self._bases(base, dims)
-            self._n_dim_slots += 1
+        """The slots of a label set not seen yet (record looks up the others inline)."""
+        if self._n_dim_slots >= self._max_slots:
+            self._dim_slots.clear()
+            self._n_dim_slots = 0
+        by_dims = self._dim_slots.setdefault((base, error_type), {})
+        slots: _Slots = [None] * _N_SLOTS
+        slots += self._bases(base, dims)
+        by_dims[dims] = slots
+        self._n_dim_slots += 1
         return slots
 
     def record_development(self, call: LLMCall, base: tuple[str, ...], now: float) -> None:
@@ -530,7 +538,9 @@ class LLMMetrics:
             slots[slot] = family.series.get(key)
             return
         s.value += amount
-        s.exemplar = exemplar
+        window = family.exemplar_window_s
+        if window is None or keeps_new(s.exemplar, exemplar, window):
+            s.exemplar = exemplar
 
     def __call__(self, batch: TraceBatch) -> TraceBatch:
         if not batch.calls:

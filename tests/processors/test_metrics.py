@@ -339,3 +339,20 @@ def test_development_names_as_prometheus_scrapes_them() -> None:
         tpc = f"gen_ai_client_{name}_time_per_output_chunk_seconds_bucket"
         assert value(text, tpc, **labels, le="0.16") == 0
         assert value(text, tpc, **labels, le="0.32") == 1  # the one 0.2 s interval
+
+
+def test_token_and_cost_exemplars_point_at_the_heaviest_call_of_the_window() -> None:
+    m = LLMMetrics(Aggregation(), MetricsConfig())
+    heavy = _call(trace_id=b"\x0a" * 16, input_tokens=900, cost_usd=0.09)
+    light = _call(trace_id=b"\x0b" * 16, input_tokens=10, cost_usd=0.001)
+    m.record(heavy, 1000.0)
+    m.record(light, 1010.0)
+    cost = _one(m.cost)
+    assert cost.value == 0.091 and cost.exemplar[0] == b"\x0a" * 16
+    tokens = m.tokens.series[("svc", "chat", "openai", "gpt-4o", "gpt-4o", "input")]
+    assert tokens.value == 910 and tokens.exemplar[:3] == (b"\x0a" * 16, b"\x02" * 8, 900)
+    # the duration histogram's exemplar is the latest call's, as before
+    (duration,) = m.duration.series.values()
+    assert b"\x0b" * 16 in {e[0] for e in duration.exemplars if e}
+    m.record(light, 1031.0)  # 31 s after the heavy one: a new window
+    assert _one(m.cost).exemplar[0] == b"\x0b" * 16
