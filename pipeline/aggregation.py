@@ -7,6 +7,7 @@ exporter turns a snapshot of this state into metric families at scrape time.
 
 from __future__ import annotations
 
+import math
 import threading
 from bisect import bisect_left
 from dataclasses import dataclass, field
@@ -52,11 +53,6 @@ Exemplar = tuple[bytes, bytes, float, float]
 EXEMPLAR_WINDOW_S = 30.0
 
 
-def keeps_new(old: Exemplar | None, new: Exemplar, window_s: float) -> bool:
-    """Whether a series with exemplar `old` takes `new` (see EXEMPLAR_WINDOW_S)."""
-    return old is None or new[2] > old[2] or new[3] - old[3] >= window_s
-
-
 @dataclass(slots=True)
 class HistogramSeries:
     counts: list[int]  # per bucket, not cumulative; the last is +Inf
@@ -81,6 +77,17 @@ class HistogramSeries:
 class CounterSeries:
     value: float = 0.0
     exemplar: Exemplar | None = None
+    # With an exemplar window: the kept exemplar's amount and time, beside it, so the check
+    # reads the series rather than the tuple (cold memory on a series updated once in a while).
+    kept_amount: float = -math.inf
+    kept_at: float = -math.inf
+
+    def offer(self, exemplar: Exemplar, window_s: float) -> None:
+        """Keep `exemplar` if its amount is larger than the kept one's, or the window has
+        passed since that was taken (see EXEMPLAR_WINDOW_S)."""
+        amount, at = exemplar[2], exemplar[3]
+        if amount > self.kept_amount or at - self.kept_at >= window_s:
+            self.exemplar, self.kept_amount, self.kept_at = exemplar, amount, at
 
 
 @dataclass
@@ -137,7 +144,7 @@ class CounterFamily(_Family):
     # Significant digits the exposition keeps (None: all): a sum of float amounts (USD)
     # carries the arithmetic's last-bit noise, which is not part of the value.
     digits: int | None = None
-    # None: each add's exemplar replaces the last; else the window of `keeps_new`
+    # None: each add's exemplar replaces the last; else the window (CounterSeries.offer)
     exemplar_window_s: float | None = None
 
     def exposed(self, value: float) -> float:
@@ -154,9 +161,10 @@ class CounterFamily(_Family):
                 s = self.series[key] = CounterSeries()
         s.value += amount
         if exemplar is not None:
-            window = self.exemplar_window_s
-            if window is None or keeps_new(s.exemplar, exemplar, window):
+            if self.exemplar_window_s is None:
                 s.exemplar = exemplar
+            else:
+                s.offer(exemplar, self.exemplar_window_s)
 
 
 class Aggregation:

@@ -34,7 +34,6 @@ from ..aggregation import (
     CounterFamily,
     Exemplar,
     HistogramFamily,
-    keeps_new,
 )
 from ..model import LLMCall, TraceBatch
 from .cost import COST_DIGITS
@@ -377,7 +376,7 @@ class LLMMetrics:
         b_dur, b_use, b_tok, b_cost = slots[_N_SLOTS:]
         hist, add = self._hist, self._add
         v141 = self.v141
-        window = EXEMPLAR_WINDOW_S  # the tokens and cost families' (keeps_new)
+        window = EXEMPLAR_WINDOW_S  # the tokens and cost families' (CounterSeries.offer)
         # Each update goes to the series kept in the slot; the key (`base` plus one label, or
         # `base`) is built only for a slot without its series (tests/processors/test_metrics.py
         # holds this equal to observing through the families).
@@ -426,10 +425,10 @@ class LLMMetrics:
             if n:  # CounterFamily.add's update, inline as in _add (one call less per call)
                 if (c := slots[tokens_slot]) is None:
                     add(slots, tokens_slot, self.tokens, b_tok, token_type, n, ex)
-                else:  # keeps_new, inline
+                else:  # CounterSeries.offer, inline
                     c.value += n
-                    if (old := c.exemplar) is None or n > old[2] or now - old[3] >= window:
-                        c.exemplar = ex
+                    if n > c.kept_amount or now - c.kept_at >= window:
+                        c.exemplar, c.kept_amount, c.kept_at = ex, n, now
         if n := call.cache_read_tokens:
             add(slots, _CACHE_READ, self.tokens, b_tok, "cache_read", n, (tid, sid, n, now))
         if n := call.cache_creation_tokens:
@@ -442,8 +441,8 @@ class LLMMetrics:
                 add(slots, _COST, self.cost, b_cost, None, v, (tid, sid, v, now))
             else:
                 c.value += v
-                if (old := c.exemplar) is None or v > old[2] or now - old[3] >= window:
-                    c.exemplar = (tid, sid, v, now)
+                if v > c.kept_amount or now - c.kept_at >= window:
+                    c.exemplar, c.kept_amount, c.kept_at = (tid, sid, v, now), v, now
         if (saved := call.cache_savings_usd) is not None:
             self.cache_savings.add(
                 (call.service_name, call.provider, call.request_model),
@@ -538,9 +537,10 @@ class LLMMetrics:
             slots[slot] = family.series.get(key)
             return
         s.value += amount
-        window = family.exemplar_window_s
-        if window is None or keeps_new(s.exemplar, exemplar, window):
+        if family.exemplar_window_s is None:
             s.exemplar = exemplar
+        else:
+            s.offer(exemplar, family.exemplar_window_s)
 
     def __call__(self, batch: TraceBatch) -> TraceBatch:
         if not batch.calls:
