@@ -159,6 +159,11 @@ class CounterFamily(_Family):
                 s = self.series.get(key)
             if s is None:
                 s = self.series[key] = CounterSeries()
+        self.update(s, amount, exemplar)
+
+    def update(self, s: CounterSeries, amount: float, exemplar: Exemplar | None) -> None:
+        """The one counter update (with the family's exemplar rule), for the family and for
+        the series the metrics processor keeps at hand."""
         s.value += amount
         if exemplar is not None:
             if self.exemplar_window_s is None:

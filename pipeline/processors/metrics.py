@@ -536,11 +536,7 @@ class LLMMetrics:
             family.add(key, amount, exemplar)
             slots[slot] = family.series.get(key)
             return
-        s.value += amount
-        if family.exemplar_window_s is None:
-            s.exemplar = exemplar
-        else:
-            s.offer(exemplar, family.exemplar_window_s)
+        family.update(s, amount, exemplar)
 
     def __call__(self, batch: TraceBatch) -> TraceBatch:
         if not batch.calls:
