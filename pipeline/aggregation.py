@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,21 +74,46 @@ class HistogramSeries:
             self.exemplars[i] = exemplar
 
 
-@dataclass(slots=True)
+# A counter series' numbers, unboxed: value, kept exemplar's amount, its time.
+_CELLS = 3
+_FRESH = (0.0, -math.inf, -math.inf)
+
+
 class CounterSeries:
-    value: float = 0.0
-    exemplar: Exemplar | None = None
-    # With an exemplar window: the kept exemplar's amount and time, beside it, so the check
-    # reads the series rather than the tuple (cold memory on a series updated once in a while).
-    kept_amount: float = -math.inf
-    kept_at: float = -math.inf
+    """A counter's value and exemplar. The numbers live unboxed in `cells` from `at` on:
+    the value, and with an exemplar window the kept exemplar's amount and time (beside the
+    value, so the window's check reads no other object). A family with `block_labels` keeps
+    the series that differ only in their last label in one array side by side: the input
+    and output tokens of a label set are updated in one block of memory, not in six float
+    objects scattered over the heap (cold by the time a label set comes round again)."""
+
+    __slots__ = ("at", "cells", "exemplar")
+
+    def __init__(self, cells: array[float] | None = None, at: int = 0) -> None:
+        self.cells = array("d", _FRESH) if cells is None else cells
+        self.at = at
+        self.exemplar: Exemplar | None = None
+
+    @property
+    def value(self) -> float:
+        return self.cells[self.at]
+
+    @property
+    def kept_amount(self) -> float:
+        return self.cells[self.at + 1]
+
+    @property
+    def kept_at(self) -> float:
+        return self.cells[self.at + 2]
 
     def offer(self, exemplar: Exemplar, window_s: float) -> None:
         """Keep `exemplar` if its amount is larger than the kept one's, or the window has
         passed since that was taken (see EXEMPLAR_WINDOW_S)."""
         amount, at = exemplar[2], exemplar[3]
-        if amount > self.kept_amount or at - self.kept_at >= window_s:
-            self.exemplar, self.kept_amount, self.kept_at = exemplar, amount, at
+        cells, i = self.cells, self.at
+        if amount > cells[i + 1] or at - cells[i + 2] >= window_s:
+            cells[i + 1], cells[i + 2] = amount, at
+            self.exemplar = exemplar
 
 
 @dataclass
@@ -146,6 +172,9 @@ class CounterFamily(_Family):
     digits: int | None = None
     # None: each add's exemplar replaces the last; else the window (CounterSeries.offer)
     exemplar_window_s: float | None = None
+    # Last-label values whose series share their prefix's block of cells (CounterSeries)
+    block_labels: tuple[str, ...] = ()
+    _blocks: dict[tuple[str, ...], array[float]] = field(default_factory=dict)
 
     def exposed(self, value: float) -> float:
         """The value as exposed: rounded to `digits` significant digits when set."""
@@ -158,13 +187,28 @@ class CounterFamily(_Family):
                 key = self._overflow_key(key, self.series)
                 s = self.series.get(key)
             if s is None:
-                s = self.series[key] = CounterSeries()
+                s = self.series[key] = self._new_series(key)
         self.update(s, amount, exemplar)
+
+    def _new_series(self, key: tuple[str, ...]) -> CounterSeries:
+        """A series for a new key: in its prefix's block when its last label is one of
+        `block_labels` (the block is made with the first of them), else on its own."""
+        if key and key[-1] in self.block_labels:
+            prefix = key[:-1]
+            cells = self._blocks.get(prefix)
+            if cells is None:
+                cells = self._blocks[prefix] = array("d", _FRESH * len(self.block_labels))
+            return CounterSeries(cells, _CELLS * self.block_labels.index(key[-1]))
+        return CounterSeries()
+
+    def block_offset(self, label: str) -> int:
+        """Where the series with last label `label` starts in its prefix's block."""
+        return _CELLS * self.block_labels.index(label)
 
     def update(self, s: CounterSeries, amount: float, exemplar: Exemplar | None) -> None:
         """The one counter update (with the family's exemplar rule), for the family and for
         the series the metrics processor keeps at hand."""
-        s.value += amount
+        s.cells[s.at] += amount
         if exemplar is not None:
             if self.exemplar_window_s is None:
                 s.exemplar = exemplar
@@ -203,6 +247,7 @@ class Aggregation:
         keep_on_overflow: tuple[str, ...] = (),
         digits: int | None = None,
         exemplar_window_s: float | None = None,
+        block_labels: tuple[str, ...] = (),
     ) -> CounterFamily:
         fam = CounterFamily(
             name,
@@ -212,6 +257,7 @@ class Aggregation:
             keep_on_overflow,
             digits=digits,
             exemplar_window_s=exemplar_window_s,
+            block_labels=block_labels,
         )
         self.families.append(fam)
         return fam

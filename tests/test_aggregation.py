@@ -105,3 +105,32 @@ def test_a_windowed_counter_keeps_the_largest_exemplar_of_its_window() -> None:
     plain.add(("x",), 9, (b"\x01" * 16, b"\x11" * 8, 9, 100.0))
     plain.add(("x",), 1, (b"\x02" * 16, b"\x11" * 8, 1, 101.0))
     assert plain.series[("x",)].exemplar == (b"\x02" * 16, b"\x11" * 8, 1, 101.0)
+
+
+def test_series_differing_in_their_last_label_share_one_block() -> None:
+    """With block_labels, the series of one prefix keep their numbers side by side in one
+    array (each at its label's offset); other keys, the overflow's too, keep their own. The
+    values and exemplars are each series' own whatever the layout."""
+    c = Aggregation().counter(
+        "c",
+        "doc",
+        ("m", "t"),
+        max_series=3,
+        keep_on_overflow=("t",),
+        exemplar_window_s=30.0,
+        block_labels=("a", "b"),
+    )
+    c.add(("x", "b"), 2, (b"\x01" * 16, b"\x11" * 8, 2, 100.0))
+    c.add(("x", "a"), 5, (b"\x02" * 16, b"\x11" * 8, 5, 100.0))
+    c.add(("x", "z"), 7)  # not a block label: on its own
+    c.add(("y", "a"), 1)  # a fourth series: folds into (__other__, a), a block of its own
+    c.add(("x", "b"), 3, (b"\x03" * 16, b"\x11" * 8, 3, 101.0))
+    xa, xb, xz = c.series[("x", "a")], c.series[("x", "b")], c.series[("x", "z")]
+    assert xa.cells is xb.cells and (xa.at, xb.at) == (c.block_offset("a"), c.block_offset("b"))
+    assert xa.at != xb.at and xz.cells is not xa.cells and xz.at == 0
+    folded = c.series[(OTHER, "a")]
+    assert folded.cells is not xa.cells and folded.value == 1
+    assert (xa.value, xb.value, xz.value) == (5, 5, 7)
+    assert xb.exemplar is not None and xb.exemplar[0][:1] == b"\x03"  # larger than the 2
+    assert xa.exemplar is not None and xa.exemplar[0][:1] == b"\x02"
+    assert (xb.kept_amount, xb.kept_at) == (3, 101.0)

@@ -66,6 +66,8 @@ _MODALITY = "unknown"
 # past max_series), then updated in place. Series are never removed, so a kept one stays
 # valid; a folded one is not kept, so every observation of it goes through the family (which
 # counts the overflow). Bounded: label sets come from the spans.
+# After the slots, the label-value prefixes of four families (see record) and the cell blocks
+# of the tokens and cost series (CounterSeries.cells: their numbers, updated in place).
 _Slots = list[Any]  # HistogramSeries | CounterSeries | None per slot
 (
     _DURATION,
@@ -85,6 +87,9 @@ _Slots = list[Any]  # HistogramSeries | CounterSeries | None per slot
     _SERVER_TPOT,
 ) = range(15)
 _N_SLOTS = 15
+_TOK_CELLS, _COST_CELLS = _N_SLOTS + 4, _N_SLOTS + 5
+# The tokens family's last label, in the order of its series in a label set's block
+_TOKEN_TYPES = ("input", "output", "cache_read", "cache_creation", "reasoning")
 
 
 @dataclass
@@ -165,7 +170,10 @@ class LLMMetrics:
             n,
             _KEEP,
             exemplar_window_s=EXEMPLAR_WINDOW_S,
+            block_labels=_TOKEN_TYPES,
         )
+        self._in_at = self.tokens.block_offset("input")
+        self._out_at = self.tokens.block_offset("output")
         self.cost = c(
             "gen_ai_client_cost_usd",
             "Cost of GenAI calls in USD.",
@@ -372,8 +380,8 @@ class LLMMetrics:
             if len(self._slots) >= self._max_slots:
                 self._slots.clear()
             slots = self._slots[(base, error_type)] = [None] * _N_SLOTS
-            slots += (base,) * 4
-        b_dur, b_use, b_tok, b_cost = slots[_N_SLOTS:]
+            slots += (base, base, base, base, None, None)
+        b_dur, b_use, b_tok, b_cost, tok_cells, cost_cells = slots[_N_SLOTS:]
         hist, add = self._hist, self._add
         v141 = self.v141
         window = EXEMPLAR_WINDOW_S  # the tokens and cost families' (CounterSeries.offer)
@@ -413,36 +421,40 @@ class LLMMetrics:
                         prev = t
                         hist(slots, _TPC, self.time_per_chunk, base, None, v, (tid, sid, v, now))
         # One exemplar per token type serves both token families (same value).
-        for n, usage_slot, tokens_slot, token_type in (
-            (n_in, _IN_USAGE, _IN_TOKENS, "input"),
-            (n_out, _OUT_USAGE, _OUT_TOKENS, "output"),
+        for n, usage_slot, tokens_slot, token_type, at in (
+            (n_in, _IN_USAGE, _IN_TOKENS, "input", self._in_at),
+            (n_out, _OUT_USAGE, _OUT_TOKENS, "output", self._out_at),
         ):
             if n is None:
                 continue
             ex = (tid, sid, n, now)
             if v141:
                 hist(slots, usage_slot, self.token_usage, b_use, token_type, n, ex)
-            if n:  # CounterFamily.add's update, inline as in _add (one call less per call)
+            if n:  # CounterFamily.update and CounterSeries.offer, inline on the block
                 if (c := slots[tokens_slot]) is None:
-                    add(slots, tokens_slot, self.tokens, b_tok, token_type, n, ex)
-                else:  # CounterSeries.offer, inline
-                    c.value += n
-                    if n > c.kept_amount or now - c.kept_at >= window:
-                        c.exemplar, c.kept_amount, c.kept_at = ex, n, now
+                    add(slots, tokens_slot, self.tokens, b_tok, token_type, n, ex, _TOK_CELLS)
+                else:
+                    tok_cells[at] += n
+                    if n > tok_cells[at + 1] or now - tok_cells[at + 2] >= window:
+                        tok_cells[at + 1], tok_cells[at + 2] = n, now
+                        c.exemplar = ex
         if n := call.cache_read_tokens:
-            add(slots, _CACHE_READ, self.tokens, b_tok, "cache_read", n, (tid, sid, n, now))
+            ex = (tid, sid, n, now)
+            add(slots, _CACHE_READ, self.tokens, b_tok, "cache_read", n, ex, _TOK_CELLS)
         if n := call.cache_creation_tokens:
             ex = (tid, sid, n, now)
-            add(slots, _CACHE_CREATION, self.tokens, b_tok, "cache_creation", n, ex)
+            add(slots, _CACHE_CREATION, self.tokens, b_tok, "cache_creation", n, ex, _TOK_CELLS)
         if n := call.reasoning_tokens:
-            add(slots, _REASONING, self.tokens, b_tok, "reasoning", n, (tid, sid, n, now))
+            ex = (tid, sid, n, now)
+            add(slots, _REASONING, self.tokens, b_tok, "reasoning", n, ex, _TOK_CELLS)
         if (v := cost) is not None:
             if (c := slots[_COST]) is None:
-                add(slots, _COST, self.cost, b_cost, None, v, (tid, sid, v, now))
+                add(slots, _COST, self.cost, b_cost, None, v, (tid, sid, v, now), _COST_CELLS)
             else:
-                c.value += v
-                if v > c.kept_amount or now - c.kept_at >= window:
-                    c.exemplar, c.kept_amount, c.kept_at = (tid, sid, v, now), v, now
+                cost_cells[0] += v
+                if v > cost_cells[1] or now - cost_cells[2] >= window:
+                    cost_cells[1], cost_cells[2] = v, now
+                    c.exemplar = (tid, sid, v, now)
         if (saved := call.cache_savings_usd) is not None:
             self.cache_savings.add(
                 (call.service_name, call.provider, call.request_model),
@@ -461,7 +473,7 @@ class LLMMetrics:
             self._n_dim_slots = 0
         by_dims = self._dim_slots.setdefault((base, error_type), {})
         slots: _Slots = [None] * _N_SLOTS
-        slots += self._bases(base, dims)
+        slots += (*self._bases(base, dims), None, None)
         by_dims[dims] = slots
         self._n_dim_slots += 1
         return slots
@@ -529,12 +541,15 @@ class LLMMetrics:
         label: str | None,
         amount: float,
         exemplar: Exemplar,
+        cells_slot: int,
     ) -> None:
         s = slots[slot]
         if s is None:
             key = base if label is None else (*base, label)
             family.add(key, amount, exemplar)
-            slots[slot] = family.series.get(key)
+            slots[slot] = s = family.series.get(key)
+            if s is not None:  # its own series (None while folded): its block at hand
+                slots[cells_slot] = s.cells
             return
         family.update(s, amount, exemplar)
 
