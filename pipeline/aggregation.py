@@ -198,7 +198,7 @@ class CounterFamily(_Family):
             cells = self._blocks.get(prefix)
             if cells is None:
                 cells = self._blocks[prefix] = array("d", _FRESH * len(self.block_labels))
-            return CounterSeries(cells, _CELLS * self.block_labels.index(key[-1]))
+            return CounterSeries(cells, self.block_offset(key[-1]))
         return CounterSeries()
 
     def block_offset(self, label: str) -> int:

@@ -450,7 +450,7 @@ class LLMMetrics:
         if (v := cost) is not None:
             if (c := slots[_COST]) is None:
                 add(slots, _COST, self.cost, b_cost, None, v, (tid, sid, v, now), _COST_CELLS)
-            else:
+            else:  # a cost series stands alone (no block labels): its numbers from 0
                 cost_cells[0] += v
                 if v > cost_cells[1] or now - cost_cells[2] >= window:
                     cost_cells[1], cost_cells[2] = v, now
